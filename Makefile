@@ -1,0 +1,49 @@
+# One-command entry points. `make sim` and `make test` install what they need.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+BOARD ?= sim
+APT_PACKAGES := chrony socat
+STAMP := $(VENV)/.setup-stamp
+
+.PHONY: setup apt bundle test soak sim bench lint clean
+
+setup: $(STAMP) apt
+
+$(STAMP): requirements-host.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-host.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+# Debian packages the tests need; installed only when run as root and missing.
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "missing Debian packages:$$missing (run 'make setup' as root, or apt-get install them)"; exit 1; fi; \
+	fi
+
+bundle: $(STAMP)
+	$(VENV)/bin/clockterm bundle --board $(BOARD)
+
+test: setup
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/pytest -q -m "not soak"
+
+soak: setup
+	$(VENV)/bin/pytest -q -m soak
+
+sim: setup
+	$(VENV)/bin/clockterm sim
+
+bench: setup
+	$(PY) -m bench
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check
+
+clean:
+	rm -rf build

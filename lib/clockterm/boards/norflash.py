@@ -1,0 +1,213 @@
+# Emulated NOR flash: the sim board's flash chip, with wear counters and power-cut injection.
+#
+# NOR semantics as on the ESP32's SPI flash: erase sets a whole sector to 0xFF, a program can only
+# clear bits (the stored byte becomes old & new). The object speaks MicroPython's extended block
+# protocol (readblocks/writeblocks with offsets, ioctl with erase), so vfs.VfsLfs2 mounts it, and a
+# raw address API (read/program/erase) for the journal's raw ring.
+#
+# Backing store: a bytearray (tests, in-process sweeps) or a file in the state folder (the sim
+# terminal). With a file, every program and erase is written through at once, so killing the process
+# is a power cut at operation granularity; the image is never held in RAM (a 2 MiB image would not fit
+# in the 100 KB heap).
+#
+# Power-cut injection: cut_after(n) lets n more program/erase operations complete; the next one is
+# torn (a prefix of a program lands, or the first part of a sector is erased) and raises PowerCut.
+# From then on the chip is dead: writes and erases are ignored silently (finalizers of objects that
+# still hold the device must not fail), reads still work so a test can inspect the image.
+
+from micropython import const
+
+_IOCTL_INIT = const(1)
+_IOCTL_DEINIT = const(2)
+_IOCTL_SYNC = const(3)
+_IOCTL_BLOCK_COUNT = const(4)
+_IOCTL_BLOCK_SIZE = const(5)
+_IOCTL_BLOCK_ERASE = const(6)
+_CHUNK = const(256)  # bytes handled at a time when the image is a file
+
+
+class PowerCut(Exception):
+    """Raised by the operation during which the emulated power was cut."""
+
+
+class NorFlash:
+    """An emulated NOR flash chip of block_count sectors of block_size bytes."""
+
+    def __init__(self, block_size=4096, block_count=64, path=None, image=None):
+        self.block_size = block_size
+        self.block_count = block_count
+        self.size = block_size * block_count
+        self._f = None
+        self._img = None
+        if path is not None:
+            self._f = _open_image(path, self.size)
+        elif image is not None:
+            if len(image) != self.size:
+                raise ValueError("image size")
+            self._img = image
+        else:
+            self._img = img = bytearray(self.size)
+            ff = b"\xff" * _CHUNK
+            for a in range(0, self.size, _CHUNK):
+                img[a:a + _CHUNK] = ff
+        self._tmp = bytearray(_CHUNK)
+        self.reset_counters()
+        self._cut_left = -1  # operations allowed before the cut; -1: no cut armed
+        self.torn = True
+        self.dead = False
+
+    # --- counters and power-cut injection -----------------------------------------------------
+
+    def reset_counters(self):
+        self.programs = 0  # program operations
+        self.bytes_programmed = 0
+        self.erases = 0  # sectors erased
+        self.ops = 0  # program + erase operations, the unit of cut_after()
+
+    def cut_after(self, n, torn=True):
+        """Arm a power cut: n more program/erase operations complete, the next one is cut."""
+        self._cut_left = n
+        self.torn = torn
+
+    def _op(self):
+        # Returns True when this operation is the one that gets cut.
+        if self.dead:
+            return None
+        self.ops += 1
+        if self._cut_left < 0:
+            return False
+        if self._cut_left == 0:
+            self.dead = True
+            self._cut_left = -1
+            return True
+        self._cut_left -= 1
+        return False
+
+    def image(self):
+        """A copy of the whole image (RAM-backed chips only): what a restart would find."""
+        return bytearray(self._img)
+
+    def close(self):
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    # --- raw address API ----------------------------------------------------------------------
+
+    def read(self, addr, buf):
+        n = len(buf)
+        if addr < 0 or addr + n > self.size:
+            raise ValueError("read out of range")
+        if self._img is not None:
+            buf[:] = memoryview(self._img)[addr:addr + n]
+        else:
+            self._f.seek(addr)
+            self._f.readinto(buf)
+
+    def program(self, addr, data):
+        """Program data at addr: each byte becomes old & new (NOR can only clear bits)."""
+        n = len(data)
+        if addr < 0 or addr + n > self.size:
+            raise ValueError("program out of range")
+        cut = self._op()
+        if cut is None:
+            return
+        self.programs += 1
+        if cut:
+            n = n // 2 if self.torn else 0  # a torn program lands its first half
+        self.bytes_programmed += n
+        mv = memoryview(data)
+        if self._img is not None:
+            img = self._img
+            for i in range(n):
+                img[addr + i] &= mv[i]
+        else:
+            tmp = self._tmp
+            done = 0
+            while done < n:
+                k = min(_CHUNK, n - done)
+                t = memoryview(tmp)[:k]
+                self._f.seek(addr + done)
+                self._f.readinto(t)
+                for i in range(k):
+                    t[i] &= mv[done + i]
+                self._f.seek(addr + done)
+                self._f.write(t)
+                done += k
+            self._f.flush()
+        if cut:
+            raise PowerCut("cut during program at 0x%x" % addr)
+
+    def erase(self, block):
+        """Erase one sector to 0xFF."""
+        if block < 0 or block >= self.block_count:
+            raise ValueError("erase out of range")
+        cut = self._op()
+        if cut is None:
+            return
+        self.erases += 1
+        n = self.block_size
+        if cut:
+            n = n // 2 if self.torn else 0  # a half-erased sector: its first half is 0xFF
+        start = block * self.block_size
+        if self._img is not None:
+            mv = memoryview(self._img)
+            for i in range(start, start + n):
+                mv[i] = 0xFF
+        else:
+            tmp = self._tmp
+            for i in range(_CHUNK):
+                tmp[i] = 0xFF
+            done = 0
+            self._f.seek(start)
+            while done < n:
+                k = min(_CHUNK, n - done)
+                self._f.write(memoryview(tmp)[:k])
+                done += k
+            self._f.flush()
+        if cut:
+            raise PowerCut("cut during erase of sector %d" % block)
+
+    # --- MicroPython block protocol (extended: offsets, explicit erase) -----------------------
+
+    def readblocks(self, block, buf, offset=0):
+        self.read(block * self.block_size + offset, buf)
+
+    def writeblocks(self, block, buf, offset=None):
+        if offset is None:
+            # Simple protocol: whole blocks, erase first.
+            for i in range(len(buf) // self.block_size):
+                self.erase(block + i)
+            offset = 0
+        self.program(block * self.block_size + offset, buf)
+
+    def ioctl(self, op, arg):
+        if op == _IOCTL_BLOCK_COUNT:
+            return self.block_count
+        if op == _IOCTL_BLOCK_SIZE:
+            return self.block_size
+        if op == _IOCTL_BLOCK_ERASE:
+            self.erase(arg)
+            return 0
+        if op == _IOCTL_SYNC and self._f is not None and not self.dead:
+            self._f.flush()
+        return 0
+
+
+def _open_image(path, size):
+    # Open (or create, erased) a flash image file of exactly `size` bytes.
+    try:
+        f = open(path, "r+b")
+    except OSError:
+        f = open(path, "wb")
+        ff = b"\xff" * _CHUNK
+        for _ in range(size // _CHUNK):
+            f.write(ff)
+        f.close()
+        f = open(path, "r+b")
+    f.seek(0, 2)
+    have = f.tell()
+    if have != size:
+        f.close()
+        raise ValueError("flash image %s is %d bytes, expected %d" % (path, have, size))
+    return f

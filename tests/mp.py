@@ -1,0 +1,62 @@
+"""Run firmware code inside the MicroPython unix port, from the compiled bundle, under the ESP32 heap."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))
+
+from clockterm_host import bundle  # noqa: E402
+
+HEAP = "100K"  # ESP32 without PSRAM leaves about 110 KB to the GC heap
+_built: dict[str, Path] = {}
+
+
+def micropython() -> str:
+    return bundle.tool("micropython")
+
+
+def device_dir(board: str = "sim") -> Path:
+    """The bundle for `board`, built once per test session (incremental)."""
+    if board not in _built:
+        _built[board] = bundle.build(board)
+    return _built[board]
+
+
+def mp_env(board: str = "sim", extra: dict | None = None) -> dict:
+    d = device_dir(board)
+    env = dict(os.environ)
+    env["MICROPYPATH"] = f"{d / 'lib'}:{d}"
+    env.update(extra or {})
+    return env
+
+
+def run_mp(script: str, heap: str = HEAP, timeout: float = 120, args: list[str] | None = None,
+           env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run `script` (source text) under micropython with the sim bundle on its path."""
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(script)
+        path = f.name
+    try:
+        r = subprocess.run([micropython(), "-X", f"heapsize={heap}", path, *(args or [])],
+                           capture_output=True, text=True, timeout=timeout, env=mp_env(extra=env))
+    finally:
+        os.unlink(path)
+    if check and r.returncode != 0:
+        raise AssertionError(f"micropython exited {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}")
+    return r
+
+
+def mp_json(script: str, **kw) -> object:
+    """Run `script`; it prints one JSON document on its last line of output, which is returned."""
+    r = run_mp(script, **kw)
+    lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
+    if not lines:
+        raise AssertionError(f"no output from micropython\nstderr:\n{r.stderr}")
+    return json.loads(lines[-1])
