@@ -1,0 +1,213 @@
+# Terminal configuration: load, validate field by field, keep the last good one in force.
+#
+# The config is one JSON document (on the board /config.json; on the host a file given to `run`).
+# Every field is checked against SPEC below; an error names the field by its dotted path
+# ("sntp.port: expected int, got str"). On the device a config that fails keeps the last good one
+# (saved beside it after each successful load) in force and the error is reported in the status.
+
+import json
+
+# Field kinds. Numbers are checked against (min, max); strings against (min_len, max_len).
+_INT = 1
+_NUM = 2
+_STR = 3
+_BOOL = 4
+_STRS = 5  # list of strings
+_DICT = 6  # free-form object, checked by the module that owns it
+_TOKENS = 7  # list of {"token": str, "scopes": [str]}
+
+_OPT = 0x100  # flag: field may be absent (then the default applies) or null
+
+# (dotted path, kind | flags, a, b, allowed values or None)
+SPEC = (
+    ("version", _INT, 1, 1, None),
+    ("board", _STR, 1, 40, None),
+    ("device_id", _STR, 1, 64, None),
+    ("tz", _STR, 3, 80, None),
+    ("sntp.servers", _STRS, 1, 8, None),
+    ("sntp.port", _INT, 1, 65535, None),
+    ("sntp.interval_s", _INT, 16, 604800, None),
+    ("sntp.samples", _INT, 1, 8, None),
+    ("sntp.timeout_ms", _INT, 50, 10000, None),
+    ("sntp.max_offset_ms", _INT, 1, 86400000, None),
+    ("sntp.stale_after_s", _INT, 60, 2592000, None),
+    ("sntp.min_poll_s", _INT | _OPT, 1, 3600, None),
+    ("central.url", _STR, 8, 200, None),
+    ("central.client_id", _STR, 0, 64, None),
+    ("central.client_secret", _STR, 0, 128, None),
+    ("central.ca", _STR | _OPT, 0, 200, None),
+    ("central.batch_max", _INT, 1, 1000, None),
+    ("central.interval_s", _INT, 1, 86400, None),
+    ("endpoint.port", _INT, 0, 65535, None),
+    ("endpoint.tokens", _TOKENS, 0, 16, None),
+    ("terminal.duplicate_window_s", _INT, 0, 3600, None),
+    ("terminal.unknown_badge", _STR, 1, 10, ("record", "deny")),
+    ("terminal.kind_mode", _STR, 1, 10, ("toggle", "in", "out", "keys")),
+    ("journal.full_policy", _STR, 1, 10, ("refuse", "overwrite")),
+    ("network.wifi_ssid", _STR | _OPT, 0, 32, None),
+    ("network.wifi_password", _STR | _OPT, 0, 64, None),
+    ("network.static_ip", _STR | _OPT, 7, 18, None),
+    ("network.gateway", _STR | _OPT, 7, 15, None),
+    ("network.dns", _STR | _OPT, 7, 15, None),
+    ("sim.control_port", _INT | _OPT, 0, 65535, None),
+    ("sim.rtc_offset_ms", _INT | _OPT, -(10**12), 10**12, None),
+    ("sim.rtc_drift_ppm", _NUM | _OPT, -1000, 1000, None),
+    ("sim.rtc_battery", _BOOL | _OPT, 0, 0, None),
+)
+
+_TYPE_NAMES = {_INT: "int", _NUM: "number", _STR: "string", _BOOL: "bool", _STRS: "list of strings",
+               _DICT: "object", _TOKENS: "list of tokens"}
+_SCOPES = ("read", "admin")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the field."""
+
+
+def _type_name(v):
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        return "int"
+    if isinstance(v, float):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "list"
+    if isinstance(v, dict):
+        return "object"
+    return "other"
+
+
+def _lookup(doc, path):
+    # Returns (found, value); a missing parent object counts as a missing field.
+    node = doc
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _check(path, kind, a, b, allowed, v):
+    base = kind & 0xFF
+    bad = "%s: expected %s, got %s" % (path, _TYPE_NAMES[base], _type_name(v))
+    if base == _BOOL:
+        if not isinstance(v, bool):
+            raise ConfigError(bad)
+        return
+    if base in (_INT, _NUM):
+        if isinstance(v, bool) or not (isinstance(v, int) or (base == _NUM and isinstance(v, float))):
+            raise ConfigError(bad)
+        if not a <= v <= b:
+            raise ConfigError("%s: %s is out of range %s..%s" % (path, v, a, b))
+        return
+    if base == _STR:
+        if not isinstance(v, str):
+            raise ConfigError(bad)
+        if not a <= len(v) <= b:
+            raise ConfigError("%s: length %d is out of range %d..%d" % (path, len(v), a, b))
+        if allowed and v not in allowed:
+            raise ConfigError("%s: %r is not one of %s" % (path, v, ", ".join(allowed)))
+        return
+    if base == _STRS:
+        if not isinstance(v, list):
+            raise ConfigError(bad)
+        if not a <= len(v) <= b:
+            raise ConfigError("%s: needs %d..%d entries, has %d" % (path, a, b, len(v)))
+        for i, s in enumerate(v):
+            if not isinstance(s, str) or not s:
+                raise ConfigError("%s[%d]: expected a non-empty string, got %s" % (path, i, _type_name(s)))
+        return
+    if base == _TOKENS:
+        if not isinstance(v, list) or len(v) > b:
+            raise ConfigError("%s: expected a list of at most %d tokens" % (path, b))
+        for i, t in enumerate(v):
+            p = "%s[%d]" % (path, i)
+            if not isinstance(t, dict):
+                raise ConfigError("%s: expected an object, got %s" % (p, _type_name(t)))
+            tok = t.get("token")
+            if not isinstance(tok, str) or len(tok) < 16:
+                raise ConfigError("%s.token: expected a string of at least 16 characters" % p)
+            scopes = t.get("scopes")
+            if not isinstance(scopes, list) or not scopes or any(s not in _SCOPES for s in scopes):
+                raise ConfigError("%s.scopes: expected a non-empty list of %s" % (p, ", ".join(_SCOPES)))
+        return
+    if base == _DICT and not isinstance(v, dict):
+        raise ConfigError(bad)
+
+
+def validate(doc):
+    """Check a parsed config; raise ConfigError naming the first bad field. Returns doc."""
+    if not isinstance(doc, dict):
+        raise ConfigError("config: expected a JSON object, got %s" % _type_name(doc))
+    for path, kind, a, b, allowed in SPEC:
+        found, v = _lookup(doc, path)
+        if not found or v is None:
+            if kind & _OPT:
+                continue
+            raise ConfigError("%s: missing" % path)
+        _check(path, kind, a, b, allowed, v)
+    url = doc["central"]["url"]
+    if not (url.startswith("https://") or url.startswith("http://")):
+        raise ConfigError("central.url: must start with https:// (or http:// for a lab)")
+    return doc
+
+
+def parse(text):
+    """Parse and validate config text; ConfigError on broken JSON or a bad field."""
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        raise ConfigError("config: not valid JSON (%s)" % (e.args[0] if e.args else "syntax error"))
+    return validate(doc)
+
+
+def _read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def load(path, good_path=None):
+    """Load the config at path. Returns (config, error).
+
+    On success the text is saved to good_path (when given) and error is None. When the config is
+    broken and a last good copy exists, that copy is returned with the error that rejected the new
+    one, so the terminal keeps working. With no good copy the ConfigError is raised.
+    """
+    err = None
+    try:
+        text = _read(path)
+        doc = parse(text)
+    except OSError as e:
+        err = ConfigError("config: cannot read %s (%s)" % (path, e))
+    except ConfigError as e:
+        err = e
+    if err is None:
+        if good_path:
+            _save_good(good_path, text)
+        return doc, None
+    if good_path:
+        try:
+            return parse(_read(good_path)), err
+        except (OSError, ConfigError):
+            pass
+    raise err
+
+
+def _save_good(good_path, text):
+    # Write atomically (temp file, then rename) and only when it changed, to spare the flash.
+    try:
+        if _read(good_path) == text:
+            return
+    except OSError:
+        pass
+    import os
+
+    tmp = good_path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.rename(tmp, good_path)

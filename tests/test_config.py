@@ -1,0 +1,113 @@
+"""Config validation on the device (unix port): every bad field is named, the last good one stays."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+from clockterm_host.cli import check_config
+from clockterm_host.defaults import default_config
+from mp import mp_json
+
+
+def _check_all(docs: list[str]) -> list[str]:
+    """Run the device validator over many config texts in one micropython process."""
+    script = (
+        "import json\nfrom clockterm import config\n"
+        f"docs = json.loads({json.dumps(json.dumps(docs))})\n"
+        "out = []\n"
+        "for d in docs:\n"
+        "    try:\n        config.parse(d)\n        out.append('ok')\n"
+        "    except config.ConfigError as e:\n        out.append(str(e))\n"
+        "print(json.dumps(out))\n"
+    )
+    return mp_json(script)
+
+
+def _mutate(path: str, value=None, delete=False) -> str:
+    doc = copy.deepcopy(default_config("sim"))
+    node = doc
+    parts = path.split(".")
+    for p in parts[:-1]:
+        node = node[p]
+    if delete:
+        del node[parts[-1]]
+    else:
+        node[parts[-1]] = value
+    return json.dumps(doc)
+
+
+CASES = [
+    (_mutate("device_id", delete=True), "device_id: missing"),
+    (_mutate("sntp", delete=True), "sntp.servers: missing"),
+    (_mutate("sntp.port", "123"), "sntp.port: expected int, got string"),
+    (_mutate("sntp.port", 70000), "sntp.port: 70000 is out of range 1..65535"),
+    (_mutate("sntp.port", True), "sntp.port: expected int, got bool"),
+    (_mutate("sntp.servers", []), "sntp.servers: needs 1..8 entries, has 0"),
+    (_mutate("sntp.servers", ["ok", 5]), "sntp.servers[1]: expected a non-empty string, got int"),
+    (_mutate("terminal.kind_mode", "sideways"), "terminal.kind_mode: 'sideways' is not one of"),
+    (_mutate("central.url", "ftp://x.example"), "central.url: must start with https://"),
+    (_mutate("sim.rtc_drift_ppm", "fast"), "sim.rtc_drift_ppm: expected number, got string"),
+    (_mutate("endpoint.tokens", [{"token": "short", "scopes": ["read"]}]), "endpoint.tokens[0].token"),
+    (_mutate("endpoint.tokens", [{"token": "x" * 20, "scopes": ["root"]}]), "endpoint.tokens[0].scopes"),
+    (_mutate("version", 2), "version: 2 is out of range 1..1"),
+    ('{"version": 1, "board": "sim",', "config: not valid JSON"),
+    ("[1, 2]", "config: expected a JSON object, got list"),
+    ("", "config: not valid JSON"),
+]
+
+
+def test_default_configs_are_valid():
+    docs = [json.dumps(default_config(b)) for b in ("sim", "esp32-devkitc-rc522")]
+    assert _check_all(docs) == ["ok", "ok"]
+
+
+def test_bad_fields_are_named():
+    got = _check_all([doc for doc, _ in CASES])
+    for (_, want), msg in zip(CASES, got, strict=True):
+        assert want in msg, (want, msg)
+
+
+def test_optional_fields_may_be_absent_or_null():
+    doc = default_config("sim")
+    del doc["sim"]
+    doc["network"]["static_ip"] = None
+    assert _check_all([json.dumps(doc)]) == ["ok"]
+
+
+def test_last_good_config_stays_in_force(tmp_path):
+    good = json.dumps(default_config("sim", "term-good"))
+    cfg, saved = tmp_path / "config.json", tmp_path / "config.good.json"
+    script = f"""
+import json
+from clockterm import config
+cfg, good = {str(cfg)!r}, {str(saved)!r}
+out = []
+open(cfg, "w").write({good!r})
+doc, err = config.load(cfg, good)
+out.append([doc["device_id"], err])
+open(cfg, "w").write('{{"version": 1, "board": "sim", "device_id": 5}}')
+doc, err = config.load(cfg, good)
+out.append([doc["device_id"], str(err)])
+import os
+os.remove(good)
+try:
+    config.load(cfg, good)
+    out.append("loaded")
+except config.ConfigError as e:
+    out.append(str(e))
+print(json.dumps(out))
+"""
+    out = mp_json(script)
+    assert out[0] == ["term-good", None]
+    assert out[1] == ["term-good", "device_id: expected string, got int"]
+    assert "device_id: expected string, got int" in out[2]
+
+
+def test_cli_check(tmp_path):
+    p = tmp_path / "c.json"
+    p.write_text(_mutate("sntp.timeout_ms", 5))
+    ok, msg = check_config(p)
+    assert not ok and msg == "sntp.timeout_ms: 5 is out of range 50..10000"
+    p.write_text(json.dumps(default_config("sim")))
+    assert check_config(p) == (True, "ok")
