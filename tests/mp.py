@@ -32,7 +32,7 @@ def device_dir(board: str = "sim") -> Path:
 def mp_env(board: str = "sim", extra: dict | None = None) -> dict:
     d = device_dir(board)
     env = dict(os.environ)
-    env["MICROPYPATH"] = f"{d / 'lib'}:{d}"
+    env["MICROPYPATH"] = f"{d / 'lib'}:{d}:.frozen"
     env.update(extra or {})
     return env
 

@@ -40,7 +40,7 @@ def check_config(path: Path, board: str = "sim") -> tuple[bool, str]:
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(script)
     try:
-        env = {"MICROPYPATH": f"{out / 'lib'}:{out}", "PATH": "/usr/bin:/bin"}
+        env = {"MICROPYPATH": f"{out / 'lib'}:{out}:.frozen", "PATH": "/usr/bin:/bin"}
         r = subprocess.run([bundle.tool("micropython"), f.name, str(path)], capture_output=True, text=True,
                            env=env, timeout=60)
     finally:

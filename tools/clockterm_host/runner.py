@@ -38,7 +38,7 @@ def command(config: Path, state: Path) -> tuple[list[str], dict, Path]:
     state = Path(state).resolve()
     state.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    env["MICROPYPATH"] = f"{out / 'lib'}:{out}"
+    env["MICROPYPATH"] = f"{out / 'lib'}:{out}:.frozen"
     env["CLOCKTERM_CONFIG"] = str(Path(config).resolve())
     env["CLOCKTERM_STATE"] = str(state)
     # boot.py then main.py, as the board does at reset.
