@@ -2,6 +2,7 @@
 #
 # Reader interface (shared by every driver in clockterm.drivers, see docs/boards.md):
 #   poll() -> badge id str or None, never blocks long, never raises on bad input; call every poll_ms.
+#   async run(tap): polls forever and calls tap(badge_id) for each read (the app's reader task).
 #   frames_ok, frames_bad: counters; status() -> dict of all counters; deinit().
 #
 # MFRC522(spi, cs, rst=None, hold_ms=800, check_ms=5000, ticks_ms=None)
@@ -308,6 +309,16 @@ class MFRC522:
         self._hold_id = bid
         self._hold_t = now
         return bid
+
+    async def run(self, tap):
+        """Poll forever, calling tap(badge_id) for each badge read (the app's reader task)."""
+        import asyncio
+
+        while True:
+            bid = self.poll()
+            if bid is not None:
+                tap(bid)
+            await asyncio.sleep_ms(self.poll_ms)
 
     def status(self):
         return {"frames_ok": self.frames_ok, "frames_bad": self.frames_bad, "collisions": self.collisions,

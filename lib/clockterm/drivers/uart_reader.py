@@ -2,6 +2,7 @@
 #
 # Reader interface (shared by every driver in clockterm.drivers, see docs/boards.md):
 #   poll() -> badge id str or None, never blocks, never raises on bad input; call every poll_ms.
+#   async run(tap): polls forever and calls tap(badge_id) for each read (the app's reader task).
 #   frames_ok, frames_bad: counters; status() -> dict of all counters; deinit().
 #
 # Both take a UART-like object with readinto(buf) -> int or None (machine.UART on the board, a byte
@@ -86,6 +87,16 @@ class _UartReader:
             self._i = 0
             self._n = n
         return None
+
+    async def run(self, tap):
+        """Poll forever, calling tap(badge_id) for each badge read (the app's reader task)."""
+        import asyncio
+
+        while True:
+            bid = self.poll()
+            if bid is not None:
+                tap(bid)
+            await asyncio.sleep_ms(self.poll_ms)
 
     def _hold(self, bid):
         now = self._ticks_ms()

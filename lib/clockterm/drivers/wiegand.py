@@ -2,6 +2,7 @@
 #
 # Reader interface (shared by every driver in clockterm.drivers, see docs/boards.md):
 #   poll() -> badge id str or None, never blocks, never raises on bad input; call every poll_ms.
+#   async run(tap): polls forever and calls tap(badge_id) for each read (the app's reader task).
 #   frames_ok, frames_bad: counters; status() -> dict of all counters; deinit().
 #
 # Wiegand(d0, d1, bits=(26, 34, 37), id_format="fc", gap_us=25000, hold_ms=0, ticks_us=None,
@@ -147,6 +148,16 @@ class Wiegand:
             return None
         self.frames_ok += 1
         return self._hold(bid)
+
+    async def run(self, tap):
+        """Poll forever, calling tap(badge_id) for each badge read (the app's reader task)."""
+        import asyncio
+
+        while True:
+            bid = self.poll()
+            if bid is not None:
+                tap(bid)
+            await asyncio.sleep_ms(self.poll_ms)
 
     def _hold(self, bid):
         now = self._ticks_ms()
