@@ -29,8 +29,9 @@ QUALITIES = ("unsynced", "synced", "stale", "corrected")
 #   {"do": "reset"}           store, then send half the answer and drop the connection
 #   {"do": "stall", "s": 5}   store, then wait s seconds before answering
 #   {"do": "trickle", "bps": 50}  store, then send the answer at bps bytes per second
+#   {"do": "chunked"}         store, then send the answer with chunked transfer encoding
 #   {"do": "bad_json"} | {"do": "wrong_shape"} | {"do": "bogus_ack"}  store, then answer nonsense
-ACTIONS = ("status", "close", "reset", "stall", "trickle", "bad_json", "wrong_shape", "bogus_ack")
+ACTIONS = ("status", "close", "reset", "stall", "trickle", "chunked", "bad_json", "wrong_shape", "bogus_ack")
 
 
 @dataclass
@@ -298,13 +299,19 @@ class FaultMiddleware:
                 d["stored_through"] = d["stored_through"] + 1000
                 body = json.dumps(d).encode()
         headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
-        headers.append((b"content-length", str(len(body)).encode()))
+        if do != "chunked":  # without a length uvicorn sends chunks
+            headers.append((b"content-length", str(len(body)).encode()))
         if do == "stall":
             await asyncio.sleep(float(act.get("s", 5)))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         if do == "reset":
             await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
             raise ConnectionResetError("fault injection: reset mid-response")
+        if do == "chunked":
+            for i in range(0, len(body), 7):
+                await send({"type": "http.response.body", "body": body[i:i + 7], "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
         if do == "trickle":
             step = max(1, int(act.get("bps", 50)) // 10)
             for i in range(0, len(body), step):

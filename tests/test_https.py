@@ -1,0 +1,194 @@
+"""The firmware's HTTP/1.1 client (lib/clockterm/https.py) under micropython against the real central."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mp
+import pytest
+import trustme
+from clockterm_host.central import Handle, start_background
+
+# Runs a list of requests through one Client and prints what happened, as JSON.
+DRIVER = r"""
+import sys, json, gc, asyncio
+from clockterm import https
+with open(sys.argv[1]) as f:  # a file: this micropython build dies on an argv over 256 bytes
+    cfg = json.load(f)
+
+async def main():
+    c = https.Client(cfg["url"], cafile=cfg.get("ca"))
+    for k, v in cfg.get("tune", {}).items():
+        setattr(c, k, v)
+    out = []
+    token = None
+    gc.collect()
+    base = gc.mem_alloc()
+    peak = 0
+    for step in cfg["steps"]:
+        hdrs = {}
+        if token:
+            hdrs["Authorization"] = "Bearer " + token
+        body = step.get("body")
+        if step.get("form"):
+            body = step["form"].encode()
+        elif body is not None:
+            body = json.dumps(body).encode()
+        try:
+            ctype = "application/x-www-form-urlencoded" if step.get("form") else "application/json"
+            r = await c.request(step["method"], step["path"], body, hdrs, ctype)
+            res = {"status": r.status, "body": r.body.decode(), "connected": c.connected}
+            if step.get("token") and r.status == 200:
+                token = json.loads(r.body)["access_token"]
+        except https.HTTPError as e:
+            res = {"error": str(e), "connected": c.connected}
+        peak = max(peak, gc.mem_alloc() - base)
+        out.append(res)
+    c.close()
+    print(json.dumps({"results": out, "connections": c.connections, "requests": c.requests,
+                      "heap_delta_peak": peak}))
+
+asyncio.run(main())
+"""
+
+TOKEN = {
+    "method": "POST",
+    "path": "/v1/oauth/token",
+    "token": True,
+    "form": "grant_type=client_credentials&client_id=term-1&client_secret=pw1",
+}
+
+
+def upload(seqs: range, journal: str = "j1") -> dict[str, Any]:
+    return {
+        "method": "POST",
+        "path": "/v1/punches",
+        "body": {
+            "device_id": "term-1",
+            "journal_id": journal,
+            "punches": [
+                {
+                    "seq": s,
+                    "badge": f"B{s}",
+                    "kind": "in",
+                    "utc_ms": 1_780_000_000_000 + s,
+                    "utc_offset_min": 0,
+                    "quality": "synced",
+                    "uncertainty_ms": 3,
+                    "employee_id": None,
+                }
+                for s in seqs
+            ],
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def central(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Handle]:
+    h = start_background(tmp_path_factory.mktemp("central"), devices="term-1:pw1")
+    try:
+        yield h
+    finally:
+        h.stop()
+
+
+@pytest.fixture(autouse=True)
+def clean_faults(central: Handle) -> Iterator[None]:
+    yield
+    central.set_faults(queue=[], tls="good", error_rate=0.0, reset_rate=0.0)
+
+
+def run(url: str, steps: list[dict[str, Any]], ca: Path | None = None, **tune: Any) -> dict[str, Any]:
+    cfg = {"url": url, "ca": str(ca) if ca else None, "steps": steps, "tune": tune}
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        json.dump(cfg, f)
+        f.flush()
+        out = mp.mp_json(DRIVER, args=[f.name])
+    assert isinstance(out, dict)
+    return out
+
+
+def test_verified_tls_with_keepalive(central: Handle) -> None:
+    n0 = central.store.count()
+    out = run(central.url, [TOKEN, upload(range(1, 4)), upload(range(1, 6))], central.ca_path)
+    r = out["results"]
+    assert [x["status"] for x in r] == [200, 200, 200], r
+    assert json.loads(r[2]["body"])["duplicates"] == 3
+    assert out["connections"] == 1 and out["requests"] == 3  # one TLS handshake for all three
+    assert central.store.count() == n0 + 5
+    assert out["heap_delta_peak"] < 40_000
+
+
+def test_der_ca_file_also_accepted(central: Handle, tmp_path: Path) -> None:
+    der = tmp_path / "ca.der"
+    der.write_bytes(central.ca_der)
+    assert run(central.url, [TOKEN], der)["results"][0]["status"] == 200
+
+
+@pytest.mark.parametrize("case", ["wrong_ca", "wrong_host", "expired"])
+def test_bad_certificates_are_rejected(central: Handle, tmp_path: Path, case: str) -> None:
+    ca = central.ca_path
+    if case == "wrong_ca":
+        other = tmp_path / "other-ca.pem"
+        other.write_bytes(trustme.CA().cert_pem.bytes())
+        ca = other
+    else:
+        central.set_faults(tls="wronghost" if case == "wrong_host" else "expired")
+    stats0 = central.admin("/stats")
+    out = run(central.url, [TOKEN, upload(range(100, 101))], ca)
+    for res in out["results"]:
+        assert "error" in res and not res["connected"], res
+    stats1 = central.admin("/stats")
+    # Nothing reached the application: no token request, no upload.
+    assert stats1.get("token_requests", 0) == stats0.get("token_requests", 0)
+    assert stats1.get("punch_requests", 0) == stats0.get("punch_requests", 0)
+
+
+def test_plain_http_only_when_the_url_says_so(central: Handle) -> None:
+    out = run(central.admin_url, [{"method": "GET", "path": "/stats"}])
+    assert out["results"][0]["status"] == 200 and "punches_stored" in out["results"][0]["body"]
+    # An https URL to the plain port fails (no fallback to plain text).
+    https_to_plain = central.admin_url.replace("http://127.0.0.1", "https://localhost")
+    out = run(https_to_plain, [{"method": "GET", "path": "/stats"}], central.ca_path, connect_timeout_ms=3000)
+    assert "error" in out["results"][0]
+
+
+def test_chunked_answer_and_body_limit(central: Handle) -> None:
+    central.set_faults(queue=[{"do": "chunked"}, {"do": "chunked"}])
+    out = run(central.url, [TOKEN, upload(range(200, 202)), upload(range(202, 204))], central.ca_path)
+    r = out["results"]
+    assert r[1]["status"] == 200 and json.loads(r[1]["body"])["stored_through"] == 201
+    assert r[2]["status"] == 200 and out["connections"] == 1
+    # An answer over max_body is an error, and the connection is dropped.
+    out = run(central.url, [TOKEN, upload(range(204, 206))], central.ca_path, max_body=40)
+    assert ["too large" in x["error"] and not x["connected"] for x in out["results"]] == [True, True]
+    assert out["connections"] == 2  # dropped after the first, a fresh one for the second
+
+
+def test_stall_reset_trickle_and_dns(central: Handle) -> None:
+    central.set_faults(queue=[{"do": "stall", "s": 3}, {"do": "reset"}, {"do": "trickle", "bps": 20}])
+    out = run(
+        central.url,
+        [
+            TOKEN,
+            upload(range(300, 302)),
+            upload(range(302, 304)),
+            upload(range(304, 306)),
+            upload(range(306, 308)),
+        ],
+        central.ca_path,
+        timeout_ms=1500,
+    )
+    r = out["results"]
+    assert r[0]["status"] == 200
+    assert r[1]["error"] == "timeout" and not r[1]["connected"]
+    assert "error" in r[2] and not r[2]["connected"]  # reset mid-answer
+    assert r[3]["error"] == "timeout"  # ~90 bytes at 20 B/s is past the 1.5 s deadline
+    assert r[4]["status"] == 200  # and the client recovers on a fresh connection
+    assert out["connections"] == 4
+    out = run("https://no-such-host.invalid:1", [TOKEN], central.ca_path)
+    assert "error" in out["results"][0]
