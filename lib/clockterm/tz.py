@@ -1,0 +1,241 @@
+# Local time from POSIX TZ strings (with DST rules): for the display, work-day rules and punch offsets.
+#
+# Storage and the wire are UTC; this module only turns Unix UTC seconds/ms into local civil time.
+# The calendar arithmetic is done here on integers (days from 1970-01-01), not with time.mktime,
+# so the result does not depend on the port's epoch (1970 or 2000) nor on floats (single precision
+# on the ESP32).
+#
+# Grammar (POSIX, with the RFC 8536 extension for transition times from -167 to 167 hours):
+#   std offset [dst [offset] [,start[/time],end[/time]]]
+#   std/dst: 3+ letters, or <...> quoted (letters, digits, + and -), e.g. <+0530>
+#   offset: [+|-]hh[:mm[:ss]], positive WEST of Greenwich (so CET is "CET-1")
+#   start/end: Jn (1..365, Feb 29 never counted), n (0..365, Feb 29 counted), Mm.w.d
+#   (month 1..12, week 1..5 where 5 = last, weekday 0 = Sunday); time defaults to 02:00.
+# A DST name without a rule takes the US rule M3.2.0,M11.1.0 (as glibc does).
+
+from micropython import const
+
+_DAY_S = const(86400)
+_DEF_TIME_S = const(7200)  # 02:00 local, when a rule gives no time
+_MAX_OFF_S = const(89999)  # |UTC offset| below 25 h (POSIX allows 24:59:59)
+
+# Rule kinds
+_JULIAN1 = const(0)  # Jn: 1..365, February 29 is never counted
+_JULIAN0 = const(1)  # n: 0..365, February 29 counted
+_MWD = const(2)  # Mm.w.d
+
+
+def days_from_civil(y, m, d):
+    """Days since 1970-01-01 of a proleptic Gregorian date (integers only)."""
+    y -= m <= 2
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def civil_from_days(z):
+    """(year, month, day) of a day count since 1970-01-01."""
+    z += 719468
+    era = (z if z >= 0 else z - 146096) // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    y = yoe + era * 400
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + (3 if mp < 10 else -9)
+    return (y + (m <= 2), m, d)
+
+
+def _leap(y):
+    return y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
+
+
+class TZ:
+    """A parsed POSIX TZ string. Invalid strings raise ValueError naming the problem."""
+
+    def __init__(self, s):
+        if not isinstance(s, str) or not s:
+            raise ValueError("TZ: empty string")
+        self.spec = s
+        self._s = s
+        self._i = 0
+        self.std = self._name()
+        self.std_off = -self._offset("std offset")  # stored EAST positive, seconds
+        self.dst = None
+        self.dst_off = self.std_off
+        self._rule = None
+        if self._i < len(s):
+            self.dst = self._name()
+            self.dst_off = self.std_off + 3600
+            if self._i < len(s) and s[self._i] != ",":
+                self.dst_off = -self._offset("dst offset")
+            if self._i < len(s):
+                self._expect(",")
+                start = self._date()
+                self._expect(",")
+                end = self._date()
+                self._rule = (start, end)
+            else:
+                self._rule = ((_MWD, 3, 2, 0, _DEF_TIME_S), (_MWD, 11, 1, 0, _DEF_TIME_S))
+            if self._i != len(s):
+                self._fail("trailing characters")
+        del self._s
+        self._cy = None  # year of the cached transitions
+        self._ca = 0  # cached DST start, UTC seconds
+        self._cb = 0  # cached DST end, UTC seconds
+
+    # --- parsing -------------------------------------------------------------------------
+
+    def _fail(self, what):
+        raise ValueError("TZ %r: %s at position %d" % (self.spec, what, self._i))
+
+    def _expect(self, c):
+        if self._i >= len(self._s) or self._s[self._i] != c:
+            self._fail("expected %r" % c)
+        self._i += 1
+
+    def _name(self):
+        s, i = self._s, self._i
+        if i < len(s) and s[i] == "<":
+            j = s.find(">", i + 1)
+            if j < 0:
+                self._fail("unterminated <name>")
+            name = s[i + 1:j]
+            for c in name:
+                if not (c.isalpha() or c.isdigit() or c in "+-"):
+                    self._fail("bad character %r in <name>" % c)
+            self._i = j + 1
+        else:
+            j = i
+            while j < len(s) and s[j].isalpha():
+                j += 1
+            name = s[i:j]
+            self._i = j
+        if len(name) < 3:
+            self._fail("zone name needs 3 or more characters")
+        return name
+
+    def _num(self, lo, hi, what):
+        s, i = self._s, self._i
+        j = i
+        while j < len(s) and s[j].isdigit():
+            j += 1
+        if j == i:
+            self._fail("expected a number for " + what)
+        v = int(s[i:j])
+        if v < lo or v > hi:
+            self._fail("%s %d out of range %d..%d" % (what, v, lo, hi))
+        self._i = j
+        return v
+
+    def _hms(self, max_h, what):
+        """[+|-]hh[:mm[:ss]] in seconds."""
+        sign = 1
+        if self._i < len(self._s) and self._s[self._i] in "+-":
+            sign = -1 if self._s[self._i] == "-" else 1
+            self._i += 1
+        v = self._num(0, max_h, what + " hours") * 3600
+        for mul in (60, 1):
+            if self._i < len(self._s) and self._s[self._i] == ":":
+                self._i += 1
+                v += self._num(0, 59, what + " minutes" if mul == 60 else what + " seconds") * mul
+            else:
+                break
+        return sign * v
+
+    def _offset(self, what):
+        v = self._hms(24, what)
+        if v > _MAX_OFF_S or v < -_MAX_OFF_S:
+            self._fail(what + " out of range")
+        return v
+
+    def _date(self):
+        s = self._s
+        if self._i >= len(s):
+            self._fail("missing DST rule date")
+        c = s[self._i]
+        if c == "J":
+            self._i += 1
+            r = [_JULIAN1, self._num(1, 365, "Jn day"), 0, 0]
+        elif c == "M":
+            self._i += 1
+            m = self._num(1, 12, "month")
+            self._expect(".")
+            w = self._num(1, 5, "week")
+            self._expect(".")
+            d = self._num(0, 6, "weekday")
+            r = [_MWD, m, w, d]
+        elif c.isdigit():
+            r = [_JULIAN0, self._num(0, 365, "day"), 0, 0]
+        else:
+            self._fail("bad DST rule date")
+        t = _DEF_TIME_S
+        if self._i < len(s) and s[self._i] == "/":
+            self._i += 1
+            t = self._hms(167, "transition time")
+        r.append(t)
+        return tuple(r)
+
+    # --- rules ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _rule_day(r, y):
+        """Days since 1970 of the rule's date in year y."""
+        kind, a, w, d, _ = r
+        if kind == _JULIAN1:
+            n = a - 1
+            if _leap(y) and a >= 60:  # skip February 29
+                n += 1
+            return days_from_civil(y, 1, 1) + n
+        if kind == _JULIAN0:
+            return days_from_civil(y, 1, 1) + a
+        first = days_from_civil(y, a, 1)
+        wd1 = (first + 4) % 7  # weekday of the 1st, 0 = Sunday (1970-01-01 was a Thursday)
+        day = first + (d - wd1) % 7 + (w - 1) * 7
+        if w == 5:
+            nxt = days_from_civil(y + (a == 12), a % 12 + 1, 1)
+            while day >= nxt:
+                day -= 7
+        return day
+
+    def _trans(self, y):
+        """(DST start, DST end) in UTC seconds for year y; cached for the last year asked."""
+        if self._cy != y:
+            start, end = self._rule
+            self._ca = self._rule_day(start, y) * _DAY_S + start[4] - self.std_off
+            self._cb = self._rule_day(end, y) * _DAY_S + end[4] - self.dst_off
+            self._cy = y
+        return self._ca, self._cb
+
+    def is_dst(self, utc_s):
+        """True when DST is in effect at Unix UTC second utc_s."""
+        if self._rule is None:
+            return False
+        y = civil_from_days((utc_s + self.std_off) // _DAY_S)[0]
+        a, b = self._trans(y)
+        if a < b:
+            return a <= utc_s < b
+        return not (b <= utc_s < a)  # southern hemisphere: DST spans the new year
+
+    def offset_s(self, utc_s):
+        """Local offset from UTC in seconds, east positive, DST applied."""
+        return self.dst_off if self.is_dst(utc_s) else self.std_off
+
+    def abbrev(self, utc_s):
+        """The zone abbreviation in effect (e.g. CET or CEST; +0530 for <+0530>)."""
+        return self.dst if self.is_dst(utc_s) else self.std
+
+    def local(self, utc_ms):
+        """Local civil time: (year, month, mday, hour, minute, second, weekday, yearday, ms).
+
+        weekday 0 = Monday as in time.localtime; yearday 1..366."""
+        s = utc_ms // 1000
+        t = s + self.offset_s(s)
+        days = t // _DAY_S
+        sod = t - days * _DAY_S
+        y, m, d = civil_from_days(days)
+        return (y, m, d, sod // 3600, sod // 60 % 60, sod % 60, (days + 3) % 7,
+                days - days_from_civil(y, 1, 1) + 1, utc_ms % 1000)
