@@ -99,7 +99,13 @@ class NorFlash:
         if addr < 0 or addr + n > self.size:
             raise ValueError("read out of range")
         if self._img is not None:
-            buf[:] = memoryview(self._img)[addr:addr + n]
+            try:
+                buf[:] = memoryview(self._img)[addr:addr + n]
+            except MemoryError:
+                # Heap locked: a finalizer (a file of a dropped filesystem closing) reads.
+                img = self._img
+                for i in range(n):
+                    buf[i] = img[addr + i]
         else:
             self._f.seek(addr)
             self._f.readinto(buf)
