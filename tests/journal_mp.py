@@ -1,4 +1,5 @@
 # MicroPython side of the journal tests: workload, model check and power-cut sweep (one process).
+# ruff: noqa (MicroPython code, not CPython: runs under the unix port with globals set by the caller)
 #
 # The pytest files prepend settings (BACKEND, TORN, NP, SAMPLE, RECUT, ...) and run this under
 # micropython with the compiled bundle. Not collected by pytest (no test_ prefix).
@@ -8,7 +9,7 @@ import json
 import vfs
 
 from clockterm.boards.norflash import NorFlash, PowerCut
-from clockterm.journal import Journal, JournalFull
+from clockterm.journal import Journal
 from clockterm.punch import Punch
 from clockterm.ring_lfs import LfsRing
 from clockterm.ring_raw import RawRing
