@@ -1,0 +1,314 @@
+# Uplink supervisor: sends journaled punches to the central API in batches; acks only what is stored.
+#
+# One task that never dies. It waits for a valid clock (TLS checks certificate dates), gets an OAuth2
+# client-credentials token, reads pending punches from the journal (after the durable ack point)
+# into one preallocated body buffer, bounded by count and bytes, POSTs them to /v1/punches and moves
+# the journal's durable ack only through the `stored_through` the server answered, and only when that
+# seq lies inside the batch just sent. Errors follow docs/central-api.yaml: 401 refresh the token
+# once; 413 halve the batch; 429 wait Retry-After; 400 keep the batch and pause long (alert); other
+# failures back off exponentially with jitter, capped. The tap path never waits on any of this.
+
+import asyncio
+import json
+import random
+import time
+from micropython import const
+
+from clockterm import https
+
+_Q_UNSYNCED = const(0)
+_TOKEN_MARGIN_MS = const(30000)  # refresh a token this long before it expires
+QUALITY_NAMES = ("unsynced", "synced", "stale", "corrected")
+
+# states reported by status()
+IDLE = "idle"
+WAIT_CLOCK = "waiting_clock"
+SENDING = "sending"
+BACKOFF = "backoff"
+REJECTED = "rejected"
+
+
+class BadAnswer(Exception):
+    """The server answered 200 with something that is not a valid Stored document."""
+
+
+def _qs(s):
+    # Percent-encode a form value (RFC 3986 unreserved characters pass).
+    out = []
+    for ch in s.encode():
+        c = chr(ch)
+        if c.isalpha() or c.isdigit() or c in "-._~":
+            out.append(c)
+        else:
+            out.append("%%%02X" % ch)
+    return "".join(out)
+
+
+class Uplink:
+    """Supervisor for one central API. Tunables are attributes (units in the names):
+
+    batch_max          punches per request (config central.batch_max; halved on 413, min 1)
+    batch_bytes        request body bytes (buffer allocated once)
+    interval_ms        idle poll for new punches (config central.interval_s); kick() wakes early
+    backoff_min_ms / backoff_max_ms    exponential backoff range (jittered 50..100 %)
+    retry_after_max_s  cap on a server's Retry-After
+    rejected_pause_ms  pause after a 400 before the same batch is offered again
+    idle_close_ms      close the kept-alive connection after this long with nothing to send
+    """
+
+    batch_max = 200
+    batch_bytes = 16384
+    interval_ms = 5000
+    backoff_min_ms = 1000
+    backoff_max_ms = 300000
+    retry_after_max_s = 900
+    rejected_pause_ms = 3600000
+    idle_close_ms = 20000
+
+    def __init__(self, journal, clock, device_id, url, client_id, client_secret, cadata=None, cafile=None,
+                 batch_max=None, interval_s=None, client=None):
+        self.journal = journal
+        self.clock = clock
+        self.device_id = device_id
+        self._cid = client_id
+        self._secret = client_secret
+        self.client = client or https.Client(url, cadata=cadata, cafile=cafile)
+        if batch_max:
+            self.batch_max = batch_max
+        if interval_s:
+            self.interval_ms = interval_s * 1000
+        self._buf = None  # body buffer, allocated on first use (batch_bytes may be tuned before)
+        self._token = None
+        self._token_exp = 0  # ticks_ms when the token stops being used
+        self._wake = asyncio.Event()
+        self._failures = 0
+        self._idle_since = time.ticks_ms()
+        self.state = IDLE
+        self.last_error = None
+        self.last_ok = None  # utc_ms of the last stored batch
+        self.sent = 0  # punches acknowledged by the server (this boot)
+        self.batches = 0  # requests answered 200
+        self.rejected_seq = None  # first seq of a batch answered 400
+
+    def kick(self):
+        """A punch was journaled: send soon (never blocks)."""
+        self._wake.set()
+
+    def backlog(self):
+        return self.journal.last_seq - self.journal.acked_seq
+
+    def status(self):
+        return {
+            "state": self.state,
+            "backlog": self.backlog(),
+            "last_error": self.last_error,
+            "last_ok": self.last_ok,
+            "sent": self.sent,
+            "batches": self.batches,
+            "batch_max": self.batch_max,
+            "connections": self.client.connections,
+            "requests": self.client.requests,
+            "rejected_seq": self.rejected_seq,
+        }
+
+    def _error(self, msg):
+        self.last_error = msg
+        try:
+            from clockterm import log
+
+            log.warn("uplink", msg)
+        except ImportError:
+            pass
+
+    # --- token ---------------------------------------------------------------------------------
+
+    async def _ensure_token(self):
+        if self._token is not None and time.ticks_diff(self._token_exp, time.ticks_ms()) > 0:
+            return True
+        self._token = None
+        form = "grant_type=client_credentials&client_id=%s&client_secret=%s" % (_qs(self._cid), _qs(self._secret))
+        r = await self.client.request("POST", "/v1/oauth/token", form.encode(), None,
+                                      "application/x-www-form-urlencoded")
+        if r.status != 200:
+            self._error("token: HTTP %d" % r.status)
+            return False
+        try:
+            d = json.loads(r.body)
+            tok = d["access_token"]
+            ttl_ms = int(d.get("expires_in", 3600)) * 1000
+        except (ValueError, KeyError, TypeError):
+            self._error("token: malformed answer")
+            return False
+        if not isinstance(tok, str) or not tok:
+            self._error("token: malformed answer")
+            return False
+        self._token = tok
+        self._token_exp = time.ticks_add(time.ticks_ms(), max(1000, ttl_ms - _TOKEN_MARGIN_MS)
+                                         if ttl_ms > 2 * _TOKEN_MARGIN_MS else max(0, ttl_ms // 2))
+        return True
+
+    # --- batch ---------------------------------------------------------------------------------
+
+    def _build(self):
+        """Fill the body buffer from the journal; return (length, first_seq, last_seq, journal_id) or None."""
+        if self._buf is None or len(self._buf) != self.batch_bytes:
+            self._buf = None
+            self._buf = bytearray(self.batch_bytes)
+        buf = self._buf
+        first = last = 0
+        jid = None
+        n = 0
+        pos = 0
+        tail = b"]}"
+        for p in self.journal.pending(None, self.batch_max):
+            if jid is None:
+                jid = p.journal_id
+                head = '{"device_id":%s,"journal_id":%s,"punches":[' % (json.dumps(self.device_id), json.dumps(jid))
+                head = head.encode()
+                buf[0:len(head)] = head
+                pos = len(head)
+            elif p.journal_id != jid:
+                break  # one journal per batch
+            item = json.dumps({
+                "seq": p.seq, "badge": p.badge, "kind": p.kind, "utc_ms": p.utc_ms,
+                "utc_offset_min": p.utc_offset_min, "quality": QUALITY_NAMES[p.quality],
+                "uncertainty_ms": p.uncertainty_ms, "employee_id": p.employee,
+            }).encode()
+            need = len(item) + (1 if n else 0) + len(tail)
+            if pos + need > len(buf):
+                if n == 0:
+                    raise ValueError("punch %d does not fit in batch_bytes" % p.seq)
+                break
+            if n:
+                buf[pos] = 0x2C  # ,
+                pos += 1
+            buf[pos:pos + len(item)] = item
+            pos += len(item)
+            if n == 0:
+                first = p.seq
+            last = p.seq
+            n += 1
+        if n == 0:
+            return None
+        buf[pos:pos + 2] = tail
+        return pos + 2, first, last, jid
+
+    def _check_answer(self, body, first, last, jid):
+        try:
+            d = json.loads(body)
+        except ValueError:
+            raise BadAnswer("answer is not JSON")
+        if not isinstance(d, dict):
+            raise BadAnswer("answer is not an object")
+        st = d.get("stored_through")
+        if not isinstance(st, int) or isinstance(st, bool):
+            raise BadAnswer("answer has no stored_through")
+        if d.get("journal_id") != jid or d.get("device_id") != self.device_id:
+            raise BadAnswer("answer is for another device or journal")
+        if st < first or st > last:
+            raise BadAnswer("stored_through %d outside the batch %d..%d" % (st, first, last))
+        return st
+
+    async def send_once(self):
+        """One attempt: returns 0 when nothing is pending, else the ms to wait before the next attempt."""
+        built = self._build()
+        if built is None:
+            return 0
+        length, first, last, jid = built
+        body = memoryview(self._buf)[:length]
+        refreshed = False
+        while True:
+            if not await self._ensure_token():
+                return self._backoff()
+            self.state = SENDING
+            r = await self.client.request("POST", "/v1/punches", body,
+                                          {"Authorization": "Bearer " + self._token})
+            if r.status == 401 and not refreshed:
+                self._token = None  # refresh once
+                refreshed = True
+                continue
+            break
+        if r.status == 200:
+            try:
+                st = self._check_answer(r.body, first, last, jid)
+            except BadAnswer as e:
+                self._error("bad answer: %s" % e)
+                return self._backoff()
+            self.journal.ack(st)  # durable before we believe it
+            self.sent += st - first + 1
+            self.batches += 1
+            self._failures = 0
+            self.last_error = None
+            self.rejected_seq = None
+            self.last_ok = self.clock.now()[0]
+            return 1 if st < last else -1  # -1: sent, look again at once
+        if r.status == 413:
+            if self.batch_max > 1:
+                self.batch_max = max(1, min(self.batch_max, last - first + 1) // 2)
+                self._error("HTTP 413: batch halved to %d" % self.batch_max)
+                return -1
+            r_status = 400  # a single punch too large: as good as rejected
+        else:
+            r_status = r.status
+        if r_status == 400:
+            self.state = REJECTED
+            self.rejected_seq = first
+            self._error("HTTP 400 for seq %d..%d: batch rejected, paused: %s" % (first, last, r.body[:80]))
+            return self.rejected_pause_ms
+        if r_status == 429:
+            ra = r.header("retry-after")
+            self._error("HTTP 429")
+            if ra is not None and ra.isdigit():
+                self.state = BACKOFF
+                return max(1, min(int(ra), self.retry_after_max_s) * 1000)
+            return self._backoff()
+        self._error("HTTP %d" % r_status)
+        return self._backoff()
+
+    def _backoff(self):
+        self.state = BACKOFF
+        self._failures += 1
+        d = self.backoff_min_ms << min(self._failures - 1, 20)
+        if d > self.backoff_max_ms:
+            d = self.backoff_max_ms
+        return d // 2 + random.getrandbits(20) % (d // 2 + 1)  # jitter: 50..100 % of the step
+
+    # --- the task ------------------------------------------------------------------------------
+
+    async def run(self):
+        """The supervisor task: never returns, never raises (except cancellation)."""
+        while True:
+            try:
+                if self.clock.now()[1] == _Q_UNSYNCED:
+                    self.state = WAIT_CLOCK
+                    await self._wait(self.interval_ms)
+                    continue
+                try:
+                    wait = await self.send_once()
+                except https.HTTPError as e:
+                    self._error("connection: %s" % e)
+                    wait = self._backoff()
+                if wait < 0:
+                    self._idle_since = time.ticks_ms()
+                    continue
+                if wait == 0:
+                    self.state = IDLE
+                    if self.client.connected and time.ticks_diff(time.ticks_ms(), self._idle_since) > self.idle_close_ms:
+                        self.client.close()  # free the TLS session's memory while there is nothing to send
+                    await self._wait(self.interval_ms)
+                    continue
+                self._idle_since = time.ticks_ms()
+                await asyncio.sleep_ms(wait)
+            except asyncio.CancelledError:
+                self.client.close()
+                raise
+            except Exception as e:  # a bug or a journal error must not kill the supervisor
+                self._error("uplink: %r" % (e,))
+                await asyncio.sleep_ms(self._backoff())
+
+    async def _wait(self, ms):
+        self._wake.clear()
+        try:
+            await asyncio.wait_for_ms(self._wake.wait(), ms)
+        except asyncio.TimeoutError:
+            pass

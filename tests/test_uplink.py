@@ -1,0 +1,180 @@
+"""The uplink supervisor (lib/clockterm/uplink.py) under micropython against the real central, with faults."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mp
+import pytest
+import trustme
+from clockterm_host.central import Handle, start_background
+
+DRIVER = (Path(__file__).parent / "uplink_driver.py").read_text()
+FAST = {"backoff_min_ms": 50, "backoff_max_ms": 400, "interval_ms": 200, "rejected_pause_ms": 800}
+
+
+@pytest.fixture
+def central(tmp_path: Path) -> Iterator[Handle]:
+    h = start_background(tmp_path / "central", devices="term-1:pw1")
+    try:
+        yield h
+    finally:
+        h.stop()
+
+
+def config(h: Handle, **kw: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "url": h.url,
+        "ca": str(h.ca_path),
+        "device": "term-1",
+        "secret": "pw1",
+        "tune": dict(FAST),
+        "client": {"timeout_ms": 1500, "connect_timeout_ms": 1500},
+    }
+    for k, v in kw.items():
+        if isinstance(v, dict) and isinstance(cfg.get(k), dict):
+            cfg[k].update(v)
+        else:
+            cfg[k] = v
+    return cfg
+
+
+def run(cfg: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        json.dump(cfg, f)
+        f.flush()
+        out = mp.mp_json(DRIVER, args=[f.name], timeout=timeout)
+    assert isinstance(out, dict)
+    return out
+
+
+def start(cfg: dict[str, Any], path: Path) -> subprocess.Popen[str]:
+    """The driver in the background (for faults switched while it runs)."""
+    path.write_text(json.dumps(cfg))
+    script = path.with_suffix(".py")
+    script.write_text(DRIVER)
+    return subprocess.Popen(
+        [mp.micropython(), "-X", f"heapsize={mp.HEAP}", str(script), str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=mp.mp_env(),
+    )
+
+
+def finish(p: subprocess.Popen[str]) -> dict[str, Any]:
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, f"driver failed:\n{out}\n{err}"
+    return json.loads([ln for ln in out.splitlines() if ln.strip()][-1])
+
+
+def assert_exactly_once(h: Handle, n: int, journal: str = "j1") -> None:
+    rows = [r for r in h.store.punches("term-1") if r["journal_id"] == journal]
+    assert [r["seq"] for r in rows] == list(range(1, n + 1))
+    for r in rows:  # fields arrive as the journal had them
+        s = r["seq"]
+        assert (r["badge"], r["utc_ms"], r["kind"]) == (
+            f"B{s:05d}",
+            1_780_000_000_000 + s * 1000,
+            "in" if s % 2 else "out",
+        )
+        assert r["quality"] == ("unsynced", "synced", "stale")[s % 3]
+        assert r["employee_id"] == (f"E{s % 7}" if s % 5 else None)
+        assert (r["uncertainty_ms"], r["utc_offset_min"]) == (s % 50, 60)
+
+
+def test_drains_backlog_and_live_taps_in_batches(central: Handle) -> None:
+    out = run(config(central, initial=450, taps=30, tap_every_ms=20, batch_max=100))
+    assert out["acked"] == out["last"] == 480 and out["bad_acks"] == 0
+    assert_exactly_once(central, 480)
+    assert out["connections"] == 1  # one TLS handshake, kept alive
+    assert out["batches"] < 40  # batched, not one request per punch
+    assert out["last_error"] is None and out["heap_peak"] < 60_000
+
+
+def test_waits_for_a_valid_clock(central: Handle) -> None:
+    out = run(config(central, initial=5, unsynced_ms=1500))
+    assert "waiting_clock" in out["states"] and out["acked"] == 5
+    assert out["done_ms"] >= 1500
+    assert_exactly_once(central, 5)
+
+
+def test_fault_matrix_exactly_once(central: Handle) -> None:
+    queue = [
+        {"do": "status", "code": 500},
+        {"do": "status", "code": 429, "retry_after": 1},
+        {"do": "status", "code": 413},
+        {"do": "stall", "s": 3},
+        {"do": "reset"},
+        {"do": "bad_json"},
+        {"do": "wrong_shape"},
+        {"do": "bogus_ack"},
+        {"do": "close"},
+        {"do": "status", "code": 503},
+        {"do": "trickle", "bps": 30},
+        {"do": "status", "code": 500, "path": "/v1/oauth/token"},
+    ]
+    central.set_faults(queue=queue, token_ttl_s=2, error_rate=0.1, reset_rate=0.1, seed=7)
+    out = run(config(central, initial=200, taps=60, tap_every_ms=50, batch_max=40, deadline_ms=60000))
+    assert out["acked"] == out["last"] == 260 and out["bad_acks"] == 0, out
+    assert_exactly_once(central, 260)
+    stats = central.admin("/stats")
+    assert central.central.faults.queue == []  # every injected fault was met
+    assert stats["punches_duplicate"] > 0  # answers were lost after storing, and resent
+    assert stats["tokens_issued"] >= 2  # the 2 s token expired and was refreshed
+    assert out["batch_max"] == 20  # halved once by the 413
+
+
+def test_bad_batch_is_paused_not_resent_blindly(central: Handle) -> None:
+    central.set_faults(queue=[{"do": "status", "code": 400}])
+    out = run(config(central, initial=10, tune={"rejected_pause_ms": 1500}))
+    assert "rejected" in out["states"]
+    assert out["acked"] == 10 and out["done_ms"] >= 1500
+    assert_exactly_once(central, 10)
+
+
+@pytest.mark.parametrize("case", ["expired", "wronghost", "wrong_ca", "dns"])
+def test_never_sends_over_an_unverified_connection(central: Handle, tmp_path: Path, case: str) -> None:
+    cfg = config(central, initial=5, deadline_ms=1500)
+    if case in ("expired", "wronghost"):
+        central.set_faults(tls=case)
+    elif case == "wrong_ca":
+        (tmp_path / "other.pem").write_bytes(trustme.CA().cert_pem.bytes())
+        cfg["ca"] = str(tmp_path / "other.pem")
+    else:
+        cfg["url"] = "https://no-such-host.invalid"
+    out = run(cfg)
+    assert out["acked"] == 0 and out["state"] == "backoff" and "connection" in out["last_error"]
+    assert central.admin("/stats").get("token_requests", 0) == 0 and central.store.count() == 0
+    if case in ("expired", "wronghost"):
+        central.set_faults(tls="good")
+        out = run(config(central, initial=5))
+        assert out["acked"] == 5
+        assert_exactly_once(central, 5)
+
+
+def test_server_down_then_back_while_taps_come(central: Handle, tmp_path: Path) -> None:
+    state, port = central.state, central.port
+    p = start(config(central, initial=50, taps=80, tap_every_ms=50, deadline_ms=30000), tmp_path / "drv.json")
+    time.sleep(1.0)
+    central.stop()  # down for 2 s while taps keep coming
+    time.sleep(2.0)
+    back = start_background(state, port=port)
+    try:
+        back.set_faults(tls="expired")  # then a bad certificate for a while
+        time.sleep(1.0)
+        back.set_faults(tls="good")
+        out = finish(p)
+        assert out["acked"] == out["last"] == 130 and out["bad_acks"] == 0, out
+        assert out["connections"] >= 2
+        assert_exactly_once(back, 130)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        back.stop()
