@@ -1,0 +1,293 @@
+# The ESP32 board layer: builds RTC, flash partition, readers, indicators, link and watchdog from
+# board.json. The only core-side module (with the drivers it builds) that imports machine/network.
+
+import sys
+import time
+
+import asyncio
+import machine
+
+from clockterm import epoch, log
+
+
+
+class RTC:
+    """machine.RTC in the RTC interface: Unix ms. The internal RTC has no battery."""
+
+    battery = False
+
+    def __init__(self):
+        self._rtc = machine.RTC()
+
+    def now_ms(self):
+        return time.time_ns() // 1000000 + epoch.PORT_TO_UNIX_S * 1000
+
+    def set_ms(self, ms):
+        t = epoch.gmtime_ms(ms)
+        # machine.RTC.datetime: (year, month, day, weekday, hour, minute, second, microsecond)
+        self._rtc.datetime((t[0], t[1], t[2], t[6], t[3], t[4], t[5], (ms % 1000) * 1000))
+
+
+class Indicator:
+    """Buzzer (PWM), OK/error LEDs and an optional SSD1306 display."""
+
+    _BEEPS = {"ok": ((2700, 80),), "dup": ((2700, 40), (0, 60), (2700, 40)),
+              "deny": ((900, 400),), "error": ((900, 150), (0, 100), (900, 150), (0, 100), (900, 150))}
+
+    def __init__(self, cfg):
+        self.buzzer = None
+        if cfg.get("buzzer") is not None:
+            self.buzzer = machine.PWM(machine.Pin(cfg["buzzer"]), freq=2700, duty_u16=0)
+        self.led_ok = _out_pin(cfg.get("led_ok"))
+        self.led_err = _out_pin(cfg.get("led_err"))
+        self.display = None
+        d = cfg.get("display")
+        if d:
+            from clockterm.drivers.ssd1306 import SSD1306_I2C
+
+            i2c = machine.I2C(d.get("i2c", 0), scl=machine.Pin(d["scl"]), sda=machine.Pin(d["sda"]))
+            self.display = SSD1306_I2C(128, 64, i2c, d.get("addr", 0x3C))
+        self.last = None
+        self._lines = ("", "")
+
+    def feedback(self, result, text):
+        self.last = (result, text)
+        led = self.led_ok if result == "ok" else self.led_err
+        if led:
+            led.value(1)
+        self._show(self._lines[0], text)
+        asyncio.create_task(self._beep(result, led))
+
+    async def _beep(self, result, led):
+        for freq, ms in self._BEEPS.get(result, ()):
+            if self.buzzer:
+                if freq:
+                    self.buzzer.freq(freq)
+                self.buzzer.duty_u16(32768 if freq else 0)
+            await asyncio.sleep_ms(ms)
+        if self.buzzer:
+            self.buzzer.duty_u16(0)
+        await asyncio.sleep_ms(1500)
+        if led:
+            led.value(0)
+
+    def idle(self, lines):
+        self._lines = lines
+        self._show(lines[0], lines[1])
+
+    def _show(self, top, bottom):
+        d = self.display
+        if d is None:
+            return
+        d.fill(0)
+        d.text(top[:16], 0, 0)
+        d.text(bottom[:16], 0, 24)
+        if len(bottom) > 16:
+            d.text(bottom[16:32], 0, 36)
+        d.show()
+
+
+def _out_pin(n):
+    if n is None:
+        return None
+    p = machine.Pin(n, machine.Pin.OUT)
+    p.value(0)
+    return p
+
+
+class Link:
+    """Wi-Fi station or Ethernet, supervised: reconnect with exponential backoff and jitter."""
+
+    connect_ms = 20000  # one connection attempt gives up after this
+    backoff_min_ms = 1000  # reconnect delay, doubled per failure up to backoff_max_ms, with jitter
+    backoff_max_ms = 60000
+    check_ms = 2000  # how often a connected link is checked
+
+    def __init__(self, board_net, cfg_net):
+        import network
+
+        self.kind = board_net.get("type", "wifi")
+        self.cfg = cfg_net
+        self.up = False
+        self.failures = 0
+        self.last_error = None
+        self.ip = None
+        if self.kind == "ethernet":
+            phy = getattr(network, "PHY_" + board_net.get("phy", "LAN8720"))
+            kw = {"mdc": machine.Pin(board_net["mdc"]), "mdio": machine.Pin(board_net["mdio"]),
+                  "phy_type": phy, "phy_addr": board_net.get("phy_addr", 0)}
+            if board_net.get("power") is not None:
+                kw["power"] = machine.Pin(board_net["power"])
+            self.nic = network.LAN(**kw)
+        else:
+            self.nic = network.WLAN(network.STA_IF)
+
+    def _start(self):
+        nic = self.nic
+        nic.active(True)
+        ip = self.cfg.get("static_ip")
+        if ip:
+            addr, _, bits = ip.partition("/")
+            mask = _mask(int(bits or 24))
+            nic.ifconfig((addr, mask, self.cfg.get("gateway") or "0.0.0.0", self.cfg.get("dns") or "0.0.0.0"))
+        if self.kind == "wifi":
+            nic.connect(self.cfg.get("wifi_ssid") or "", self.cfg.get("wifi_password") or "")
+
+    async def run(self):
+        delay = self.backoff_min_ms
+        while True:
+            try:
+                self._start()
+                t0 = time.ticks_ms()
+                while not self.nic.isconnected() and time.ticks_diff(time.ticks_ms(), t0) < self.connect_ms:
+                    await asyncio.sleep_ms(200)
+                if self.nic.isconnected():
+                    self.up = True
+                    self.ip = self.nic.ifconfig()[0]
+                    log.info("link", "%s up, ip %s" % (self.kind, self.ip))
+                    delay = self.backoff_min_ms
+                    while self.nic.isconnected():
+                        await asyncio.sleep_ms(self.check_ms)
+                    log.warn("link", "%s down" % self.kind)
+                else:
+                    self.last_error = "connect timeout"
+            except OSError as e:
+                self.last_error = "OSError %s" % e
+                log.warn("link", self.last_error)
+            self.up = False
+            self.failures += 1
+            await asyncio.sleep_ms(delay // 2 + _jitter(delay // 2))
+            delay = min(delay * 2, self.backoff_max_ms)
+
+    def status(self):
+        return {"type": self.kind, "up": self.up, "ip": self.ip, "failures": self.failures,
+                "last_error": self.last_error}
+
+
+def _mask(bits):
+    m = (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF
+    return "%d.%d.%d.%d" % (m >> 24, (m >> 16) & 255, (m >> 8) & 255, m & 255)
+
+
+def _jitter(n):
+    import random
+
+    return random.getrandbits(16) % (n + 1)
+
+
+class Watchdog:
+    """machine.WDT: once started it cannot be stopped; the app feeds it while its tasks are alive."""
+
+    def __init__(self, timeout_ms):
+        self.timeout_ms = timeout_ms
+        self._wdt = None
+        self.feeds = 0
+
+    def feed(self):
+        if self._wdt is None:
+            self._wdt = machine.WDT(timeout=self.timeout_ms)
+        self._wdt.feed()
+        self.feeds += 1
+
+    async def run(self):
+        return
+
+
+def build_reader(cfg):
+    """A reader driver from the board config's reader section: (name, reader, poll_ms)."""
+    kind = cfg["type"]
+    poll_ms = cfg.get("poll_ms", 20)
+    if kind == "wiegand":
+        from clockterm.drivers.wiegand import Wiegand
+
+        r = Wiegand(machine.Pin(cfg["d0"], machine.Pin.IN, machine.Pin.PULL_UP),
+                    machine.Pin(cfg["d1"], machine.Pin.IN, machine.Pin.PULL_UP),
+                    id_format=cfg.get("id_format", "fc"))
+    elif kind == "mfrc522":
+        from clockterm.drivers.mfrc522 import MFRC522
+
+        spi = machine.SPI(cfg.get("spi", 2), baudrate=cfg.get("baudrate", 5000000), polarity=0, phase=0,
+                          sck=machine.Pin(cfg["sck"]), mosi=machine.Pin(cfg["mosi"]),
+                          miso=machine.Pin(cfg["miso"]))
+        rst = cfg.get("rst")
+        r = MFRC522(spi, machine.Pin(cfg["cs"], machine.Pin.OUT, value=1),
+                    machine.Pin(rst, machine.Pin.OUT, value=1) if rst is not None else None)
+        poll_ms = cfg.get("poll_ms", 100)
+    elif kind in ("rdm6300", "line"):
+        from clockterm.drivers import uart_reader
+
+        uart = machine.UART(cfg.get("uart", 1), baudrate=cfg.get("baudrate", 9600), rx=cfg["rx"],
+                            tx=cfg.get("tx"), timeout=0)
+        if kind == "rdm6300":
+            r = uart_reader.RDM6300(uart, id_format=cfg.get("id_format", "hex"))
+        else:
+            r = uart_reader.LineReader(uart, mode=cfg.get("mode", "hex"))
+        poll_ms = cfg.get("poll_ms", 50)
+    else:
+        raise ValueError("reader.type: unknown reader %r" % kind)
+    return kind, r, poll_ms
+
+
+class Board:
+    """An ESP32 terminal built from board.json; the config comes from /config.json."""
+
+    fs_root = ""
+    config_path = "/config.json"
+    good_config_path = "/config.good.json"
+
+    def __init__(self, board_cfg):
+        self.board_cfg = board_cfg
+        self.name = board_cfg["board"]
+        self.rtc = RTC()
+        self.indicator = None
+        self.link = None
+        self.control = None
+        self.watchdog = Watchdog(board_cfg.get("watchdog_ms", 8000))
+        self.journal_flash = None
+        self._readers = ()
+
+    def mount_fs(self):
+        pass  # the firmware mounted its LittleFS at / before boot.py
+
+    def configure(self, cfg):
+        bc = self.board_cfg
+        self.indicator = Indicator(bc.get("indicators") or {})
+        self.link = Link(bc.get("network") or {"type": "wifi"}, cfg.get("network") or {})
+        if bc["flash"]["journal"]["backend"] == "raw":
+            import esp32
+
+            label = bc["flash"]["journal"].get("partition", "journal")
+            found = esp32.Partition.find(esp32.Partition.TYPE_DATA, label=label)
+            if not found:
+                self.fatal("no flash partition %r for the journal (flash the partition table)" % label)
+            self.journal_flash = found[0]
+        reader = bc.get("reader")
+        self._readers = (build_reader(reader),) if reader else ()
+
+    def readers(self):
+        return self._readers
+
+    def safe_pin_held(self):
+        n = self.board_cfg.get("safe_mode_pin")
+        if n is None:
+            return False
+        p = machine.Pin(n, machine.Pin.IN, machine.Pin.PULL_UP)
+        time.sleep_ms(20)
+        return p.value() == 0  # held low (to GND) at boot
+
+    def watchdog_reset(self):
+        return machine.reset_cause() == machine.WDT_RESET
+
+    def safe_mode(self, why):
+        log.error("boot", "SAFE MODE (%s): app not started, REPL free" % why)
+
+    def reset(self):
+        time.sleep_ms(200)
+        machine.reset()
+
+    def fatal(self, msg):
+        # Without a usable config there is nothing to run: stay in safe mode for a technician.
+        log.error("boot", msg)
+        self.safe_mode("fatal")
+        sys.exit()
+

@@ -1,0 +1,119 @@
+"""The ESP32 board layer on the unix port, against stand-ins for machine/network/esp32 (no radio here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mp import mp_json
+
+FAKES = str(Path(__file__).resolve().parent / "fakes")
+
+PRELUDE = f"""
+import sys, json
+sys.path.insert(0, {FAKES!r})
+import asyncio, machine, network
+from clockterm.boards import esp32 as board_esp32
+out = {{}}
+"""
+
+
+def _board(reader: dict, network_cfg: dict | None = None, **extra) -> str:
+    cfg = {"board": "t", "chip": "esp32", "heap": "100K",
+           "flash": {"size_mb": 4, "journal": {"backend": "raw", "partition": "journal", "size_kb": 128}},
+           "reader": reader, "indicators": {"buzzer": 25, "led_ok": 26, "led_err": 27, "display": None},
+           "network": network_cfg or {"type": "wifi"}, "watchdog_ms": 8000, "safe_mode_pin": 0}
+    cfg.update(extra)
+    return json.dumps(cfg)
+
+
+TERM_CFG = json.dumps({"network": {"wifi_ssid": "shop", "wifi_password": "pw", "static_ip": None}})
+
+
+def test_readers_are_built_from_the_board_config():
+    script = PRELUDE + f"""
+for reader in ({{"type": "wiegand", "d0": 32, "d1": 33}},
+               {{"type": "mfrc522", "sck": 18, "mosi": 23, "miso": 19, "cs": 5, "rst": 22}},
+               {{"type": "rdm6300", "uart": 2, "rx": 16}},
+               {{"type": "line", "uart": 1, "rx": 9, "mode": "dec"}}):
+    cfg = json.loads({_board({"type": "x"})!r})
+    cfg["reader"] = reader
+    b = board_esp32.Board(cfg)
+    b.configure(json.loads({TERM_CFG!r}))
+    (name, r, poll_ms), = b.readers()
+    out[reader["type"]] = [name, type(r).__name__, poll_ms, r.poll()]
+try:
+    board_esp32.build_reader({{"type": "barcode"}})
+except ValueError as e:
+    out["bad"] = str(e)
+print(json.dumps(out))
+"""
+    out = mp_json(script)
+    assert out["wiegand"] == ["wiegand", "Wiegand", 20, None]
+    assert out["mfrc522"][:2] == ["mfrc522", "MFRC522"] and out["mfrc522"][3] is None
+    assert out["rdm6300"] == ["rdm6300", "RDM6300", 50, None]
+    assert out["line"] == ["line", "LineReader", 50, None]
+    assert out["bad"] == "reader.type: unknown reader 'barcode'"
+
+
+def test_wifi_link_reconnects_with_backoff():
+    script = PRELUDE + f"""
+board_esp32.Link.connect_ms = 300
+board_esp32.Link.backoff_min_ms = 100
+board_esp32.Link.check_ms = 100
+network.plan[:] = [False, False, True]
+b = board_esp32.Board(json.loads({_board({"type": "wiegand", "d0": 32, "d1": 33})!r}))
+b.configure(json.loads({TERM_CFG!r}))
+async def main():
+    t = asyncio.create_task(b.link.run())
+    for _ in range(400):
+        await asyncio.sleep_ms(50)
+        if b.link.up:
+            break
+    out["up"] = b.link.status()
+    b.link.nic.drop()
+    await asyncio.sleep_ms(300)
+    out["down"] = b.link.status()
+    t.cancel()
+asyncio.run(main())
+out["connects"] = [e for e in network.log if e[0] == "connect"]
+print(json.dumps(out))
+"""
+    out = mp_json(script, timeout=60)
+    assert out["up"]["up"] is True and out["up"]["failures"] == 2 and out["up"]["ip"] == "192.0.2.10"
+    # dropped: noticed within a check, counted, and reconnected after the (reset) short backoff
+    assert out["down"]["up"] is True and out["down"]["failures"] == 3
+    assert out["connects"] == [["connect", "shop"]] * 4
+
+
+def test_static_ip_ethernet_watchdog_rtc_and_safe_mode():
+    script = PRELUDE + f"""
+machine.pins_low.add(0)
+cfg = json.loads({_board({"type": "wiegand", "d0": 36, "d1": 39},
+                         {"type": "ethernet", "phy": "LAN8720", "mdc": 23, "mdio": 18, "power": 12})!r})
+b = board_esp32.Board(cfg)
+b.configure({{"network": {{"static_ip": "10.1.2.3/16", "gateway": "10.1.0.1", "dns": "10.1.0.2"}}}})
+b.link._start()
+out["ifconfig"] = [e for e in network.log if e[0] == "ifconfig"]
+out["lan"] = [e for e in network.log if e[0] == "LAN"]
+out["safe"] = b.safe_pin_held()
+machine.pins_low.clear()
+out["safe_released"] = board_esp32.Board(cfg).safe_pin_held()
+b.watchdog.feed(); b.watchdog.feed()
+out["wdt"] = [e for e in machine.log if e[0] == "WDT"]
+b.rtc.set_ms(1764080000123)
+out["rtc"] = [e for e in machine.log if e[0] == "RTC.datetime"]
+out["journal_size"] = b.journal_flash.ioctl(4, 0)
+machine.reset_cause_value = machine.WDT_RESET
+out["wdt_reset"] = b.watchdog_reset()
+print(json.dumps(out))
+"""
+    out = mp_json(script)
+    assert out["ifconfig"] == [["ifconfig", ["10.1.2.3", "255.255.0.0", "10.1.0.1", "10.1.0.2"]]]
+    assert out["lan"] == [["LAN", ["mdc", "mdio", "phy_addr", "phy_type", "power"]]]
+    assert out["safe"] is True and out["safe_released"] is False
+    assert out["wdt"] == [["WDT", 8000]]  # started once, on the first feed
+    # 2025-11-25 14:13:20.123 UTC, a Tuesday (weekday 1)
+    assert out["rtc"] == [["RTC.datetime", [2025, 11, 25, 1, 14, 13, 20, 123000]]]
+    assert out["journal_size"] == 8
+    assert out["wdt_reset"] is True
