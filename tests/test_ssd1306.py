@@ -179,3 +179,16 @@ print(json.dumps({"a": a, "b": b, "c": c, "errors": d.errors, "on": oled.on, "wr
     assert out["a"] is False and out["b"] is False and out["c"] is True
     assert out["errors"] >= 3 and out["on"] is True
     assert out["wrong_ok"] is False
+
+
+def test_classic_signature_draws_through_the_same_buffer() -> None:
+    out = mp_json(PRELUDE + r"""
+from clockterm.drivers.ssd1306 import SSD1306_I2C
+oled = FakeOled(addr=0x3D)
+d = SSD1306_I2C(128, 64, oled, 0x3D)
+d.fill(0)
+d.text("HELLO", 8, 24)
+d.show()
+print(json.dumps({"hello": region_matches(oled, "HELLO", 8, 24), "lit": lit(oled, 0, 0, 128, 64) > 10}))
+""")
+    assert out == {"hello": True, "lit": True}

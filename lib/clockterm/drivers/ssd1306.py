@@ -162,3 +162,20 @@ class Screen:
                     if g.pixel(px, py):
                         fb.fill_rect(x + px * scale, y + py * scale, scale, scale, 1)
             x += _CHAR * scale
+
+
+class SSD1306_I2C(SSD1306):
+    """The classic micropython-lib signature and drawing methods, for callers written against it."""
+
+    def __init__(self, width, height, i2c, addr=0x3C, external_vcc=False):
+        super().__init__(i2c, addr, width, height)
+        fb = self.fb
+        self.fill = fb.fill
+        self.pixel = fb.pixel
+        self.text = fb.text
+        self.hline = fb.hline
+        self.vline = fb.vline
+        self.rect = fb.rect
+        self.fill_rect = fb.fill_rect
+        self.blit = fb.blit
+        self.scroll = fb.scroll
