@@ -176,3 +176,27 @@ def test_pin_uses_cover_every_pin_field_of_the_schema() -> None:
     found: set[str] = set()
     walk(schema, "", found)
     assert found and found <= set(boards.PIN_FIELDS)
+
+
+
+@pytest.mark.parametrize("path", REAL, ids=[p.stem for p in REAL])
+def test_real_board_builds_on_the_esp32_board_layer(path: Path) -> None:
+    # The shipped config against lib/clockterm/boards/esp32.py with the machine/network stand-ins.
+    from mp import mp_json
+
+    fakes = str(Path(__file__).resolve().parent / "fakes")
+    cfg = json.loads(path.read_text())
+    out = mp_json(f"""
+import sys, json
+sys.path.insert(0, {fakes!r})
+from clockterm.boards import esp32 as board_esp32
+term = {{"network": {{"wifi_ssid": "shop", "wifi_password": "pw", "static_ip": None}}}}
+b = board_esp32.Board(json.loads({json.dumps(json.dumps(cfg))}))
+b.configure(term)
+(kind, r, poll_ms), = b.readers()
+print(json.dumps([kind, type(r).__name__, r.poll(), b.indicator.display is not None]))
+""")
+    kind, _cls, polled, has_display = out
+    assert kind == cfg["reader"]["type"]
+    assert polled is None
+    assert has_display == (cfg["indicators"]["display"] is not None)
