@@ -125,8 +125,13 @@ class NorFlash:
         mv = memoryview(data)
         if self._img is not None:
             img = self._img
-            for i in range(n):
-                img[addr + i] &= mv[i]
+            try:
+                # AND of the old and new bytes as two big integers: done in C, fast on the host.
+                a = int.from_bytes(img[addr:addr + n], "big") & int.from_bytes(mv[:n], "big")
+                img[addr:addr + n] = a.to_bytes(n, "big")
+            except MemoryError:  # heap locked (a finalizer): byte by byte
+                for i in range(n):
+                    img[addr + i] &= mv[i]
         else:
             tmp = self._tmp
             done = 0
@@ -135,10 +140,9 @@ class NorFlash:
                 t = memoryview(tmp)[:k]
                 self._f.seek(addr + done)
                 self._f.readinto(t)
-                for i in range(k):
-                    t[i] &= mv[done + i]
+                a = int.from_bytes(t, "big") & int.from_bytes(mv[done:done + k], "big")
                 self._f.seek(addr + done)
-                self._f.write(t)
+                self._f.write(a.to_bytes(k, "big"))
                 done += k
             self._f.flush()
         if cut:
