@@ -193,8 +193,8 @@ from clockterm.boards import esp32 as board_esp32
 term = {{"network": {{"wifi_ssid": "shop", "wifi_password": "pw", "static_ip": None}}}}
 b = board_esp32.Board(json.loads({json.dumps(json.dumps(cfg))}))
 b.configure(term)
-(kind, r, poll_ms), = b.readers()
-print(json.dumps([kind, type(r).__name__, r.poll(), b.indicator.display is not None]))
+(kind, r), = b.readers()
+print(json.dumps([kind, type(r).__name__, r.poll(), b.indicator.screen is not None]))
 """)
     kind, _cls, polled, has_display = out
     assert kind == cfg["reader"]["type"]

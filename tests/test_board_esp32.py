@@ -40,8 +40,8 @@ for reader in ({{"type": "wiegand", "d0": 32, "d1": 33}},
     cfg["reader"] = reader
     b = board_esp32.Board(cfg)
     b.configure(json.loads({TERM_CFG!r}))
-    (name, r, poll_ms), = b.readers()
-    out[reader["type"]] = [name, type(r).__name__, poll_ms, r.poll()]
+    (name, r), = b.readers()
+    out[reader["type"]] = [name, type(r).__name__, r.poll_ms, r.poll()]
 try:
     board_esp32.build_reader({{"type": "barcode"}})
 except ValueError as e:
@@ -51,8 +51,8 @@ print(json.dumps(out))
     out = mp_json(script)
     assert out["wiegand"] == ["wiegand", "Wiegand", 20, None]
     assert out["mfrc522"][:2] == ["mfrc522", "MFRC522"] and out["mfrc522"][3] is None
-    assert out["rdm6300"] == ["rdm6300", "RDM6300", 50, None]
-    assert out["line"] == ["line", "LineReader", 50, None]
+    assert out["rdm6300"] == ["rdm6300", "RDM6300", 20, None]
+    assert out["line"] == ["line", "LineReader", 20, None]
     assert out["bad"] == "reader.type: unknown reader 'barcode'"
 
 

@@ -237,19 +237,3 @@ def test_fuzz_byte_streams_soak() -> None:
     for seed in range(100, 106):
         out = mp_json(_fuzz(6000, seed), timeout=600)
         assert out["n"] == 0, out["mism"]
-
-
-def test_run_task_calls_tap_for_each_badge() -> None:
-    out = mp_json(PRELUDE + r"""
-import asyncio
-u = FakeUart(rdm_frame(1, 2) + b"junk" + rdm_frame(3, 4))
-r = RDM6300(u, hold_ms=0)
-taps = []
-async def main():
-    t = asyncio.create_task(r.run(taps.append))
-    await asyncio.sleep_ms(300)
-    t.cancel()
-asyncio.run(main())
-print(json.dumps(taps))
-""")
-    assert out == ["0100000002", "0300000004"]

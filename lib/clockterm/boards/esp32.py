@@ -29,7 +29,7 @@ class RTC:
 
 
 class Indicator:
-    """Buzzer (PWM), OK/error LEDs and an optional SSD1306 display."""
+    """Buzzer (PWM), OK/error LEDs and an optional SSD1306 display with the terminal's screen."""
 
     _BEEPS = {"ok": ((2700, 80),), "dup": ((2700, 40), (0, 60), (2700, 40)),
               "deny": ((900, 400),), "error": ((900, 150), (0, 100), (900, 150), (0, 100), (900, 150))}
@@ -38,24 +38,29 @@ class Indicator:
         self.buzzer = None
         if cfg.get("buzzer") is not None:
             self.buzzer = machine.PWM(machine.Pin(cfg["buzzer"]), freq=2700, duty_u16=0)
-        self.led_ok = _out_pin(cfg.get("led_ok"))
-        self.led_err = _out_pin(cfg.get("led_err"))
-        self.display = None
+        self._on = 1 if cfg.get("led_active_high", True) else 0
+        self.led_ok = _out_pin(cfg.get("led_ok"), 1 - self._on)
+        self.led_err = _out_pin(cfg.get("led_err"), 1 - self._on)
+        self.screen = None
         d = cfg.get("display")
         if d:
-            from clockterm.drivers.ssd1306 import SSD1306_I2C
+            from clockterm.drivers.ssd1306 import SSD1306, Screen
 
-            i2c = machine.I2C(d.get("i2c", 0), scl=machine.Pin(d["scl"]), sda=machine.Pin(d["sda"]))
-            self.display = SSD1306_I2C(128, 64, i2c, d.get("addr", 0x3C))
+            i2c = machine.I2C(d.get("i2c", 0), scl=machine.Pin(d["scl"]), sda=machine.Pin(d["sda"]),
+                              freq=d.get("freq", 400000))
+            rst = d.get("rst")
+            self.screen = Screen(SSD1306(i2c, d.get("addr", 0x3C), d.get("width", 128), d.get("height", 64),
+                                         machine.Pin(rst, machine.Pin.OUT) if rst is not None else None,
+                                         d.get("flip", False)))
         self.last = None
-        self._lines = ("", "")
+        self._idle = ("", "", "")  # time, sync state, backlog
 
     def feedback(self, result, text):
         self.last = (result, text)
         led = self.led_ok if result == "ok" else self.led_err
         if led:
-            led.value(1)
-        self._show(self._lines[0], text)
+            led.value(self._on)
+        self._show(text)
         asyncio.create_task(self._beep(result, led))
 
     async def _beep(self, result, led):
@@ -69,30 +74,24 @@ class Indicator:
             self.buzzer.duty_u16(0)
         await asyncio.sleep_ms(1500)
         if led:
-            led.value(0)
+            led.value(1 - self._on)
 
     def idle(self, lines):
-        self._lines = lines
-        self._show(lines[0], lines[1])
+        # lines: ("HH:MM SYNCED", "backlog N") from the app's display task
+        hm, _, sync = lines[0].partition(" ")
+        self._idle = (hm, sync, lines[1].split()[-1])
+        self._show(self.last[1] if self.last else "")
 
-    def _show(self, top, bottom):
-        d = self.display
-        if d is None:
-            return
-        d.fill(0)
-        d.text(top[:16], 0, 0)
-        d.text(bottom[:16], 0, 24)
-        if len(bottom) > 16:
-            d.text(bottom[16:32], 0, 36)
-        d.show()
+    def _show(self, result):
+        if self.screen is not None:
+            t, sync, backlog = self._idle
+            self.screen.show(t, sync, result, backlog)
 
 
-def _out_pin(n):
+def _out_pin(n, off):
     if n is None:
         return None
-    p = machine.Pin(n, machine.Pin.OUT)
-    p.value(0)
-    return p
+    return machine.Pin(n, machine.Pin.OUT, value=off)
 
 
 class Link:
@@ -194,38 +193,40 @@ class Watchdog:
 
 
 def build_reader(cfg):
-    """A reader driver from the board config's reader section: (name, reader, poll_ms)."""
+    """A reader driver from the board config's reader section: (name, reader)."""
     kind = cfg["type"]
-    poll_ms = cfg.get("poll_ms", 20)
     if kind == "wiegand":
         from clockterm.drivers.wiegand import Wiegand
 
         r = Wiegand(machine.Pin(cfg["d0"], machine.Pin.IN, machine.Pin.PULL_UP),
                     machine.Pin(cfg["d1"], machine.Pin.IN, machine.Pin.PULL_UP),
-                    id_format=cfg.get("id_format", "fc"))
+                    bits=tuple(cfg.get("bits", (26, 34, 37))), id_format=cfg.get("id_format", "fc"),
+                    gap_us=cfg.get("gap_us", 25000), hold_ms=cfg.get("hold_ms", 0))
     elif kind == "mfrc522":
         from clockterm.drivers.mfrc522 import MFRC522
 
-        spi = machine.SPI(cfg.get("spi", 2), baudrate=cfg.get("baudrate", 5000000), polarity=0, phase=0,
+        spi = machine.SPI(cfg.get("spi", 2), baudrate=cfg.get("baudrate", 4000000), polarity=0, phase=0,
                           sck=machine.Pin(cfg["sck"]), mosi=machine.Pin(cfg["mosi"]),
                           miso=machine.Pin(cfg["miso"]))
         rst = cfg.get("rst")
         r = MFRC522(spi, machine.Pin(cfg["cs"], machine.Pin.OUT, value=1),
-                    machine.Pin(rst, machine.Pin.OUT, value=1) if rst is not None else None)
-        poll_ms = cfg.get("poll_ms", 100)
+                    machine.Pin(rst, machine.Pin.OUT, value=1) if rst is not None else None,
+                    hold_ms=cfg.get("hold_ms", 800), check_ms=cfg.get("check_ms", 5000))
     elif kind in ("rdm6300", "line"):
         from clockterm.drivers import uart_reader
 
         uart = machine.UART(cfg.get("uart", 1), baudrate=cfg.get("baudrate", 9600), rx=cfg["rx"],
                             tx=cfg.get("tx"), timeout=0)
         if kind == "rdm6300":
-            r = uart_reader.RDM6300(uart, id_format=cfg.get("id_format", "hex"))
+            r = uart_reader.RDM6300(uart, id_format=cfg.get("id_format", "hex"), hold_ms=cfg.get("hold_ms", 800))
         else:
-            r = uart_reader.LineReader(uart, mode=cfg.get("mode", "hex"))
-        poll_ms = cfg.get("poll_ms", 50)
+            r = uart_reader.LineReader(uart, mode=cfg.get("mode", "hex"), min_len=cfg.get("min_len", 4),
+                                       max_len=cfg.get("max_len", 20), hold_ms=cfg.get("hold_ms", 0))
     else:
         raise ValueError("reader.type: unknown reader %r" % kind)
-    return kind, r, poll_ms
+    if "poll_ms" in cfg:
+        r.poll_ms = cfg["poll_ms"]
+    return kind, r
 
 
 class Board:
@@ -273,7 +274,7 @@ class Board:
             return False
         p = machine.Pin(n, machine.Pin.IN, machine.Pin.PULL_UP)
         time.sleep_ms(20)
-        return p.value() == 0  # held low (to GND) at boot
+        return p.value() == self.board_cfg.get("safe_mode_level", 0)  # held at boot
 
     def watchdog_reset(self):
         return machine.reset_cause() == machine.WDT_RESET

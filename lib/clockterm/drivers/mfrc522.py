@@ -310,16 +310,6 @@ class MFRC522:
         self._hold_t = now
         return bid
 
-    async def run(self, tap):
-        """Poll forever, calling tap(badge_id) for each badge read (the app's reader task)."""
-        import asyncio
-
-        while True:
-            bid = self.poll()
-            if bid is not None:
-                tap(bid)
-            await asyncio.sleep_ms(self.poll_ms)
-
     def status(self):
         return {"frames_ok": self.frames_ok, "frames_bad": self.frames_bad, "collisions": self.collisions,
                 "timeouts": self.timeouts, "reinits": self.reinits, "init_failures": self.init_failures,

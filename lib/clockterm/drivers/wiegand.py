@@ -149,16 +149,6 @@ class Wiegand:
         self.frames_ok += 1
         return self._hold(bid)
 
-    async def run(self, tap):
-        """Poll forever, calling tap(badge_id) for each badge read (the app's reader task)."""
-        import asyncio
-
-        while True:
-            bid = self.poll()
-            if bid is not None:
-                tap(bid)
-            await asyncio.sleep_ms(self.poll_ms)
-
     def _hold(self, bid):
         now = self._ticks_ms()
         if self.hold_ms and bid == self._hold_id and time.ticks_diff(now, self._hold_t) < self.hold_ms:
