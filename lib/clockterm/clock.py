@@ -1,0 +1,304 @@
+# Clock discipline: UTC milliseconds from the RTC anchored to ticks, corrected by SNTP, with quality.
+#
+# The RTC is read once at boot; from then on time is anchor + elapsed ticks (ticks_ms is cheap and
+# monotonic, the RTC is slow to read and only has whole seconds on some boards). A sync (correct())
+# re-anchors: the first of a boot, and any large offset, steps; a small offset is slewed at a bounded
+# rate so that stamps never run backwards within a boot. The rate error of the tick source (drift)
+# is measured from successive syncs against true UTC (independent of our own corrections) and
+# compensated between them. The last good time and the drift are kept in a small JSON file written
+# atomically (temp + rename), so a reboot without network starts from a best guess, flagged.
+#
+# Integers only for epoch quantities (floats are single precision on the ESP32); internal time is
+# in microseconds.
+
+import json
+import os
+import time
+from micropython import const
+
+from clockterm import log
+
+Q_UNSYNCED = const(0)
+Q_SYNCED = const(1)
+Q_STALE = const(2)
+Q_CORRECTED = const(3)  # on the wire only: a pre-sync stamp corrected within its boot
+
+QUALITY_NAMES = ("unsynced", "synced", "stale", "corrected")
+UNKNOWN_MS = const(0x3FFFFFFF)  # uncertainty when nothing bounds it (~12 days; a small int everywhere)
+
+_REANCHOR_MS = const(3600000)  # fold elapsed ticks into the anchor hourly (ticks wrap after ~6 days)
+_MIN_VALID_MS = 1704067200000  # 2024-01-01: an RTC before this has certainly lost its time
+_DRIFT_MIN_SPAN_MS = const(120000)  # shortest baseline for a drift estimate (1 ms / 120 s ~ 8 ppm)
+_DRIFT_MAX_SPAN_MS = const(172800000)  # move the drift baseline forward after 2 days (temperature)
+_DRIFT_MAX_PPB = const(500000)  # |drift| above 500 ppm is not a crystal: refuse, keep the old estimate
+_DRIFT_UNC_PPB = const(50000)  # rate uncertainty with no measured drift (50 ppm, a poor crystal)
+_DRIFT_UNC_MEAS_PPB = const(2000)  # rate uncertainty once drift is measured (2 ppm, temperature)
+_RTC_UNC_PPB = const(200000)  # rate uncertainty of an RTC across a power cut (200 ppm, generous)
+
+
+class Clock:
+    """UTC ms for stamps. now() -> (utc_ms, quality, uncertainty_ms); correct() from SNTP samples.
+
+    Tunables (attributes): step_ms (offsets above this step, below it slew), slew_ppm (slew rate,
+    parts per million of elapsed time), max_offset_ms and stale_after_s (alert thresholds; the SNTP
+    supervisor sets them from its config)."""
+
+    step_ms = 128  # ms: like ntpd's step threshold
+    slew_ppm = 5000  # ppm: 5 ms per second, invisible to people, fast enough to converge in seconds
+    max_offset_ms = 1000  # ms: an offset above this at a sync raises the "offset" alert
+    stale_after_s = 86400  # s: no sync for longer is "stale" (quality and alert)
+
+    def __init__(self, rtc, store_path, ticks_ms=None):
+        self.rtc = rtc
+        self.store_path = store_path
+        self._ticks = ticks_ms or time.ticks_ms  # injectable for tests that simulate days
+        t = self._ticks()
+        self._boot_t = t
+        self._t0 = t  # anchor ticks
+        self._m0 = 0  # monotonic ms since boot at the anchor (ticks unwrapped)
+        self._ppb = 0  # drift compensation, parts per billion (true elapsed = ticks * (1 + ppb/1e9))
+        self._slew_us = 0  # slew still to apply (signed) from _st0
+        self._st0 = t
+        self._last_ms = 0  # last stamp returned, for monotonic output
+        self.presync_delta_ms = None
+        self.last_sync_ms = None  # UTC ms of the last sync this boot
+        self._sync_m = 0  # monotonic ms of the last sync
+        self.offset_ms = None  # offset measured at the last sync (true - ours)
+        self.server = None
+        self.stratum = None
+        self.delay_ms = None
+        self._err_us = 0  # uncertainty at the last sync: delay/2 + root distance
+        self._ref = None  # (mono_ms, utc_us) baseline for the drift estimate
+        self._prev = None  # previous sync point (mono_ms, utc_us)
+        self.drift_measured = False
+        self.steps = 0
+        self.syncs = 0
+        self.servers_failing = False  # set by the SNTP supervisor
+        self.stored = self._load()
+        self.source, start_ms = self._boot_time()
+        self._u0 = start_ms * 1000
+        log.info("clock", "boot time from %s: %d" % (self.source, start_ms))
+
+    # --- boot --------------------------------------------------------------------------------
+
+    def _load(self):
+        try:
+            with open(self.store_path) as f:
+                d = json.load(f)
+            int(d["utc_ms"])
+            self._ppb = int(d.get("drift_ppb", 0))
+            if abs(self._ppb) > _DRIFT_MAX_PPB:
+                self._ppb = 0
+            return d
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _boot_time(self):
+        try:
+            rtc_ms = int(self.rtc.now_ms())
+        except (OSError, ValueError):
+            rtc_ms = 0
+        st = self.stored
+        if st is not None and rtc_ms < st["utc_ms"]:
+            # The RTC is behind the last time we knew to be good: it lost power (or never had a
+            # battery). The stored time is a lower bound and the best guess we have.
+            return "store", st["utc_ms"]
+        if rtc_ms < _MIN_VALID_MS:
+            return "rtc-invalid", rtc_ms
+        return "rtc", rtc_ms
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def _us_at(self, t):
+        """Clock value in us at ticks t (no monotonic clamp)."""
+        e = time.ticks_diff(t, self._t0)
+        us = self._u0 + e * 1000 + e * self._ppb // 1000000
+        s = self._slew_us
+        if s:
+            a = time.ticks_diff(t, self._st0) * self.slew_ppm // 1000
+            if a < 0:
+                a = 0
+            us += s if a >= abs(s) else (a if s > 0 else -a)
+        return us
+
+    def _mono(self, t):
+        return self._m0 + time.ticks_diff(t, self._t0)
+
+    def _reanchor(self, t):
+        # Fold everything up to ticks t into the anchor (applied slew included).
+        us = self._us_at(t)
+        s = self._slew_us
+        if s:
+            a = time.ticks_diff(t, self._st0) * self.slew_ppm // 1000
+            if a < 0:
+                a = 0
+            self._slew_us = 0 if a >= abs(s) else (s - a if s > 0 else s + a)
+        self._m0 = self._mono(t)
+        self._u0 = us
+        self._t0 = t
+        self._st0 = t
+
+    def now(self):
+        """(utc_ms, quality, uncertainty_ms) for a stamp taken now."""
+        t = self._ticks()
+        if time.ticks_diff(t, self._t0) > _REANCHOR_MS:
+            self._reanchor(t)
+        ms = self._us_at(t) // 1000
+        if ms < self._last_ms:
+            ms = self._last_ms  # a slew or rounding never makes stamps run backwards
+        else:
+            self._last_ms = ms
+        q, unc = self._quality(t)
+        return ms, q, unc
+
+    def now_ms(self):
+        return self.now()[0]
+
+    def ticks_to_ms(self, t):
+        """UTC ms of an earlier ticks_ms reading t (same boot, after the last sync)."""
+        return self._us_at(t) // 1000
+
+    def _quality(self, t):
+        m = self._mono(t)
+        if self.last_sync_ms is None:
+            return Q_UNSYNCED, self._unsynced_unc_ms(m)
+        age = m - self._sync_m
+        rate = _DRIFT_UNC_MEAS_PPB if self.drift_measured else _DRIFT_UNC_PPB
+        unc_us = self._err_us + abs(self._slew_us) + 1000 + age * rate // 1000000
+        q = Q_STALE if age > self.stale_after_s * 1000 else Q_SYNCED
+        return q, (unc_us + 999) // 1000
+
+    def _unsynced_unc_ms(self, m):
+        # Before a sync: bounded only when a battery RTC (or the store) carried a synced time.
+        st = self.stored
+        if st is None or self.source == "rtc-invalid" or not getattr(self.rtc, "battery", False):
+            return UNKNOWN_MS
+        if self.source == "store":
+            return UNKNOWN_MS  # the RTC lost power: how long we were off is unknown
+        since = self._u0 // 1000 + m - int(st.get("sync_ms", st["utc_ms"]))
+        if since < 0:
+            return UNKNOWN_MS
+        unc = int(st.get("unc_ms", 0)) + since * _RTC_UNC_PPB // 1000000000 + 1000
+        return unc if unc < UNKNOWN_MS else UNKNOWN_MS
+
+    # --- correction -----------------------------------------------------------------------------
+
+    def correct(self, t_ms, utc_us, delay_us=0, err_us=0, server=None, stratum=None):
+        """Apply a sync: true UTC utc_us (microseconds) held at ticks_ms reading t_ms.
+
+        delay_us is the round-trip delay of the sample, err_us its error bound (delay/2 + the
+        server's root distance). Returns the offset applied, in ms (true - ours)."""
+        now_t = self._ticks()
+        if time.ticks_diff(now_t, t_ms) < 0:
+            t_ms = now_t  # a sample from the future is a caller bug; do not anchor there
+        self._reanchor(t_ms)
+        mono = self._m0
+        off_us = utc_us - self._u0
+        first = self.last_sync_ms is None
+        if first or abs(off_us) > self.step_ms * 1000:
+            self._u0 = utc_us
+            self._slew_us = 0
+            if off_us < 0:
+                self._last_ms = 0  # a backward step: monotonic output restarts here
+            self.steps += 1
+            if first:
+                self.presync_delta_ms = (off_us + 500) // 1000 if off_us >= 0 else -((-off_us + 500) // 1000)
+                log.info("clock", "first sync: stepped %d ms (pre-sync stamps get this added)"
+                         % self.presync_delta_ms)
+            else:
+                log.warn("clock", "stepped %d ms" % (off_us // 1000))
+        else:
+            self._slew_us = off_us
+        self._drift(mono, utc_us)
+        self.offset_ms = off_us / 1000
+        self.last_sync_ms = utc_us // 1000
+        self._sync_m = mono
+        self.delay_ms = delay_us / 1000
+        self._err_us = err_us
+        self.server = server
+        self.stratum = stratum
+        self.syncs += 1
+        if abs(off_us) > self.max_offset_ms * 1000:
+            log.warn("clock", "offset %d ms at sync with %s" % (off_us // 1000, server))
+        try:
+            self.rtc.set_ms(self.now()[0])
+        except OSError as e:
+            log.warn("clock", "rtc.set_ms failed: %s" % e)
+        self.save()
+        return self.offset_ms
+
+    def _drift(self, mono, utc_us):
+        # Rate of true UTC against monotonic ticks, over a baseline of at least _DRIFT_MIN_SPAN_MS.
+        point = (mono, utc_us)
+        ref = self._ref
+        if ref is None:
+            self._ref = point
+        else:
+            span = mono - ref[0]
+            if span >= _DRIFT_MIN_SPAN_MS:
+                ppb = (utc_us - ref[1] - span * 1000) * 1000000 // span
+                if abs(ppb) <= _DRIFT_MAX_PPB:
+                    self._ppb = ppb
+                    self.drift_measured = True
+                else:
+                    log.warn("clock", "drift %d ppm is implausible: ignored" % (ppb // 1000))
+                    self._ref = point
+            if span > _DRIFT_MAX_SPAN_MS and self._prev is not None:
+                self._ref = self._prev
+        self._prev = point
+
+    # --- persistence and status -----------------------------------------------------------------
+
+    def save(self):
+        """Write the current time, drift and uncertainty to store_path (atomically)."""
+        ms, q, unc = self.now()
+        d = {"utc_ms": ms, "drift_ppb": self._ppb, "unc_ms": unc if q != Q_UNSYNCED else UNKNOWN_MS}
+        if self.last_sync_ms is not None:
+            d["sync_ms"] = self.last_sync_ms
+        elif self.stored is not None and "sync_ms" in self.stored:
+            d["sync_ms"] = self.stored["sync_ms"]
+        tmp = self.store_path + ".tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump(d, f)
+            os.rename(tmp, self.store_path)
+        except OSError as e:
+            log.warn("clock", "cannot save %s: %s" % (self.store_path, e))
+
+    @property
+    def drift_ppm(self):
+        return self._ppb / 1000
+
+    def alerts(self):
+        out = []
+        if self.offset_ms is not None and abs(self.offset_ms) > self.max_offset_ms:
+            out.append("offset")
+        t = self._ticks()
+        m = self._mono(t)
+        since = m - self._sync_m if self.last_sync_ms is not None else m
+        if since > self.stale_after_s * 1000:
+            out.append("stale")
+        if self.servers_failing:
+            out.append("servers")
+        return out
+
+    def status(self):
+        ms, q, unc = self.now()
+        return {
+            "synced": q == Q_SYNCED,
+            "quality": QUALITY_NAMES[q],
+            "utc_ms": ms,
+            "offset_ms": self.offset_ms,
+            "last_sync": self.last_sync_ms,
+            "server": self.server,
+            "stratum": self.stratum,
+            "delay_ms": self.delay_ms,
+            "drift_ppm": self.drift_ppm,
+            "drift_measured": self.drift_measured,
+            "uncertainty_ms": unc,
+            "source": self.source,
+            "syncs": self.syncs,
+            "steps": self.steps,
+            "presync_delta_ms": self.presync_delta_ms,
+            "alerts": self.alerts(),
+        }
