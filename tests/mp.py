@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,25 +27,14 @@ def device_dir(board: str = "sim") -> Path:
     return _built[board]
 
 
-def mp_env(board: str = "sim", extra: dict | None = None) -> dict:
-    d = device_dir(board)
-    env = dict(os.environ)
-    env["MICROPYPATH"] = f"{d / 'lib'}:{d}:.frozen"
-    env.update(extra or {})
-    return env
-
-
 def run_mp(script: str, heap: str = HEAP, timeout: float = 120, args: list[str] | None = None,
-           env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    """Run `script` (source text) under micropython with the sim bundle on its path."""
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(script)
-        path = f.name
-    try:
-        r = subprocess.run([micropython(), "-X", f"heapsize={heap}", path, *(args or [])],
-                           capture_output=True, text=True, timeout=timeout, env=mp_env(extra=env))
-    finally:
-        os.unlink(path)
+           env: dict | None = None, check: bool = True, cwd: str | None = None) -> subprocess.CompletedProcess:
+    """Run `script` (source text) under micropython as a board runs code: the bundle's bytecode from
+    its ROMFS image, `heap` left for everything else (see clockterm_host.bundle.launch)."""
+    argv, full_env = bundle.launch(device_dir("sim"), heap, script)
+    full_env.update(env or {})
+    r = subprocess.run([*argv, *(args or [])], capture_output=True, text=True, timeout=timeout, env=full_env,
+                       cwd=cwd)
     if check and r.returncode != 0:
         raise AssertionError(f"micropython exited {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}")
     return r

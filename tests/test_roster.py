@@ -36,6 +36,7 @@ free0 = gc.mem_free()
 r = Roster(P)
 out["count"] = r.count
 out["found"] = [r.lookup(b) for b in {probes!r}]
+out["found"] = [f[:2] if f else f for f in out["found"]]
 gc.collect()
 out["heap_used"] = free0 - gc.mem_free()
 # an unsorted new roster is refused and the old one stays
@@ -67,6 +68,7 @@ w.add("04A1B2C3", "E1", "Ada Lovelace-Byron-King")
 w.commit()
 r.open()
 out["small"] = [r.count, r.lookup("04A1B2C3"), r.lookup({badges[0]!r})]
+out["index"] = [Roster(P).lookup("04A1B2C3")[2]]
 print(json.dumps(out))
 """
     out = mp_json(script, timeout=300)
@@ -82,4 +84,5 @@ print(json.dumps(out))
     assert "not after BBBB" in out["unsorted"]
     assert out["after_unsorted"] == len(badges)
     assert out["corrupt"] == "roster: CRC mismatch"
-    assert out["small"] == [1, ["E1", "Ada Lovelace-Byron-K"], None]
+    assert out["small"] == [1, ["E1", "Ada Lovelace-Byron-K", 0], None]
+    assert out["index"] == [0]

@@ -57,15 +57,8 @@ def run(cfg: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
 def start(cfg: dict[str, Any], path: Path) -> subprocess.Popen[str]:
     """The driver in the background (for faults switched while it runs)."""
     path.write_text(json.dumps(cfg))
-    script = path.with_suffix(".py")
-    script.write_text(DRIVER)
-    return subprocess.Popen(
-        [mp.micropython(), "-X", f"heapsize={mp.HEAP}", str(script), str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=mp.mp_env(),
-    )
+    argv, env = mp.bundle.launch(mp.device_dir("sim"), mp.HEAP, DRIVER)
+    return subprocess.Popen([*argv, str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def finish(p: subprocess.Popen[str]) -> dict[str, Any]:

@@ -53,6 +53,7 @@ SPEC = (
     ("sim.rtc_offset_ms", _INT | _OPT, -(10**12), 10**12, None),
     ("sim.rtc_drift_ppm", _NUM | _OPT, -1000, 1000, None),
     ("sim.rtc_battery", _BOOL | _OPT, 0, 0, None),
+    ("sim.journal_kb", _INT | _OPT, 16, 65536, None),
 )
 
 _TYPE_NAMES = {_INT: "int", _NUM: "number", _STR: "string", _BOOL: "bool", _STRS: "list of strings",

@@ -134,10 +134,12 @@ class Roster:
         self.count = 0
         self.error = None
         self.lookups = 0
+        self.generation = 0  # bumped by every open(): indexes from lookup() change with the file
         self.open()
 
     def open(self):
         self.close()
+        self.generation += 1
         try:
             self.count = check(self.path)
             self._f = open(self.path, "rb")
@@ -155,7 +157,7 @@ class Roster:
             self._f = None
 
     def lookup(self, badge):
-        """(employee id, name) for a badge, or None."""
+        """(employee id, name, index in the roster) for a badge, or None."""
         f = self._f
         if f is None:
             return None
@@ -173,7 +175,7 @@ class Roster:
             f.readinto(buf)
             rec_key = bytes(mv[:_BADGE])
             if rec_key == key:
-                return _unpad(mv[_BADGE:_BADGE + _EMP]), _unpad(mv[_BADGE + _EMP:])
+                return _unpad(mv[_BADGE:_BADGE + _EMP]), _unpad(mv[_BADGE + _EMP:]), mid
             if rec_key < key:
                 lo = mid + 1
             else:

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from . import REPO
@@ -16,6 +17,30 @@ from . import REPO
 # microdot comes from its pinned PyPI package (requirements-host.txt); only the modules the
 # firmware imports are compiled, to keep flash and import RAM small.
 THIRD_PARTY = {"microdot": ["__init__.py", "microdot.py", "helpers.py"]}
+
+
+def heap_kb(heap: str) -> int:
+    """'100K' -> 100."""
+    h = heap.strip().upper()
+    return int(h[:-1]) if h.endswith("K") else int(h) // 1024
+
+
+def launch(out: Path, heap: str, code: str) -> tuple[list[str], dict]:
+    """argv and environment that run `code` on the unix port the way a board runs our bundle.
+
+    The board's firmware maps the ROMFS partition (romfs.img) and runs the bytecode in place, so
+    the code costs the board's flash, not its heap. The unix port has no flash to map: it reads
+    the image into its heap, so the heap given to it is the board's heap plus the image size, and
+    what remains for the terminal is exactly the board's heap.
+    """
+    img = out / "romfs.img"
+    kb = heap_kb(heap) + (img.stat().st_size + 1023) // 1024 + 1
+    prelude = (f"import vfs, sys\n_f = open({str(img)!r}, 'rb')\n"
+               "vfs.mount(vfs.VfsRom(_f.read()), '/rom')\n_f.close()\n"
+               "del _f\nsys.path.insert(2, '/rom/lib')\n")
+    env = dict(os.environ)
+    env["MICROPYPATH"] = f"{out}:.frozen"
+    return [tool("micropython"), "-X", f"heapsize={kb}K", "-c", prelude + code], env
 
 
 def tool(name: str) -> str:
@@ -76,12 +101,44 @@ def compile_lib(out_lib: Path) -> list[Path]:
     return written
 
 
+def romfs_image(out: Path) -> Path:
+    """Pack out/lib into out/romfs.img, the image for a board's ROMFS partition (mpremote romfs deploy).
+
+    On a board the firmware maps the partition and runs the bytecode in place from flash, mounted at
+    /rom with /rom/lib on sys.path; on the host the runner mounts the same image (see runner.py).
+    """
+    img = out / "romfs.img"
+    mpys = list((out / "lib").rglob("*.mpy"))
+    if img.exists() and all(p.stat().st_mtime <= img.stat().st_mtime for p in mpys) and \
+            (out / "lib.list").exists() and (out / "lib.list").read_text() == _listing(out):
+        return img
+    import contextlib
+    import io
+
+    from mpremote.romfs import make_romfs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copytree(out / "lib", Path(tmp) / "lib")
+        with contextlib.redirect_stdout(io.StringIO()):
+            data = make_romfs(tmp, mpy_cross=False)
+    tmp_img = img.with_suffix(f".{os.getpid()}.tmp")
+    tmp_img.write_bytes(data)
+    tmp_img.replace(img)
+    (out / "lib.list").write_text(_listing(out))
+    return img
+
+
+def _listing(out: Path) -> str:
+    return "\n".join(sorted(str(p.relative_to(out)) for p in (out / "lib").rglob("*.mpy")))
+
+
 def build(board: str, out: Path | None = None) -> Path:
     """Build build/device/<board>/ and return its path."""
     cfg = board_config(board)
     out = out or REPO / "build" / "device" / board
     out.mkdir(parents=True, exist_ok=True)
     compile_lib(out / "lib")
+    romfs_image(out)
     for name in ("boot.py", "main.py"):
         shutil.copy2(REPO / name, out / name)
     (out / "board.json").write_text(json.dumps(cfg, indent=1) + "\n")

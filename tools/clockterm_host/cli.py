@@ -8,7 +8,6 @@ import json
 import logging
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from . import REPO, bundle, runner
@@ -37,14 +36,8 @@ def check_config(path: Path, board: str = "sim") -> tuple[bool, str]:
         "except config.ConfigError as e:\n print(e)\n sys.exit(1)\n"
         "except OSError as e:\n print('config: cannot read', sys.argv[1], e)\n sys.exit(1)\n"
     )
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(script)
-    try:
-        env = {"MICROPYPATH": f"{out / 'lib'}:{out}:.frozen", "PATH": "/usr/bin:/bin"}
-        r = subprocess.run([bundle.tool("micropython"), f.name, str(path)], capture_output=True, text=True,
-                           env=env, timeout=60)
-    finally:
-        Path(f.name).unlink()
+    argv, env = bundle.launch(out, bundle.board_config(board).get("heap", "100K"), script)
+    r = subprocess.run([*argv, str(Path(path).resolve())], capture_output=True, text=True, env=env, timeout=60)
     msg = (r.stdout.strip().splitlines() or [r.stderr.strip()])[-1]
     return r.returncode == 0, msg
 
@@ -75,6 +68,19 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return sim.main(Path(args.state), args.control_port)
 
 
+def cmd_roster_install(args: argparse.Namespace) -> int:
+    from . import roster
+
+    try:
+        rows = roster.read_csv(Path(args.csv).read_text(encoding="utf-8-sig"))
+    except (OSError, roster.RosterCsvError) as e:
+        print(e, file=sys.stderr)
+        return 2
+    n = roster.install_sim(Path(args.state), rows)
+    print(f"roster installed: {n} badges")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clockterm", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -100,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--state", default=str(REPO / "build" / "sim"), help="state folder")
     s.add_argument("--control-port", type=int, default=0, help="tap control port (default: a free one)")
     s.set_defaults(func=cmd_sim)
+
+    s = sub.add_parser("roster", help="badge rosters")
+    rsub = s.add_subparsers(dest="roster_cmd", required=True)
+    r = rsub.add_parser("install", help="install a roster CSV (badge,employee_id,name) into a stopped sim "
+                                        "terminal's flash")
+    r.add_argument("--state", required=True)
+    r.add_argument("--csv", required=True)
+    r.set_defaults(func=cmd_roster_install)
 
     for name in EXTENSIONS:
         try:

@@ -37,12 +37,10 @@ def command(config: Path, state: Path) -> tuple[list[str], dict, Path]:
     heap = bundle.board_config(board).get("heap", "100K")
     state = Path(state).resolve()
     state.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env["MICROPYPATH"] = f"{out / 'lib'}:{out}:.frozen"
+    # boot.py then main.py, as the board does at reset.
+    argv, env = bundle.launch(out, heap, "import boot\nimport main")
     env["CLOCKTERM_CONFIG"] = str(Path(config).resolve())
     env["CLOCKTERM_STATE"] = str(state)
-    # boot.py then main.py, as the board does at reset.
-    argv = [bundle.tool("micropython"), "-X", f"heapsize={heap}", "-c", "import boot\nimport main"]
     return argv, env, out
 
 

@@ -1,0 +1,293 @@
+# The composition root: builds the terminal from the board and the config, runs its tasks.
+#
+# One supervisor task per concern (network link, SNTP, uplink, reader/control port, display,
+# watchdog); a task that dies is logged and restarted with backoff, and the watchdog is fed only
+# while every critical task is alive. A global asyncio exception handler logs what escapes.
+
+import gc
+import json
+import sys
+import time
+
+import asyncio
+from micropython import const
+
+from clockterm import log
+
+VERSION = "0.1.0"
+_RESTART_MIN_MS = const(500)
+_RESTART_MAX_MS = const(60000)
+_DISPLAY_MS = const(10000)  # idle display refresh
+
+
+def load_board():
+    """Import the board layer named in board.json (written into the bundle by the host)."""
+    with open("board.json") as f:
+        board_cfg = json.load(f)
+    name = board_cfg["board"]
+    if name == "sim":
+        import os
+
+        from clockterm.boards import sim
+
+        return sim.Board(board_cfg, os.getenv("CLOCKTERM_STATE") or "state")
+    from clockterm.boards import esp32
+
+    return esp32.Board(board_cfg)
+
+
+class App:
+    def __init__(self, board, cfg, cfg_error=None):
+        self.board = board
+        self.cfg = cfg
+        self.cfg_error = cfg_error
+        self.t0 = time.ticks_ms()
+        self.tasks = {}  # name -> {"restarts": n, "alive": bool, "critical": bool}
+        board.configure(cfg)
+        root = board.fs_root
+        from clockterm.clock import Clock
+
+        self.clock = Clock(board.rtc, root + "/clock.json")
+        from clockterm import tz
+
+        self.tz = tz.TZ(cfg["tz"])
+        self.journal = self._open_journal()
+        from clockterm.roster import Roster
+
+        self.roster = Roster(root + "/roster.bin")
+        if self.roster.error:
+            log.error("roster", "%s: no badge is known until a good roster arrives" % self.roster.error)
+        from clockterm.terminal import Terminal
+
+        self.terminal = Terminal(self.clock, self.journal, self.roster, self.tz, board.indicator, cfg["terminal"])
+        self.sntp = None
+        self._presync_fixed = False
+
+    def _open_journal(self):
+        from clockterm.journal import open_journal
+
+        board = self.board
+        jcfg = board.board_cfg["flash"]["journal"]
+        policy = self.cfg["journal"]["full_policy"]
+        floor = board.fs_root + "/journal.floor"  # seq floor kept apart, survives a reformat
+        if jcfg["backend"] == "raw":
+            return open_journal("raw", policy, floor_path=floor, bdev=board.journal_flash)
+        return open_journal("littlefs", policy, floor_path=floor, root=board.fs_root + "/journal",
+                            capacity_bytes=jcfg["size_kb"] * 1024)
+
+    # --- supervision --------------------------------------------------------------------------
+
+    def supervise(self, name, factory, critical=True):
+        """Run factory() as a task for ever: log a crash, back off, start it again."""
+        info = {"restarts": 0, "alive": False, "critical": critical}
+        self.tasks[name] = info
+
+        async def loop():
+            delay = _RESTART_MIN_MS
+            while True:
+                info["alive"] = True
+                started = time.ticks_ms()
+                try:
+                    await factory()
+                    log.warn(name, "task ended; restarting")
+                except asyncio.CancelledError:
+                    info["alive"] = False
+                    raise
+                except Exception as e:
+                    log.exc(name, e)
+                info["restarts"] += 1
+                if time.ticks_diff(time.ticks_ms(), started) > _RESTART_MAX_MS:
+                    delay = _RESTART_MIN_MS  # it ran a good while: not a crash loop
+                await asyncio.sleep_ms(delay)
+                delay = min(delay * 2, _RESTART_MAX_MS)
+
+        return asyncio.create_task(loop())
+
+    async def _watchdog(self):
+        # Feed only while every critical task is alive and not stuck in a crash loop.
+        wdt = self.board.watchdog
+        while True:
+            ok = all(t["alive"] and t["restarts"] < 20 for t in self.tasks.values() if t["critical"])
+            if ok:
+                wdt.feed()
+            await asyncio.sleep_ms(wdt.timeout_ms // 4)
+
+    async def _time_watch(self):
+        # Once the first sync of this boot lands, record the correction of earlier stamps.
+        while True:
+            await asyncio.sleep_ms(200)
+            if self._presync_fixed:
+                return
+            delta = self.clock.presync_delta_ms
+            if delta is None:
+                continue
+            term = self.terminal
+            if term.presync_first is not None:
+                self.journal.correct(term.presync_first, term.presync_last, delta)
+                log.info("clock", "corrected seqs %d..%d by %d ms" % (term.presync_first, term.presync_last, delta))
+            self._presync_fixed = True
+            return
+
+    async def _display(self):
+        ind = self.board.indicator
+        while True:
+            utc_ms, q, _ = self.clock.now()
+            off = self.tz.offset_s(utc_ms // 1000)
+            from clockterm import epoch
+
+            t = epoch.gmtime_ms(utc_ms + off * 1000)
+            js = self.journal.status()
+            ind.idle(("%02d:%02d %s" % (t[3], t[4], ("UNSYNCED", "SYNCED", "STALE", "")[q]),
+                      "backlog %d" % (js["last_seq"] - js["acked_seq"])))
+            await asyncio.sleep_ms(_DISPLAY_MS)
+
+    # --- status -------------------------------------------------------------------------------
+
+    def status(self):
+        gc.collect()
+        return {
+            "version": 1,
+            "firmware": VERSION,
+            "device_id": self.cfg["device_id"],
+            "board": self.board.name,
+            "uptime_s": time.ticks_diff(time.ticks_ms(), self.t0) // 1000,
+            "heap": {"free": gc.mem_free(), "alloc": gc.mem_alloc()},
+            "clock": self.clock.status(),
+            "journal": self.journal.status(),
+            "terminal": self.terminal.status(),
+            "roster": self.roster.status(),
+            "link": self.board.link.status(),
+            "sntp": self.sntp.status() if self.sntp else None,
+            "tasks": self.tasks,
+            "config_error": str(self.cfg_error) if self.cfg_error else None,
+            "errors": log.errors,
+        }
+
+    # --- run ----------------------------------------------------------------------------------
+
+    async def main(self):
+        loop = asyncio.get_event_loop()
+        loop.set_exception_handler(_on_loop_error)
+        board = self.board
+        if board.control is not None:
+            await board.control.start(self.terminal.tap, self.status)
+        for name, reader in board.readers():
+            self.supervise("reader." + name, lambda r=reader: poll_reader(r, self.terminal.tap))
+        self.supervise("link", board.link.run)
+        from clockterm import sntp
+
+        self.sntp = sntp.Supervisor(self.clock, self.cfg["sntp"])
+        self.supervise("sntp", self.sntp.run)
+        self.supervise("time_watch", self._time_watch, critical=False)
+        self.supervise("display", self._display, critical=False)
+        asyncio.create_task(self._watchdog())
+        asyncio.create_task(board.watchdog.run())
+        asyncio.create_task(_clear_crashes_when_healthy(board))
+        gc.collect()
+        log.info("app", "terminal %s up (%s, firmware %s, heap free %d)"
+                 % (self.cfg["device_id"], board.name, VERSION, gc.mem_free()))
+        while True:
+            await asyncio.sleep(3600)
+
+
+async def poll_reader(reader, tap):
+    """A reader's task: poll it every reader.poll_ms and send each badge down the tap path.
+
+    Interrupt handlers in the drivers only fill buffers; poll() never raises on bad input, so a
+    driver fault that escapes here is a bug, logged and restarted by the supervisor.
+    """
+    while True:
+        badge = reader.poll()
+        if badge:
+            tap(badge)
+        await asyncio.sleep_ms(reader.poll_ms)
+
+
+def _on_loop_error(loop, context):
+    e = context.get("exception")
+    if e is not None:
+        log.exc("loop", e)
+    else:
+        log.error("loop", context.get("message", "unknown error"))
+
+
+_CRASH_LIMIT = const(3)  # crashes in a row that put the terminal into safe mode
+_HEALTHY_MS = const(600000)  # running this long clears the crash count
+
+
+def _crash_count(board, add=None):
+    # The crash count lives on flash so that it survives the reset that follows a crash.
+    path = board.fs_root + "/crashes"
+    try:
+        with open(path) as f:
+            n = int(f.read() or 0)
+    except (OSError, ValueError):
+        n = 0
+    if add is not None:
+        n = 0 if add == 0 else n + add
+        with open(path, "w") as f:
+            f.write(str(n))
+    return n
+
+
+async def _clear_crashes_when_healthy(board):
+    await asyncio.sleep_ms(_HEALTHY_MS)
+    _crash_count(board, 0)
+
+
+def _unload(name):
+    # Forget a module so the GC can free it (sys.modules and the package attribute hold it).
+    sys.modules.pop(name, None)
+    pkg, _, attr = name.rpartition(".")
+    if pkg in sys.modules and hasattr(sys.modules[pkg], attr):
+        delattr(sys.modules[pkg], attr)
+
+
+# Modules the running terminal needs, imported at boot one by one with a collection after each, so
+# that the code objects pack together at the bottom of the heap instead of leaving holes between
+# them that later fragment it (a fragmented heap fails large allocations with plenty free).
+_MODULES = ("clockterm.epoch", "clockterm.punch", "clockterm.journal", "clockterm.clock", "clockterm.tz",
+            "clockterm.roster", "clockterm.terminal", "clockterm.sntp")
+
+
+def _preload():
+    for name in _MODULES:
+        __import__(name)
+        gc.collect()
+
+
+def run():
+    """Entry point called by main.py: safe mode, config, then the app until the board resets."""
+    _preload()
+    board = load_board()
+    board.mount_fs()
+    from clockterm import config
+
+    if board.watchdog_reset():
+        _crash_count(board, 1)  # the last run ended by the watchdog: that was a crash too
+    why = None
+    if board.safe_pin_held():
+        why = "safe-mode pin held at boot"
+    elif _crash_count(board) >= _CRASH_LIMIT:
+        why = "%d crashes in a row" % _crash_count(board)
+    if why:
+        board.safe_mode(why)  # returns with the app stopped and the REPL free
+        return
+    try:
+        cfg, err = config.load(board.config_path, board.good_config_path)
+    except config.ConfigError as e:
+        board.fatal("config refused: %s" % e)
+        return
+    if err is not None:
+        log.error("config", "new config refused, last good kept: %s" % err)
+    del config
+    _unload("clockterm.config")  # only needed at boot: give its ~7 KB of heap back
+    try:
+        app = App(board, cfg, err)
+        asyncio.run(app.main())
+    except KeyboardInterrupt:
+        return
+    except Exception as e:
+        log.exc("app", e)
+        _crash_count(board, 1)
+        board.reset()
