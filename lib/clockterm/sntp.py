@@ -165,7 +165,10 @@ class Client:
             s.setblocking(False)
             t1_local = _local_us() if _local_us else None
             t1 = time.ticks_us()
-            s.sendto(buf, srv.addr)
+            try:
+                s.sendto(buf, srv.addr)
+            except OSError:
+                raise Reject("send")  # no route, link down: this server fails, the next is tried
             while True:
                 try:
                     data, addr = s.recvfrom(_MAX_PKT + 1)
@@ -314,6 +317,7 @@ class Supervisor:
         self.rounds = 0
         self.last_error = None
         self.next_ms = 0
+        self._stale_logged = False
         self._next_at = time.ticks_ms()
 
     def _resolve(self):
@@ -440,6 +444,10 @@ class Supervisor:
                 delay = self._jitter(base)
                 log.warn("sntp", "sync failed (%d in a row): %s; next try in %d s"
                          % (self.failures, self.last_error, delay // 1000))
+            al = c.alerts()
+            if "stale" in al and not self._stale_logged:
+                log.warn("sntp", "no sync for more than %d s: time is stale" % c.stale_after_s)
+            self._stale_logged = "stale" in al
             self.next_ms = delay
             self._next_at = time.ticks_add(time.ticks_ms(), delay)
             await asyncio.sleep_ms(delay)
