@@ -297,6 +297,7 @@ class Supervisor:
     retry_ms = 32000  # ms: first retry after a failure once synced; doubles up to interval_s
     resolve_every_ms = 3600000  # ms: re-resolve names (pools rotate) this often
     servers_per_round = 3  # at most this many servers polled per sync
+    save_every_ms = 3600000  # ms: refresh the clock's stored time at least this often (flash wear)
 
     def __init__(self, clock, cfg, sock_mod=None):
         self.clock = clock
@@ -318,6 +319,7 @@ class Supervisor:
         self.last_error = None
         self.next_ms = 0
         self._stale_logged = False
+        self._saved = time.ticks_ms()
         self._next_at = time.ticks_ms()
 
     def _resolve(self):
@@ -444,6 +446,9 @@ class Supervisor:
                 delay = self._jitter(base)
                 log.warn("sntp", "sync failed (%d in a row): %s; next try in %d s"
                          % (self.failures, self.last_error, delay // 1000))
+            if time.ticks_diff(time.ticks_ms(), self._saved) > self.save_every_ms:
+                c.save()  # keep the stored best guess fresh for a reboot without network
+                self._saved = time.ticks_ms()
             al = c.alerts()
             if "stale" in al and not self._stale_logged:
                 log.warn("sntp", "no sync for more than %d s: time is stale" % c.stale_after_s)
