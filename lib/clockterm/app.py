@@ -61,7 +61,8 @@ class App:
 
         self.terminal = Terminal(self.clock, self.journal, self.roster, self.tz, board.indicator, cfg["terminal"])
         self.sntp = None
-        self._presync_fixed = False
+        self.uplink = self._make_uplink()
+        self.terminal.on_punch = self.uplink.kick
 
     def _open_journal(self):
         from clockterm.journal import open_journal
@@ -74,6 +75,16 @@ class App:
             return open_journal("raw", policy, floor_path=floor, bdev=board.journal_flash)
         return open_journal("littlefs", policy, floor_path=floor, root=board.fs_root + "/journal",
                             capacity_bytes=jcfg["size_kb"] * 1024)
+
+    def _make_uplink(self):
+        from clockterm.uplink import Uplink
+
+        c = self.cfg["central"]
+        ca = c.get("ca") or None
+        if ca and not ca.startswith("/"):
+            ca = self.board.fs_root + "/" + ca  # a CA file provisioned beside the config
+        return Uplink(self.journal, self.clock, self.cfg["device_id"], c["url"], c["client_id"],
+                      c["client_secret"], cafile=ca, batch_max=c["batch_max"], interval_s=c["interval_s"])
 
     # --- supervision --------------------------------------------------------------------------
 
@@ -113,20 +124,18 @@ class App:
             await asyncio.sleep_ms(wdt.timeout_ms // 4)
 
     async def _time_watch(self):
-        # Once the first sync of this boot lands, record the correction of earlier stamps.
-        while True:
+        # Once the first sync of this boot lands, record the correction of the punches stamped
+        # before it (same boot, so the ticks anchor makes their true time known).
+        while self.clock.presync_delta_ms is None:
             await asyncio.sleep_ms(200)
-            if self._presync_fixed:
-                return
+        term = self.terminal
+        if term.presync_first is not None:
             delta = self.clock.presync_delta_ms
-            if delta is None:
-                continue
-            term = self.terminal
-            if term.presync_first is not None:
+            try:
                 self.journal.correct(term.presync_first, term.presync_last, delta)
                 log.info("clock", "corrected seqs %d..%d by %d ms" % (term.presync_first, term.presync_last, delta))
-            self._presync_fixed = True
-            return
+            except Exception as e:
+                log.exc("clock", e)
 
     async def _display(self):
         ind = self.board.indicator
@@ -158,6 +167,7 @@ class App:
             "roster": self.roster.status(),
             "link": self.board.link.status(),
             "sntp": self.sntp.status() if self.sntp else None,
+            "uplink": self.uplink.status(),
             "tasks": self.tasks,
             "config_error": str(self.cfg_error) if self.cfg_error else None,
             "errors": log.errors,
@@ -178,7 +188,8 @@ class App:
 
         self.sntp = sntp.Supervisor(self.clock, self.cfg["sntp"])
         self.supervise("sntp", self.sntp.run)
-        self.supervise("time_watch", self._time_watch, critical=False)
+        self.supervise("uplink", self.uplink.run)
+        asyncio.create_task(self._time_watch())  # ends after the first sync of this boot
         self.supervise("display", self._display, critical=False)
         asyncio.create_task(self._watchdog())
         asyncio.create_task(board.watchdog.run())
@@ -247,7 +258,7 @@ def _unload(name):
 # that the code objects pack together at the bottom of the heap instead of leaving holes between
 # them that later fragment it (a fragmented heap fails large allocations with plenty free).
 _MODULES = ("clockterm.epoch", "clockterm.punch", "clockterm.journal", "clockterm.clock", "clockterm.tz",
-            "clockterm.roster", "clockterm.terminal", "clockterm.sntp")
+            "clockterm.roster", "clockterm.terminal", "clockterm.sntp", "clockterm.https", "clockterm.uplink")
 
 
 def _preload():

@@ -50,6 +50,7 @@ class Terminal:
         self._roster_gen = 0
         self.counts = {"ok": 0, "duplicate": 0, "unknown_denied": 0, "full": 0, "error": 0, "bad": 0}
         self.last_result = ""
+        self.on_punch = None  # called after each durable punch (the uplink's kick); must not block
         # Seqs stamped before the first clock sync of this boot, for the correction record.
         self.presync_first = None
         self.presync_last = None
@@ -87,6 +88,8 @@ class Terminal:
             self._feedback("error", "ERROR - TRY AGAIN")
             return "ERR journal"
         self.counts["ok"] += 1
+        if self.on_punch:
+            self.on_punch()
         if quality == 0:
             if self.presync_first is None:
                 self.presync_first = seq

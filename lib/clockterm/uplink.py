@@ -14,7 +14,7 @@ import random
 import time
 from micropython import const
 
-from clockterm import https
+from clockterm import https, log
 
 _Q_UNSYNCED = const(0)
 _TOKEN_MARGIN_MS = const(30000)  # refresh a token this long before it expires
@@ -26,6 +26,7 @@ WAIT_CLOCK = "waiting_clock"
 SENDING = "sending"
 BACKOFF = "backoff"
 REJECTED = "rejected"
+DISABLED = "disabled"  # no usable CA or URL in the config
 
 
 class BadAnswer(Exception):
@@ -57,7 +58,7 @@ class Uplink:
     """
 
     batch_max = 200
-    batch_bytes = 16384
+    batch_bytes = 4096
     interval_ms = 5000
     backoff_min_ms = 1000
     backoff_max_ms = 300000
@@ -72,19 +73,27 @@ class Uplink:
         self.device_id = device_id
         self._cid = client_id
         self._secret = client_secret
-        self.client = client or https.Client(url, cadata=cadata, cafile=cafile)
+        self.state = IDLE
+        self.last_error = None
+        try:
+            self.client = client or https.Client(url, cadata=cadata, cafile=cafile)
+        except (OSError, ValueError) as e:
+            # No usable CA or URL: punches stay safe in the journal, the uplink says why it idles.
+            self.client = None
+            self.state = DISABLED
+            self.last_error = "central: %s (%s)" % (e, cafile or url)
+            log.error("uplink", self.last_error)
         if batch_max:
             self.batch_max = batch_max
         if interval_s:
             self.interval_ms = interval_s * 1000
-        self._buf = None  # body buffer, allocated on first use (batch_bytes may be tuned before)
+        # The body buffer is allocated here, at boot, while the heap still has large free blocks.
+        self._buf = bytearray(self.batch_bytes)
         self._token = None
         self._token_exp = 0  # ticks_ms when the token stops being used
         self._wake = asyncio.Event()
         self._failures = 0
         self._idle_since = time.ticks_ms()
-        self.state = IDLE
-        self.last_error = None
         self.last_ok = None  # utc_ms of the last stored batch
         self.sent = 0  # punches acknowledged by the server (this boot)
         self.batches = 0  # requests answered 200
@@ -106,8 +115,8 @@ class Uplink:
             "sent": self.sent,
             "batches": self.batches,
             "batch_max": self.batch_max,
-            "connections": self.client.connections,
-            "requests": self.client.requests,
+            "connections": self.client.connections if self.client else 0,
+            "requests": self.client.requests if self.client else 0,
             "rejected_seq": self.rejected_seq,
         }
 
@@ -277,6 +286,8 @@ class Uplink:
 
     async def run(self):
         """The supervisor task: never returns, never raises (except cancellation)."""
+        while self.client is None:
+            await asyncio.sleep(3600)  # disabled until a config with a usable CA (a reboot)
         while True:
             try:
                 if self.clock.now()[1] == _Q_UNSYNCED:

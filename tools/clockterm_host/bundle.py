@@ -34,10 +34,10 @@ def launch(out: Path, heap: str, code: str) -> tuple[list[str], dict]:
     what remains for the terminal is exactly the board's heap.
     """
     img = out / "romfs.img"
-    kb = heap_kb(heap) + (img.stat().st_size + 1023) // 1024 + 1
-    prelude = (f"import vfs, sys\n_f = open({str(img)!r}, 'rb')\n"
-               "vfs.mount(vfs.VfsRom(_f.read()), '/rom')\n_f.close()\n"
-               "del _f\nsys.path.insert(2, '/rom/lib')\n")
+    kb = heap_kb(heap) + (img.stat().st_size + 1023) // 1024 + 1  # +1: the bytearray's header
+    size = img.stat().st_size
+    prelude = (f"import vfs, sys\n_b = bytearray({size})\n_f = open({str(img)!r}, 'rb')\n_f.readinto(_b)\n"
+               "_f.close()\nvfs.mount(vfs.VfsRom(_b), '/rom')\ndel _f, _b\nsys.path.insert(2, '/rom/lib')\n")
     env = dict(os.environ)
     env["MICROPYPATH"] = f"{out}:.frozen"
     return [tool("micropython"), "-X", f"heapsize={kb}K", "-c", prelude + code], env

@@ -11,7 +11,8 @@ from .defaults import default_config
 from .runner import Terminal
 from .sntp_server import SntpServer
 
-HELP = "Type a badge id and Enter to tap it (e.g. 04A1B2C3); 'status' shows the status; Ctrl-D quits."
+HELP = ("Type a badge id and Enter to tap it (e.g. 04A1B2C3); 'status' shows the terminal's status, "
+        "'central' what the central API has stored; Ctrl-D quits.")
 
 
 def free_port() -> int:
@@ -20,28 +21,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+DEVICE = "sim-001"
+
+
 def start_central(state: Path):
-    """The reference central API, when that part of the host side is there; else None."""
-    try:
-        from .central import start_background  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return start_background(state / "central")
+    """The reference central API (HTTPS with its own CA), knowing the sim terminal's device id."""
+    from .central import start_background
+
+    return start_background(state / "central", devices=DEVICE)
 
 
 def sim_config(state: Path, sntp_port: int, control_port: int, central) -> dict:
-    cfg = default_config("sim", "sim-001")
+    cfg = default_config("sim", DEVICE)
     cfg["sntp"]["servers"] = ["127.0.0.1"]
     cfg["sntp"]["port"] = sntp_port
     cfg["sntp"]["min_poll_s"] = 16
     cfg["sim"]["control_port"] = control_port
     cfg["endpoint"]["port"] = free_port()
-    if central is not None:
-        cfg["central"]["url"] = central.url
-        cfg["central"]["ca"] = str(central.ca_path)
-        creds = getattr(central, "credentials", None)
-        if creds:
-            cfg["central"]["client_id"], cfg["central"]["client_secret"] = creds("sim-001")
+    cfg["central"]["url"] = central.url
+    cfg["central"]["ca"] = str(central.ca_path)
+    cfg["central"]["client_id"] = DEVICE
+    cfg["central"]["client_secret"] = central.devices[DEVICE]
+    cfg["central"]["interval_s"] = 2
     return cfg
 
 
@@ -56,10 +57,7 @@ def main(state: Path, control_port: int = 0, stdin=None, out=None) -> int:
     cfg_path.write_text(json.dumps(cfg, indent=2))
     term = Terminal(cfg_path, state / "terminal", log_path=state / "console.log")
     print(f"SNTP server on 127.0.0.1:{sntp.port}", file=out)
-    if central is not None:
-        print(f"central API on {central.url}", file=out)
-    else:
-        print("central API: not available in this build", file=out)
+    print(f"central API on {central.url} (punches stored there: 'central' at the prompt)", file=out)
     print(f"terminal state in {state / 'terminal'}; tap port 127.0.0.1:{cfg['sim']['control_port']}", file=out)
     try:
         term.start(stdout=sys.stdout if out is sys.stdout else None)
@@ -71,12 +69,14 @@ def main(state: Path, control_port: int = 0, stdin=None, out=None) -> int:
             if badge.lower() == "status":
                 print(json.dumps(term.status(), indent=1), file=out, flush=True)
                 continue
+            if badge.lower() == "central":
+                print(json.dumps(central.admin("/stats"), indent=1), file=out, flush=True)
+                continue
             print(f"> {term.tap(badge)}", file=out, flush=True)
     except KeyboardInterrupt:
         pass
     finally:
         term.stop()
         sntp.stop()
-        if central is not None:
-            central.stop()
+        central.stop()
     return 0

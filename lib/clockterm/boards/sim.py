@@ -21,7 +21,7 @@ from clockterm.outbuf import OutBuf, Overflow
 _SECTOR = const(4096)
 _VOLATILE_RTC_MS = 946684800000  # a volatile RTC comes up at 2000-01-01, like an ESP32 after power loss
 _LINE_MAX = const(64)  # longest control-port line accepted
-_OUT_MAX = const(6144)  # longest control-port answer (STATUS)
+_OUT_MAX = const(3072)  # longest control-port answer (STATUS)
 
 
 def _host_ms():
