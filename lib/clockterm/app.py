@@ -43,6 +43,7 @@ class App:
         self.cfg_error = cfg_error
         self.t0 = time.ticks_ms()
         self.tasks = {}  # name -> {"restarts": n, "alive": bool, "critical": bool}
+        self.stall_ms_max = 0
         board.configure(cfg)
         root = board.fs_root
         from clockterm.clock import Clock
@@ -114,6 +115,16 @@ class App:
 
         return asyncio.create_task(loop())
 
+    async def _loop_monitor(self):
+        # The longest event-loop stall seen: how late a 20 ms sleep wakes up. A stall delays every
+        # task, the tap path's control port and readers included.
+        while True:
+            t0 = time.ticks_ms()
+            await asyncio.sleep_ms(20)
+            late = time.ticks_diff(time.ticks_ms(), t0) - 20
+            if late > self.stall_ms_max:
+                self.stall_ms_max = late
+
     async def _watchdog(self):
         # Feed only while every critical task is alive and not stuck in a crash loop.
         wdt = self.board.watchdog
@@ -161,6 +172,7 @@ class App:
             "board": self.board.name,
             "uptime_s": time.ticks_diff(time.ticks_ms(), self.t0) // 1000,
             "heap": {"free": gc.mem_free(), "alloc": gc.mem_alloc()},
+            "loop": {"stall_ms_max": self.stall_ms_max},
             "clock": self.clock.status(),
             "journal": self.journal.status(),
             "terminal": self.terminal.status(),
@@ -192,6 +204,7 @@ class App:
         asyncio.create_task(self._time_watch())  # ends after the first sync of this boot
         self.supervise("display", self._display, critical=False)
         asyncio.create_task(self._watchdog())
+        asyncio.create_task(self._loop_monitor())
         asyncio.create_task(board.watchdog.run())
         asyncio.create_task(_clear_crashes_when_healthy(board))
         gc.collect()
