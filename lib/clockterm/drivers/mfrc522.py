@@ -24,8 +24,11 @@
 # Limits: two cards in the field at once is counted (collisions) and read on a later poll, not
 # resolved bit by bit; the CRC is computed in software (fewer SPI transfers than the coprocessor).
 
-from micropython import const
 import time
+
+from micropython import const
+
+from clockterm.drivers import hold
 
 # Registers (datasheet section 9).
 _COMMAND = const(0x01)
@@ -302,13 +305,7 @@ class MFRC522:
         self._halt()
         self.frames_ok += 1
         bid = "".join("%02X" % self._uid[i] for i in range(r))
-        if self.hold_ms and bid == self._hold_id and time.ticks_diff(now, self._hold_t) < self.hold_ms:
-            self._hold_t = now
-            self.held += 1
-            return None
-        self._hold_id = bid
-        self._hold_t = now
-        return bid
+        return hold.check(self, bid, now)
 
     def status(self):
         return {"frames_ok": self.frames_ok, "frames_bad": self.frames_bad, "collisions": self.collisions,

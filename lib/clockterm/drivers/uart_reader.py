@@ -23,8 +23,11 @@
 #   accepts [0-9A-Fa-f] and reports uppercase, "dec" accepts digits. A line with any other byte,
 #   shorter than min_len or longer than max_len is counted bad and dropped whole.
 
-from micropython import const
 import time
+
+from micropython import const
+
+from clockterm.drivers import hold
 
 _STX = const(2)
 _ETX = const(3)
@@ -89,14 +92,7 @@ class _UartReader:
         return None
 
     def _hold(self, bid):
-        now = self._ticks_ms()
-        if self.hold_ms and bid == self._hold_id and time.ticks_diff(now, self._hold_t) < self.hold_ms:
-            self._hold_t = now
-            self.held += 1
-            return None
-        self._hold_id = bid
-        self._hold_t = now
-        return bid
+        return hold.check(self, bid, self._ticks_ms())
 
     def status(self):
         return {"frames_ok": self.frames_ok, "frames_bad": self.frames_bad, "held": self.held,

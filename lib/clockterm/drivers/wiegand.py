@@ -24,6 +24,8 @@
 import time
 from micropython import const
 
+from clockterm.drivers import hold
+
 _MAX_BITS = const(64)  # a longer burst is noise; frames past this are counted as overflow
 _MIN_US = const(200)  # bits closer than this are a glitch (real readers: 1-2 ms apart)
 _F_NOISE = const(1)
@@ -150,14 +152,7 @@ class Wiegand:
         return self._hold(bid)
 
     def _hold(self, bid):
-        now = self._ticks_ms()
-        if self.hold_ms and bid == self._hold_id and time.ticks_diff(now, self._hold_t) < self.hold_ms:
-            self._hold_t = now
-            self.held += 1
-            return None
-        self._hold_id = bid
-        self._hold_t = now
-        return bid
+        return hold.check(self, bid, self._ticks_ms())
 
     def _decode(self, n, flags):
         if flags & _F_OVERFLOW:

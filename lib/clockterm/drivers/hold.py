@@ -1,0 +1,17 @@
+# The hold window every reader shares: a card left in the field is reported once per presentation.
+import time
+
+
+def check(r, bid, now):
+    """bid, or None when reader r saw the same id within r.hold_ms of its last sighting.
+
+    r carries hold_ms, held (a counter) and the last sighting (_hold_id, _hold_t); a held card keeps
+    extending its own window, so it is reported again only after it has left the field.
+    """
+    if r.hold_ms and bid == r._hold_id and time.ticks_diff(now, r._hold_t) < r.hold_ms:
+        r._hold_t = now
+        r.held += 1
+        return None
+    r._hold_id = bid
+    r._hold_t = now
+    return bid
