@@ -171,7 +171,7 @@ class App:
             "device_id": self.cfg["device_id"],
             "board": self.board.name,
             "uptime_s": time.ticks_diff(time.ticks_ms(), self.t0) // 1000,
-            "heap": {"free": gc.mem_free(), "alloc": gc.mem_alloc()},
+            "heap": {"free": gc.mem_free(), "alloc": gc.mem_alloc(), "max_block": _max_block()},
             "loop": {"stall_ms_max": self.stall_ms_max},
             "clock": self.clock.status(),
             "journal": self.journal.status(),
@@ -225,6 +225,20 @@ async def poll_reader(reader, tap):
         if badge:
             tap(badge)
         await asyncio.sleep_ms(reader.poll_ms)
+
+
+def _max_block():
+    # The largest block the heap can give now (to 64 bytes), probed by allocation: a fragmented heap
+    # fails a big allocation with plenty free, so this, not heap.free, says what still fits.
+    lo, hi = 0, gc.mem_free()
+    while hi - lo > 64:
+        mid = (lo + hi) // 2
+        try:
+            bytearray(mid)
+            lo = mid
+        except MemoryError:
+            hi = mid
+    return lo
 
 
 def _on_loop_error(loop, context):

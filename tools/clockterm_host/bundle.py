@@ -62,8 +62,20 @@ def board_config(board: str) -> dict:
     return json.loads(path.read_text())
 
 
-def _compile(src: Path, dst: Path, short: str) -> None:
-    if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
+def _source_name(rel: str) -> str:
+    """The source name stored in a .mpy (tracebacks say `File "clockterm.app", line 12`): the dotted module
+    name, a string the import interns anyway, so it costs no qstr of its own in the heap (a path would)."""
+    mod = rel.removesuffix(".py").replace("/", ".")
+    return mod.removesuffix(".__init__")
+
+
+# Changing how modules are compiled must rebuild them: the bundle keeps this beside lib/ and compiles
+# everything again when it differs.
+COMPILE_OPTS = "source-name=module"
+
+
+def _compile(src: Path, dst: Path, short: str, force: bool = False) -> None:
+    if not force and dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
         return
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_suffix(f".{os.getpid()}.tmp")
@@ -76,12 +88,14 @@ def _compile(src: Path, dst: Path, short: str) -> None:
 def compile_lib(out_lib: Path) -> list[Path]:
     """Compile lib/ and the third-party packages into out_lib; return the .mpy files written."""
     written = []
+    stamp = out_lib.parent / "compile.opts"
+    force = not stamp.exists() or stamp.read_text() != COMPILE_OPTS
     src_lib = REPO / "lib"
     wanted = set()
     for src in sorted(src_lib.rglob("*.py")):
         rel = src.relative_to(src_lib)
         dst = out_lib / rel.with_suffix(".mpy")
-        _compile(src, dst, str(rel))
+        _compile(src, dst, _source_name(rel.as_posix()), force)
         written.append(dst)
         wanted.add(dst)
     for pkg, files in THIRD_PARTY.items():
@@ -91,9 +105,12 @@ def compile_lib(out_lib: Path) -> list[Path]:
         pkg_dir = Path(list(spec.submodule_search_locations)[0])
         for name in files:
             dst = out_lib / pkg / Path(name).with_suffix(".mpy")
-            _compile(pkg_dir / name, dst, f"{pkg}/{name}")
+            _compile(pkg_dir / name, dst, _source_name(f"{pkg}/{name}"), force)
             written.append(dst)
             wanted.add(dst)
+    if force:
+        out_lib.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(COMPILE_OPTS)
     # Drop compiled modules whose source is gone, so the bundle is exactly lib/.
     for old in out_lib.rglob("*.mpy"):
         if old not in wanted:

@@ -1,0 +1,205 @@
+"""heap.*: what the firmware costs in GC heap, from the ROMFS image and (baseline) from plain .mpy files.
+
+Figures (bytes unless named otherwise):
+- code_bytes: heap taken by importing the modules a running sim terminal holds (config imported and
+  unloaded again, as app.run does), each followed by gc.collect(), from the ROMFS image as a board
+  runs them. baseline_mpy_code_bytes: the same from plain .mpy files (the classic /lib deployment,
+  where the bytecode itself is copied into the heap). code_<module>_bytes: per module (ROMFS), in
+  import order, so a module's figure includes the qstr-pool growth it happened to trigger.
+- free_after_boot_bytes, max_free_block_after_boot_bytes: STATUS heap.free / heap.max_block of a sim
+  terminal run with a 100 KB heap (the ESP32 budget), right after its control port opens.
+- free_min_bytes, max_free_block_min_bytes: the smallest heap.free / heap.max_block seen in STATUS
+  sampled while the same terminal syncs with an SNTP server, takes TAPS taps and delivers them over
+  verified TLS to the reference central (STATUS runs gc.collect() first: live data, not garbage).
+- peak_bytes: the smallest GC heap (4 KB steps) with which that whole scenario succeeds: boot,
+  first SNTP sync, TAPS taps answered OK, all of them acked by the central. That is the terminal's
+  peak need, fragmentation included. min_heap_kb is the same in KB.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from clockterm_host import bundle
+from clockterm_host.central import start_background
+from clockterm_host.defaults import default_config
+from clockterm_host.runner import Terminal
+from clockterm_host.sim import free_port
+from clockterm_host.sntp_server import SntpServer
+
+BUDGET = "100K"
+TAPS = 50
+DEVICE = "heap-001"
+# What a running sim terminal holds (app._MODULES, the board, asyncio and the stream module that
+# start_server / open_connection load); config is imported, then unloaded like app.run does.
+MODULES = ("asyncio", "asyncio.stream", "clockterm.log", "clockterm.epoch", "clockterm.punch", "clockterm.journal",
+           "clockterm.ring_raw", "clockterm.clock", "clockterm.tz", "clockterm.roster", "clockterm.terminal",
+           "clockterm.sntp", "clockterm.https", "clockterm.uplink", "clockterm.outbuf",
+           "clockterm.boards.norflash", "clockterm.boards.sim", "clockterm.app")
+
+_IMPORT = """
+import gc, sys, json
+def _unload(name):
+    sys.modules.pop(name, None)
+    pkg, _, attr = name.rpartition(".")
+    if pkg in sys.modules and hasattr(sys.modules[pkg], attr):
+        delattr(sys.modules[pkg], attr)
+gc.collect()
+f0 = gc.mem_free()
+per = {}
+for m in %r:
+    gc.collect()
+    a = gc.mem_free()
+    __import__(m)
+    gc.collect()
+    per[m] = a - gc.mem_free()
+gc.collect()
+a = gc.mem_free()
+import clockterm.config
+_unload("clockterm.config")
+gc.collect()
+per["clockterm.config_kept"] = a - gc.mem_free()
+print(json.dumps({"total": f0 - gc.mem_free(), "per": per}))
+"""
+
+
+def _last_json(r: subprocess.CompletedProcess) -> dict:
+    lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
+    if r.returncode != 0 or not lines:
+        raise RuntimeError(f"micropython exited {r.returncode}:\n{r.stdout}\n{r.stderr}")
+    return json.loads(lines[-1])
+
+
+def import_costs(out: Path) -> tuple[dict, dict]:
+    """(ROMFS, plain .mpy) import costs: {"total": bytes, "per": {module: bytes}}."""
+    code = _IMPORT % (MODULES,)
+    argv, env = bundle.launch(out, "400K", code)
+    romfs = _last_json(subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60))
+    env = dict(os.environ)
+    env["MICROPYPATH"] = f"{out / 'lib'}:.frozen"
+    plain = _last_json(subprocess.run([bundle.tool("micropython"), "-X", "heapsize=400K", "-c", code], env=env,
+                                      capture_output=True, text=True, timeout=60))
+    return romfs, plain
+
+
+class HeapTerminal(Terminal):
+    """A terminal started with a chosen board heap instead of the board config's."""
+
+    def __init__(self, config: Path, state: Path, heap: str):
+        super().__init__(config, state)
+        self.heap = heap
+
+    def start(self, wait: float = 30.0, stdout=None) -> HeapTerminal:
+        out = bundle.build("sim")
+        argv, env = bundle.launch(out, self.heap, "import boot\nimport main")
+        env["CLOCKTERM_CONFIG"] = str(self.config.resolve())
+        env["CLOCKTERM_STATE"] = str(self.state.resolve())
+        self.state.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(argv, env=env, cwd=out, stdout=self._log, stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_ready(wait)
+        return self
+
+
+def scenario(tmp: Path, heap: str, central, sntp_port: int, timeout: float = 60.0) -> dict:
+    """Boot, sync, TAPS taps, all acked centrally; returns figures, or {"ok": False, "why": ...}."""
+    cfg = default_config("sim", DEVICE)
+    cfg["sntp"].update({"servers": ["127.0.0.1"], "port": sntp_port, "samples": 2, "burst_gap_ms": 100})
+    cfg["sim"]["control_port"] = free_port()
+    cfg["central"].update({"url": central.url, "ca": str(central.ca_path), "client_id": DEVICE,
+                           "client_secret": central.devices[DEVICE], "interval_s": 1})
+    run_dir = Path(tempfile.mkdtemp(prefix=f"h{heap}-", dir=tmp))
+    cfg_path = run_dir / "config.json"
+    cfg_path.write_text(json.dumps(cfg))
+    term = HeapTerminal(cfg_path, run_dir / "state", heap)
+    res: dict = {"ok": False}
+    try:
+        term.start()
+        st = term.status()
+        res["free_after_boot"] = st["heap"]["free"]
+        res["max_block_after_boot"] = st["heap"].get("max_block")
+        frees, blocks = [], []
+        deadline = time.monotonic() + timeout
+
+        def sample() -> dict:
+            s = term.status()
+            frees.append(s["heap"]["free"])
+            if s["heap"].get("max_block") is not None:
+                blocks.append(s["heap"]["max_block"])
+            if time.monotonic() > deadline:
+                raise TimeoutError("scenario timed out")
+            return s
+
+        while not sample()["clock"]["synced"]:
+            time.sleep(0.1)
+        for i in range(TAPS):
+            answer = term.tap(f"04A1B2{i:02X}")
+            if not answer.startswith("OK"):
+                res["why"] = f"tap {i} answered {answer!r}"
+                return res
+            sample()
+        while True:
+            s = sample()
+            if s["journal"]["acked_seq"] >= TAPS:
+                break
+            time.sleep(0.1)
+        res.update(ok=True, free_min=min(frees), max_block_min=min(blocks) if blocks else None)
+        return res
+    except (OSError, RuntimeError, TimeoutError, ValueError, KeyError) as e:
+        res["why"] = f"{type(e).__name__}: {e}"
+        return res
+    finally:
+        if not res.get("ok"):
+            res["console_tail"] = term.console()[-1500:]
+        term.stop()
+
+
+def min_heap_kb(tmp: Path, central, sntp_port: int, lo: int = 40, hi: int = 160) -> int:
+    """Smallest heap (KB, 4 KB steps) in lo..hi with which the scenario succeeds (hi when none below)."""
+    ok_at = hi
+    while hi - lo > 4:
+        mid = (lo + hi) // 2 // 4 * 4
+        r = scenario(tmp, f"{mid}K", central, sntp_port)
+        print(f"   {mid}K: {'ok' if r['ok'] else r.get('why', '?')[:100]!r}", flush=True)
+        if r["ok"]:
+            hi = ok_at = mid
+        else:
+            lo = mid
+    return ok_at
+
+
+def run() -> dict:
+    out = bundle.build("sim")
+    romfs, plain = import_costs(out)
+    figures: dict = {"code_bytes": romfs["total"], "baseline_mpy_code_bytes": plain["total"]}
+    for m, b in romfs["per"].items():
+        figures["code_" + m.split(" ")[0].replace("clockterm.", "").replace(".", "_") + "_bytes"] = b
+    with tempfile.TemporaryDirectory(prefix="bench-heap-") as t:
+        tmp = Path(t)
+        central = start_background(tmp / "central", devices=DEVICE)
+        sntp = SntpServer().start()
+        try:
+            r = scenario(tmp, BUDGET, central, sntp.port)
+            figures["free_after_boot_bytes"] = r.get("free_after_boot", 0)
+            if r.get("max_block_after_boot") is not None:
+                figures["max_free_block_after_boot_bytes"] = r["max_block_after_boot"]
+            if r["ok"]:
+                figures["free_min_bytes"] = r["free_min"]
+                if r.get("max_block_min") is not None:
+                    figures["max_free_block_min_bytes"] = r["max_block_min"]
+            else:
+                print(f"   scenario at {BUDGET} failed: {r.get('why')}", file=sys.stderr)
+            kb = min_heap_kb(tmp, central, sntp.port)
+            figures["min_heap_kb"] = kb
+            figures["peak_bytes"] = kb * 1024
+        finally:
+            sntp.stop()
+            central.stop()
+    return {"heap": figures}
