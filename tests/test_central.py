@@ -290,3 +290,44 @@ def test_export_csv_and_cli(central: Handle, tmp_path: Path, capsys: pytest.Capt
     roster.write_text("badge,employee_id,name\nZ9,E99,Zed\n")
     assert central_main(["central", "roster", "import", "--state", str(central.state), str(roster)]) == 0
     assert central.store.roster("term-1")[1] == [{"badge": "Z9", "employee_id": "E99", "name": "Zed"}]
+
+
+FIELDS = ["seq", "badge", "kind", "utc_ms", "utc_offset_min", "quality", "uncertainty_ms", "employee_id"]
+
+
+def rows_batch(seqs: range, fields: list[str] = FIELDS) -> dict[str, Any]:
+    return {"device_id": "term-1", "journal_id": "j1", "fields": fields,
+            "rows": [[punch(s, employee_id=f"E{s}")[f] for f in fields] for s in seqs]}
+
+
+def test_compact_rows_are_the_same_punches(central: Handle) -> None:
+    tok = token(central)
+    st, _, body = call(central, "POST", "/v1/punches", rows_batch(range(1, 6)), token=tok)
+    assert (st, body["stored_through"], body["inserted"]) == (200, 5, 5)
+    # Columns in any order, employee_id optional; the same punches as objects are duplicates.
+    other = [f for f in reversed(FIELDS) if f != "employee_id"]
+    st, _, body = call(central, "POST", "/v1/punches", rows_batch(range(4, 8), other), token=tok)
+    assert (st, body["inserted"], body["duplicates"]) == (200, 2, 2)
+    rows = central.store.punches("term-1")
+    assert [r["employee_id"] for r in rows] == ["E1", "E2", "E3", "E4", "E5", None, None]
+    assert rows[0] == {**punch(1, employee_id="E1"), "device_id": "term-1", "journal_id": "j1",
+                       "received_ms": rows[0]["received_ms"]}
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda b: b.update(fields=FIELDS[:-2]),  # a required column missing
+        lambda b: b.update(fields=[*FIELDS, "seq"]),  # named twice
+        lambda b: b.update(fields=[*FIELDS[:-1], "colour"]),  # unknown column
+        lambda b: b["rows"][1].pop(),  # a short row
+        lambda b: b.update(rows=[]),
+        lambda b: b.update(punches=[punch(9)]),  # both forms at once
+    ],
+)
+def test_bad_rows_are_400(central: Handle, mutate: Any) -> None:
+    b = rows_batch(range(1, 4))
+    mutate(b)
+    st, _, body = call(central, "POST", "/v1/punches", b, token=token(central))
+    assert st == 400 and body["error"] == "bad_batch", body
+    assert central.store.count() == 0

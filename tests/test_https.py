@@ -192,3 +192,67 @@ def test_stall_reset_trickle_and_dns(central: Handle) -> None:
     assert out["connections"] == 4
     out = run("https://no-such-host.invalid:1", [TOKEN], central.ca_path)
     assert "error" in out["results"][0]
+
+
+ONE_WRITE = r"""
+import sys, json, asyncio
+from clockterm import https
+port, room = int(sys.argv[1]), int(sys.argv[2])
+
+writes = []
+
+class Client(https.Client):
+    async def _connect(self):  # count the writes the request makes on the stream
+        await super()._connect()
+        write = self._w.write
+        def counted(b):
+            writes.append(len(b))
+            write(b)
+        self._w.write = counted
+
+async def main():
+    c = Client("http://127.0.0.1:%d/api" % port)
+    buf = bytearray(room + 3000)
+    for i in range(room, len(buf)):
+        buf[i] = 0x61 + i % 26
+    r = await c.request("POST", "/x", memoryview(buf), {"Authorization": "Bearer t0k"}, room=room)
+    print(json.dumps({"status": r.status, "body": r.body.decode(), "writes": writes}))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("room", [0, 320])
+def test_head_room_sends_head_and_body_in_one_write(room: int) -> None:
+    # With room, the head is written into the free bytes in front of the body and the request leaves
+    # in one write; without, a body over the copy limit is a second write (which Nagle can hold back
+    # until the server's delayed ACK). The server sees the same request either way.
+    import socket
+    import threading
+
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    got: dict[str, bytes] = {}
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            data = conn.recv(65536)
+            while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < 3000:
+                data += conn.recv(65536)
+            got["all"] = data
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        out = mp.mp_json(ONE_WRITE, args=[str(srv.getsockname()[1]), str(room)])
+    finally:
+        t.join(5)
+        srv.close()
+    assert (out["status"], out["body"]) == (200, "ok")
+    head, body = got["all"].split(b"\r\n\r\n", 1)
+    assert head.startswith(b"POST /api/x HTTP/1.1\r\n") and b"Content-Length: 3000" in head
+    assert body == bytes(0x61 + i % 26 for i in range(room, room + 3000))
+    assert out["writes"] == ([len(got["all"])] if room else [len(head) + 4, 3000])

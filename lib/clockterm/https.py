@@ -11,7 +11,8 @@ import binascii
 from micropython import const
 
 _MAX_HEADERS = const(32)  # header lines per answer; more is a protocol error
-_JOIN_MAX = const(2048)  # bodies up to this size are sent in one write with the head
+_JOIN_MAX = const(1024)  # bodies without head room up to this size are copied behind the head (one write)
+_CHUNK = const(512)  # bytes per read of a streamed answer body
 
 
 class HTTPError(OSError):
@@ -126,23 +127,32 @@ class Client:
             coro = asyncio.open_connection(self.host, self.port)
         self._r, self._w = await asyncio.wait_for_ms(coro, self.connect_timeout_ms)
 
-    async def request(self, method, path, body=None, headers=None, content_type="application/json"):
-        """Send one request and return its Response; raises HTTPError (the connection is then closed)."""
+    async def request(self, method, path, body=None, headers=None, content_type="application/json", room=0,
+                      sink=None):
+        """Send one request and return its Response; raises HTTPError (the connection is then closed).
+
+        room: the first `room` bytes of `body` are scratch space, not body: the head is written into
+          their end so that head and body leave in one write (one TLS record, one TCP segment). Two
+          writes would let Nagle hold the second until the server's delayed ACK, about 40 ms.
+        sink: a function called with each piece (memoryview, valid only during the call) of a 200
+          answer's body instead of collecting it: a large answer (a roster) never sits in RAM whole.
+          It must not keep the piece; an exception from it aborts the exchange (connection closed).
+        """
         self.requests += 1
         reused = self._w is not None
         try:
             if not reused:
                 await self._connect()
             try:
-                return await asyncio.wait_for_ms(self._exchange(method, path, body, headers, content_type, reused),
-                                                 self.timeout_ms)
+                return await asyncio.wait_for_ms(
+                    self._exchange(method, path, body, headers, content_type, reused, room, sink), self.timeout_ms)
             except _Stale:
                 # The server had closed the idle kept-alive connection (no answer byte came back): once
                 # more on a fresh one. Safe because the API's requests are idempotent.
                 self.close()
                 await self._connect()
-                return await asyncio.wait_for_ms(self._exchange(method, path, body, headers, content_type, False),
-                                                 self.timeout_ms)
+                return await asyncio.wait_for_ms(
+                    self._exchange(method, path, body, headers, content_type, False, room, sink), self.timeout_ms)
         except HTTPError:
             self.close()
             raise
@@ -152,28 +162,33 @@ class Client:
         except (OSError, EOFError, ValueError, IndexError) as e:
             self.close()
             raise HTTPError("%s: %s" % (type(e).__name__, e))
-        except BaseException:  # cancellation: never leave a half-used connection behind
+        except BaseException:  # cancellation, a sink's error: never leave a half-used connection behind
             self.close()
             raise
 
-    async def _exchange(self, method, path, body, headers, content_type, reused):
+    async def _exchange(self, method, path, body, headers, content_type, reused, room, sink):
         w, r = self._w, self._r
         head = "%s %s%s HTTP/1.1\r\nHost: %s\r\n" % (method, self.prefix, path, self._hosthdr)
         if body is not None:
-            head += "Content-Type: %s\r\nContent-Length: %d\r\n" % (content_type, len(body))
+            head += "Content-Type: %s\r\nContent-Length: %d\r\n" % (content_type, len(body) - room)
         if headers:
             for k in headers:
                 head += "%s: %s\r\n" % (k, headers[k])
         head = head.encode() + b"\r\n"
-        # A small body goes in the same write as the head: a second small write would sit behind
-        # Nagle until the server's delayed ACK (about 40 ms per request on Linux). Large bodies are
-        # written separately rather than copied (heap).
-        if body is not None and len(body) <= _JOIN_MAX:
-            w.write(head + body)
+        # One write per request (see `room`). Without room, a small body is copied behind the head; a
+        # large one is written separately rather than copied (heap).
+        n = len(head)
+        if body is None:
+            w.write(head)
+        elif room >= n:
+            mv = memoryview(body)
+            mv[room - n:room] = head
+            w.write(mv[room - n:])
+        elif len(body) - room <= _JOIN_MAX:
+            w.write(head + bytes(memoryview(body)[room:]))
         else:
             w.write(head)
-            if body is not None:
-                w.write(body)
+            w.write(memoryview(body)[room:])
         await w.drain()
         line = await r.readline()
         if not line:
@@ -201,23 +216,22 @@ class Client:
             keep = False
         elif conn == "keep-alive":
             keep = True
+        out = _Body(self.max_body, sink if status == 200 else None)
         if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
-            data = b""
+            pass
         elif hdrs.get("transfer-encoding", "").lower() == "chunked":
-            data = await self._chunked(r)
+            await self._chunked(r, out)
         elif "content-length" in hdrs:
             size = int(hdrs["content-length"])
-            if size < 0 or size > self.max_body:
+            if size < 0 or (out.sink is None and size > self.max_body):
                 raise HTTPError("answer body too large")
-            data = await r.readexactly(size) if size else b""
-            if len(data) != size:
-                raise HTTPError("connection closed in the body")
+            await self._exactly(r, size, out)
         else:
-            data = await self._until_close(r)
+            await self._until_close(r, out)
             keep = False
         if not keep:
             self.close()
-        return Response(status, hdrs, data)
+        return Response(status, hdrs, out.value())
 
     def _status(self, line):
         if len(line) > self.max_line or not line.startswith(b"HTTP/1."):
@@ -227,8 +241,15 @@ class Client:
             raise HTTPError("malformed status line")
         return int(parts[1]), parts[0] == b"HTTP/1.1"
 
-    async def _chunked(self, r):
-        buf = bytearray()
+    async def _exactly(self, r, size, out):
+        while size > 0:
+            part = await r.read(min(size, _CHUNK))
+            if not part:
+                raise HTTPError("connection closed in the body")
+            out.add(part)
+            size -= len(part)
+
+    async def _chunked(self, r, out):
         while True:
             line = await r.readline()
             if not line:
@@ -240,24 +261,37 @@ class Client:
                 while True:  # trailers, up to the blank line
                     line = await r.readline()
                     if not line or line in (b"\r\n", b"\n"):
-                        return bytes(buf)
-            if len(buf) + size > self.max_body:
-                raise HTTPError("answer body too large")
-            part = await r.readexactly(size)
-            if len(part) != size:
-                raise HTTPError("connection closed in a chunk")
-            buf.extend(part)
+                        return
+            await self._exactly(r, size, out)
             await r.readexactly(2)  # CRLF after the chunk
 
-    async def _until_close(self, r):
-        buf = bytearray()
+    async def _until_close(self, r, out):
         while True:
-            part = await r.read(512)
+            part = await r.read(_CHUNK)
             if not part:
-                return bytes(buf)
-            if len(buf) + len(part) > self.max_body:
-                raise HTTPError("answer body too large")
-            buf.extend(part)
+                return
+            out.add(part)
+
+
+class _Body:
+    # Collects an answer body up to max_body, or hands each piece to a sink (streaming).
+    def __init__(self, max_body, sink):
+        self.max_body = max_body
+        self.sink = sink
+        self.buf = None
+
+    def add(self, part):
+        if self.sink is not None:
+            self.sink(memoryview(part))
+            return
+        if self.buf is None:
+            self.buf = bytearray()
+        if len(self.buf) + len(part) > self.max_body:
+            raise HTTPError("answer body too large")
+        self.buf.extend(part)
+
+    def value(self):
+        return b"" if self.buf is None else bytes(self.buf)
 
 
 class _Stale(Exception):

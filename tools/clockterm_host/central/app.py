@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .store import EXPORT_COLUMNS, Store, version_of
+from .store import EXPORT_COLUMNS, PUNCH_FIELDS, Store, version_of
 
 QUALITIES = ("unsynced", "synced", "stale", "corrected")
 
@@ -109,12 +109,30 @@ def _str(v: Any, name: str, lo: int = 1, hi: int = 64) -> str:
     return v
 
 
+def _rows(fields: Any, rows: Any) -> list[Any]:
+    if (not isinstance(fields, list) or len(set(map(str, fields))) != len(fields)
+            or set(fields) - set(PUNCH_FIELDS) or set(PUNCH_FIELDS) - {"employee_id"} - set(fields)):
+        raise BadBatch(f"fields must name each of {', '.join(PUNCH_FIELDS)} once (employee_id optional)")
+    if not isinstance(rows, list) or not rows:
+        raise BadBatch("rows must be a non-empty list")
+    out = []
+    for i, r in enumerate(rows):
+        if not isinstance(r, list) or len(r) != len(fields):
+            raise BadBatch(f"rows[{i}] must be an array of {len(fields)} values")
+        out.append(dict(zip(fields, r, strict=True)))
+    return out
+
+
 def validate_batch(body: Any) -> tuple[str, str, list[dict[str, Any]]]:
     if not isinstance(body, dict):
         raise BadBatch("body must be a JSON object")
     device_id = _str(body.get("device_id"), "device_id")
     journal_id = _str(body.get("journal_id"), "journal_id")
     punches = body.get("punches")
+    if "rows" in body:  # the compact form: one array per punch, columns named once in "fields"
+        if punches is not None:
+            raise BadBatch("a batch has punches or rows, not both")
+        punches = _rows(body.get("fields"), body.get("rows"))
     if not isinstance(punches, list) or not punches:
         raise BadBatch("punches must be a non-empty list")
     out, last = [], 0
