@@ -284,12 +284,9 @@ def _unload(name):
 # Modules the running terminal needs, imported at boot one by one with a collection after each, so
 # that the code objects pack together at the bottom of the heap instead of leaving holes between
 # them that later fragment it (a fragmented heap fails large allocations with plenty free).
-_MODULES = ("clockterm.epoch", "clockterm.punch", "clockterm.journal", "clockterm.clock", "clockterm.tz",
-            "clockterm.roster", "clockterm.terminal", "clockterm.sntp", "clockterm.https", "clockterm.uplink")
-
-
 def _preload():
-    for name in _MODULES:
+    for name in ("clockterm.epoch", "clockterm.punch", "clockterm.journal", "clockterm.clock", "clockterm.tz",
+                 "clockterm.roster", "clockterm.terminal", "clockterm.sntp", "clockterm.https", "clockterm.uplink"):
         __import__(name)
         gc.collect()
 

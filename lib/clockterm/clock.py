@@ -27,7 +27,6 @@ QUALITY_NAMES = ("unsynced", "synced", "stale", "corrected")
 UNKNOWN_MS = const(0x3FFFFFFF)  # uncertainty when nothing bounds it (~12 days; a small int everywhere)
 
 _REANCHOR_MS = const(3600000)  # fold elapsed ticks into the anchor hourly (ticks wrap after ~6 days)
-_MIN_VALID_MS = 1704067200000  # 2024-01-01: an RTC before this has certainly lost its time
 _DRIFT_MIN_SPAN_MS = const(120000)  # shortest baseline for a drift estimate (1 ms / 120 s ~ 8 ppm)
 _DRIFT_MAX_SPAN_MS = const(172800000)  # move the drift baseline forward after 2 days (temperature)
 _DRIFT_MAX_PPB = const(500000)  # |drift| above 500 ppm is not a crystal: refuse, keep the old estimate
@@ -103,7 +102,7 @@ class Clock:
             # The RTC is behind the last time we knew to be good: it lost power (or never had a
             # battery). The stored time is a lower bound and the best guess we have.
             return "store", st["utc_ms"]
-        if rtc_ms < _MIN_VALID_MS:
+        if rtc_ms < 1704067200000:  # 2024-01-01: an RTC before this has certainly lost its time
             return "rtc-invalid", rtc_ms
         return "rtc", rtc_ms
 

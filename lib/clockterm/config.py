@@ -6,17 +6,18 @@
 # (saved beside it after each successful load) in force and the error is reported in the status.
 
 import json
+from micropython import const
 
 # Field kinds. Numbers are checked against (min, max); strings against (min_len, max_len).
-_INT = 1
-_NUM = 2
-_STR = 3
-_BOOL = 4
-_STRS = 5  # list of strings
-_DICT = 6  # free-form object, checked by the module that owns it
-_TOKENS = 7  # list of {"token": str, "scopes": [str]}
+_INT = const(1)
+_NUM = const(2)
+_STR = const(3)
+_BOOL = const(4)
+_STRS = const(5)  # list of strings
+_DICT = const(6)  # free-form object, checked by the module that owns it
+_TOKENS = const(7)  # list of {"token": str, "scopes": [str]}
 
-_OPT = 0x100  # flag: field may be absent (then the default applies) or null
+_OPT = const(0x100)  # flag: field may be absent (then the default applies) or null
 
 # (dotted path, kind | flags, a, b, allowed values or None)
 SPEC = (

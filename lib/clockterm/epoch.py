@@ -17,11 +17,6 @@ def gmtime_ms(unix_ms):
     return time.gmtime(unix_ms // 1000 - PORT_TO_UNIX_S)
 
 
-def unix_s(year, month, mday, hour=0, minute=0, second=0):
-    """Unix seconds of a UTC calendar time (time.mktime is UTC on MicroPython ports)."""
-    return time.mktime((year, month, mday, hour, minute, second, 0, 0)) + PORT_TO_UNIX_S
-
-
 def iso_ms(unix_ms):
     """ISO 8601 UTC with milliseconds: 2026-11-25T14:13:20.123Z."""
     t = gmtime_ms(unix_ms)

@@ -19,6 +19,7 @@
 
 import os
 import struct
+from array import array
 from micropython import const
 
 from clockterm import punch as _p
@@ -33,6 +34,12 @@ _MAX_CORR = const(8)  # corrections kept in RAM (one per boot with pre-sync punc
 _MAX_BAD = const(64)  # distinct corrupt records remembered, so re-reads do not count twice
 _ENOSPC = const(28)
 _NOMINAL = const(16)  # bytes per punch record for the capacity estimate before any is written
+# From clockterm.punch (its private constants; a const does not cross modules): record types and size.
+_T_PUNCH = const(1)
+_T_ACK = const(2)
+_T_CORR = const(3)
+_MAX_RECORD = const(254)
+_Q_CORRECTED = const(3)
 
 POLICIES = ("refuse", "overwrite")
 
@@ -60,7 +67,7 @@ class Journal:
         self.reserve = max(16, self.ss // 32)  # bytes at each segment end kept for ack/correction records
         self._floor = seq_floor  # lowest seq a new format may start after (seq never reused)
         self._floor_path = floor_path  # optional file that keeps the seq floor across a reformat
-        self._base = [0] * self.n  # base seq per slot; 0: slot holds no valid segment
+        self._base = array("I", bytes(4 * self.n))  # base seq per slot; 0: slot holds no valid segment
         self._buf = bytearray(_WIN)  # record being written
         self._hb = bytearray(_HDR)
         self._win = bytearray(_WIN)  # read window for recovery and status
@@ -146,16 +153,16 @@ class Journal:
                     self._count_bad(s, p)
                     continue
                 mv = memoryview(self._win)[o:o + k]
-                t = _p.rtype(mv)
-                if t == _p.T_PUNCH:
-                    q = _p.seq_of(mv, base)
+                t = mv[1] >> 5  # record type
+                if t == _T_PUNCH:
+                    q = base + _p.get_uv(mv, 3)[0]
                     if q > last:
                         last = q
-                elif t == _p.T_ACK:
+                elif t == _T_ACK:
                     a = base + _p.get_zz(mv, 2)[0]
                     if a > self.acked_seq:
                         self.acked_seq = a
-                elif t == _p.T_CORR:
+                elif t == _T_CORR:
                     self._add_corr(*_corr_of(mv, base))
             if s == head:
                 wp = self._wp_after
@@ -204,13 +211,13 @@ class Journal:
                 w0 = p
             o = p - w0
             k = w[o]
-            if 4 <= k <= _p.MAX_RECORD and o + k <= wl and _p.check(mv[o:], k):
+            if 4 <= k <= _MAX_RECORD and o + k <= wl and _p.check(mv[o:], k):
                 yield p, o, k, True
                 p += k
                 continue
             yield p, o, k, False
             # Torn tail: its length lands, its rest is still erased; continue behind it.
-            if 4 <= k <= _p.MAX_RECORD and (p + k >= end or self._valid_at(s, p + k)):
+            if 4 <= k <= _MAX_RECORD and (p + k >= end or self._valid_at(s, p + k)):
                 p += k
             else:
                 p = self._resync(s, p + 1, end)
@@ -413,7 +420,7 @@ class Journal:
             return
         self.acked_seq = through_seq
         b = self._buf
-        b[1] = _p.T_ACK << 5
+        b[1] = _T_ACK << 5
         k = _p.seal(b, _p.put_zz(b, 2, through_seq - self._hbase))
         self._put_meta(k)
 
@@ -426,7 +433,7 @@ class Journal:
             return
         self._add_corr(from_seq, through_seq, delta_ms)
         b = self._buf
-        b[1] = _p.T_CORR << 5
+        b[1] = _T_CORR << 5
         i = _p.put_zz(b, 2, from_seq - self._hbase)
         i = _p.put_uv(b, i, through_seq - from_seq)
         i = _p.put_zz(b, i, delta_ms)
@@ -449,21 +456,21 @@ class Journal:
             while p < end:
                 self.store.read(s, p, mv[:min(_WIN, self.ss - p)])
                 k = win[0]
-                if not (4 <= k <= _p.MAX_RECORD and _p.check(mv, k)):
+                if not (4 <= k <= _MAX_RECORD and _p.check(mv, k)):
                     self._count_bad(s, p)
-                    if 4 <= k <= _p.MAX_RECORD and (p + k >= end or self._valid_at(s, p + k)):
+                    if 4 <= k <= _MAX_RECORD and (p + k >= end or self._valid_at(s, p + k)):
                         p += k
                     else:
                         p = self._resync(s, p + 1, end)
                     continue
                 p += k
-                if _p.rtype(mv) != _p.T_PUNCH or _p.seq_of(mv, base) <= after:
+                if mv[1] >> 5 != _T_PUNCH or base + _p.get_uv(mv, 3)[0] <= after:
                     continue
                 pu = _p.decode(mv, base, ms, off)
                 for f, t, d in self._corr:
                     if f <= pu.seq <= t:
                         pu.utc_ms += d
-                        pu.quality = _p.Q_CORRECTED
+                        pu.quality = _Q_CORRECTED
                         break
                 pu.journal_id = self.journal_id
                 yield pu

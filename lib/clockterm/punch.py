@@ -9,7 +9,7 @@
 # Seq and time are stored as deltas from the base of the segment (sector or file) that holds the
 # record: the journal passes base_seq / base_ms / base_off from the segment header. Badges in the
 # usual shapes are stored as binary: 4- and 7-byte hex UIDs as 4 or 7 bytes, Wiegand "F:C" as two
-# varints, decimal numbers as a varint; anything else as UTF-8 (at most MAX_BADGE characters).
+# varints, decimal numbers as a varint; anything else as UTF-8 (at most 20 characters).
 
 import binascii
 from micropython import const
@@ -23,14 +23,13 @@ Q_CORRECTED = const(3)
 QUALITY_NAMES = ("unsynced", "synced", "stale", "corrected")
 
 KINDS = ("in", "out", "unknown")  # kind codes 0..2; code 3: the kind follows as a string
-MAX_BADGE = const(20)  # characters
-MAX_KIND = const(16)  # characters
-MAX_EMPLOYEE = const(32)  # characters
-MAX_RECORD = const(254)  # bytes, whole record
+_MAX_BADGE = const(20)  # characters
+_MAX_KIND = const(16)  # characters
+_MAX_EMPLOYEE = const(32)  # characters
+_MAX_RECORD = const(254)  # bytes, whole record
 
-T_PUNCH = const(1)  # record types (tag >> 5); 0 and 7 are never written (zeroed / erased flash)
-T_ACK = const(2)
-T_CORR = const(3)
+# record types (tag >> 5); 0 and 7 are never written (zeroed / erased flash). journal.py uses the same.
+_T_PUNCH = const(1)
 
 # badge forms (form byte >> 5)
 _B_HEX4 = const(0)
@@ -132,7 +131,7 @@ def crc16(mv):
 def seal(buf, n):
     """Finish a record whose body ends at buf[n]: write len and CRC, return the record length."""
     n += 2
-    if n > MAX_RECORD:
+    if n > _MAX_RECORD:
         raise ValueError("record too long")
     buf[0] = n
     c = crc16(memoryview(buf)[:n - 2])
@@ -143,7 +142,7 @@ def seal(buf, n):
 
 def check(mv, n):
     """True when the n-byte record at mv[0] has a good length and CRC."""
-    if n < 4 or n > MAX_RECORD or mv[0] != n:
+    if n < 4 or n > _MAX_RECORD or mv[0] != n:
         return False
     c = mv[n - 2] | (mv[n - 1] << 8)
     return c == crc16(mv[:n - 2])
@@ -174,7 +173,7 @@ def _get_str(mv, i):
 def _put_badge(buf, i, badge):
     # Returns (form, next index).
     n = len(badge)
-    if n == 0 or n > MAX_BADGE:
+    if n == 0 or n > _MAX_BADGE:
         raise ValueError("badge length")
     if not n & 1:
         try:
@@ -202,7 +201,7 @@ def _put_badge(buf, i, badge):
         return _B_WIEG, put_uv(buf, i, int(badge[c + 1:]))
     if _canon_dec(badge):
         return _B_DEC, put_uv(buf, i, int(badge))
-    return _B_STR, _put_str(buf, i, badge, 4 * MAX_BADGE)
+    return _B_STR, _put_str(buf, i, badge, 4 * _MAX_BADGE)
 
 
 def _get_badge(mv, i, form):
@@ -237,7 +236,7 @@ def encode(buf, p, seq, base_seq, base_ms, base_off):
     except ValueError:
         kc = 3
     emp = p.employee
-    buf[1] = (T_PUNCH << 5) | (q << 3) | (kc << 1) | (emp is not None)
+    buf[1] = (_T_PUNCH << 5) | (q << 3) | (kc << 1) | (emp is not None)
     i = put_uv(buf, 3, seq - base_seq)
     i = put_zz(buf, i, p.utc_ms - base_ms)
     i = put_uv(buf, i, p.uncertainty_ms)
@@ -249,13 +248,13 @@ def encode(buf, p, seq, base_seq, base_ms, base_off):
     b, i = _put_badge(buf, i, p.badge)
     buf[2] = form | (b << 5)
     if kc == 3:
-        i = _put_str(buf, i, p.kind, MAX_KIND)
+        i = _put_str(buf, i, p.kind, _MAX_KIND)
     if emp is not None:
         if _canon_dec(emp):
             i = put_uv(buf, i, (int(emp) << 1) | 1)
         else:
             e = emp.encode()
-            if len(e) > MAX_EMPLOYEE:
+            if len(e) > _MAX_EMPLOYEE:
                 raise ValueError("employee too long")
             i = put_uv(buf, i, len(e) << 1)
             buf[i:i + len(e)] = e
@@ -291,12 +290,3 @@ def decode(mv, base_seq, base_ms, base_off):
             emp = str(bytes(mv[i:i + e]), "utf-8")
     return Punch(ms, badge, kind, (tag >> 3) & 3, unc, emp, off, seq)
 
-
-def rtype(mv):
-    """Record type of a record at mv[0]."""
-    return mv[1] >> 5
-
-
-def seq_of(mv, base_seq):
-    """Sequence number of a checked punch record, without decoding the rest."""
-    return base_seq + get_uv(mv, 3)[0]

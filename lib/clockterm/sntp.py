@@ -25,13 +25,12 @@ except ImportError:  # pragma: no cover
     _socket = None
 
 MIN_POLL_S = 16  # s: never poll one server more often (RFC 4330 / pool.ntp.org etiquette); tests may lower it
-_NTP_TO_UNIX_S = 2208988800  # seconds from 1900 to 1970 (not a small int on 32-bit ports: no const)
 _MODE_CLIENT = const(3)
 _MODE_SERVER = const(4)
 _VERSION = const(4)
 _PKT = const(48)
 _MAX_PKT = const(68 + 48)  # 48 bytes + a MAC (up to 68) or extension fields we ignore
-_MAX_ROOT_US = 1500000  # root delay/2 + root dispersion above 1.5 s: useless (RFC 5905 MAXDIST)
+_MAX_ROOT_US = const(1500000)  # root delay/2 + root dispersion above 1.5 s: useless (RFC 5905 MAXDIST)
 _MAX_POLL_S = const(131072)  # 36 h: the longest poll a RATE kiss can push a server to
 _ADDRS_PER_NAME = const(4)  # pool names resolve to several servers; take at most this many
 
@@ -116,7 +115,8 @@ def _ts_us(data, off):
     sec, frac = struct.unpack_from(">II", data, off)
     if not sec & 0x80000000:
         sec += 0x100000000  # era 1: 2036-02-07 onwards (valid until 2104)
-    return (sec - _NTP_TO_UNIX_S) * 1000000 + ((frac * 1000000) >> 32)
+    # 2208988800: seconds from 1900 to 1970 (not a small int on 32-bit ports, so no const)
+    return (sec - 2208988800) * 1000000 + ((frac * 1000000) >> 32)
 
 
 def _local_us():

@@ -13,7 +13,6 @@ from clockterm.punch import Punch
 
 _RECENT = const(16)  # badges remembered for the duplicate window (a ring, allocated once)
 _BADGE_MAX = const(20)
-_BADGE_CHARS = "0123456789ABCDEF:GHIJKLMNOPQRSTUVWXYZ-"
 
 
 def normalize_badge(raw):
@@ -22,7 +21,7 @@ def normalize_badge(raw):
     if not 1 <= len(b) <= _BADGE_MAX:
         return None
     for c in b:
-        if c not in _BADGE_CHARS:
+        if c not in "0123456789ABCDEF:GHIJKLMNOPQRSTUVWXYZ-":
             return None
     return b
 

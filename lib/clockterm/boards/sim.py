@@ -19,7 +19,6 @@ from clockterm.boards.norflash import NorFlash
 from clockterm.outbuf import OutBuf, Overflow
 
 _SECTOR = const(4096)
-_VOLATILE_RTC_MS = 946684800000  # a volatile RTC comes up at 2000-01-01, like an ESP32 after power loss
 _LINE_MAX = const(64)  # longest control-port line accepted
 _OUT_MAX = const(3072)  # longest control-port answer (STATUS)
 
@@ -46,7 +45,8 @@ class SimRTC:
         if state is None:
             # First power-up (or no battery): a battery RTC starts at true time + the configured
             # offset, a volatile one at the year 2000.
-            start = _host_ms() + offset_ms if battery else _VOLATILE_RTC_MS
+            # (a volatile RTC comes up at 2000-01-01, like an ESP32 after power loss)
+            start = _host_ms() + offset_ms if battery else 946684800000
             state = {"host_ms": _host_ms(), "value_ms": start}
             self._save(state)
         self._host0 = state["host_ms"]
