@@ -6,6 +6,11 @@ Figures (bytes unless named otherwise):
   runs them. baseline_mpy_code_bytes: the same from plain .mpy files (the classic /lib deployment,
   where the bytecode itself is copied into the heap). code_<module>_bytes: per module (ROMFS), in
   import order, so a module's figure includes the qstr-pool growth it happened to trigger.
+- qstrs: qstrs interned in the heap's pools after those imports (every identifier, attribute,
+  argument name and short string of the loaded code; they stay after a module is unloaded).
+  qstr_room: how many more fit before the pool grows: a new pool is twice the last one (on this
+  64-bit host 640 entries, about 7 KB, when the count passes 620), the largest single step in heap
+  use, so a change that crosses it costs far more than its own size.
 - free_after_boot_bytes, max_free_block_after_boot_bytes: STATUS heap.free / heap.max_block of a sim
   terminal run with a 100 KB heap (the ESP32 budget), right after its control port opens.
 - free_min_bytes, max_free_block_min_bytes: the smallest heap.free / heap.max_block seen in STATUS
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -68,7 +74,22 @@ import clockterm.config
 _unload("clockterm.config")
 gc.collect()
 per["clockterm.config_kept"] = a - gc.mem_free()
-print(json.dumps({"total": f0 - gc.mem_free(), "per": per}))
+total = f0 - gc.mem_free()
+import micropython
+micropython.qstr_info()  # the qstr count, parsed by the host
+# Room left in the qstr pool: intern new names until the heap drops by a new pool (pools double).
+class _O:
+    pass
+o = _O()
+room = 0
+while room < 5000:
+    gc.collect()
+    a = gc.mem_free()
+    setattr(o, "zz%%d" %% room, 0)
+    if a - gc.mem_free() > 1000:
+        break
+    room += 1
+print(json.dumps({"total": total, "per": per, "qstr_room": room}))
 """
 
 
@@ -83,7 +104,10 @@ def import_costs(out: Path) -> tuple[dict, dict]:
     """(ROMFS, plain .mpy) import costs: {"total": bytes, "per": {module: bytes}}."""
     code = _IMPORT % (MODULES,)
     argv, env = bundle.launch(out, "400K", code)
-    romfs = _last_json(subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60))
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    romfs = _last_json(r)
+    m = re.search(r"n_qstr=(\d+)", r.stdout)
+    romfs["qstrs"] = int(m.group(1)) if m else None
     env = dict(os.environ)
     env["MICROPYPATH"] = f"{out / 'lib'}:.frozen"
     plain = _last_json(subprocess.run([bundle.tool("micropython"), "-X", "heapsize=400K", "-c", code], env=env,
@@ -181,7 +205,8 @@ def min_heap_kb(tmp: Path, central, sntp_port: int, lo: int = 40, hi: int = 160)
 def run() -> dict:
     out = bundle.build("sim")
     romfs, plain = import_costs(out)
-    figures: dict = {"code_bytes": romfs["total"], "baseline_mpy_code_bytes": plain["total"]}
+    figures: dict = {"code_bytes": romfs["total"], "baseline_mpy_code_bytes": plain["total"],
+                     "qstrs": romfs["qstrs"], "qstr_room": romfs["qstr_room"]}
     for m, b in romfs["per"].items():
         figures["code_" + m.split(" ")[0].replace("clockterm.", "").replace(".", "_") + "_bytes"] = b
     with tempfile.TemporaryDirectory(prefix="bench-heap-") as t:
