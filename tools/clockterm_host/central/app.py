@@ -43,6 +43,7 @@ class Faults:
     max_batch: int = 1000  # punches per batch; more -> 413
     max_body: int = 256 * 1024  # bytes per request body; more -> 413
     token_ttl_s: int = 3600
+    latency_s: float = 0.0  # every punch upload waits this long before it is handled (a slow server)
     seed: int | None = None
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
@@ -60,7 +61,7 @@ class Faults:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("queue", "error_rate", "reset_rate", "tls", "max_batch",
-                                               "max_body", "token_ttl_s", "seed")}
+                                               "max_body", "token_ttl_s", "latency_s", "seed")}
 
     def take(self, path: str) -> dict[str, Any] | None:
         for i, a in enumerate(self.queue):
@@ -280,6 +281,8 @@ class FaultMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.c.faults.latency_s and scope["path"] == "/v1/punches":
+            await asyncio.sleep(float(self.c.faults.latency_s))
         act = self.c.faults.take(scope["path"])
         if act is None:
             await self.app(scope, receive, send)
