@@ -39,7 +39,7 @@ def ok_parts(answer: str) -> tuple[int, int]:
     return int(words[1]), iso_to_ms(words[2])
 
 
-def config(sntp_port: int | None = None, server: Any = None, **sections: dict) -> dict:
+def config(sntp_port: int | None = None, server: Any = None, **sections: Any) -> dict:
     """A sim terminal config with free ports; sntp_port None points at a port nobody serves."""
     cfg = default_config("sim", DEVICE)
     cfg["sim"]["control_port"] = free_port()
@@ -53,7 +53,10 @@ def config(sntp_port: int | None = None, server: Any = None, **sections: dict) -
         cfg["central"]["client_secret"] = server.devices[DEVICE]
         cfg["central"]["interval_s"] = 1
     for section, values in sections.items():
-        cfg.setdefault(section, {}).update(values)
+        if isinstance(values, dict):
+            cfg.setdefault(section, {}).update(values)
+        else:
+            cfg[section] = values
     return cfg
 
 
