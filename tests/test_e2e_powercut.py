@@ -87,7 +87,9 @@ def test_kill_9_while_tapping_loses_no_ok_punch(tmp_path: Path) -> None:
         try:
             e2e.wait_for(drained, 60, "the uplink to drain the backlog", every=0.5)
         except AssertionError as e:
-            raise AssertionError(f"{e}: {term.status()['uplink']} {term.status()['journal']}") from None
+            stored = [r["seq"] for r in central.store.punches(e2e.DEVICE)]
+            raise AssertionError(f"{e}: {term.status()['uplink']} {term.status()['journal']}; central has "
+                                 f"{len(stored)} punches up to seq {max(stored, default=0)}") from None
         rows = central.store.punches(e2e.DEVICE)
         assert len({r["journal_id"] for r in rows}) == 1
         by_seq = {r["seq"]: r for r in rows}
