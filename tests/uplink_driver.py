@@ -61,8 +61,14 @@ async def main():
     for _ in range(cfg.get("initial", 0)):
         j.append()
     clock = Clock(cfg.get("unsynced_ms", 0))
+    roster = None
+    if cfg.get("fs_root"):  # a roster kept current from central, on this folder
+        from clockterm.roster import Roster
+
+        roster = Roster(cfg["fs_root"] + "/roster.bin")
     up = uplink.Uplink(j, clock, cfg["device"], cfg["url"], cfg["device"], cfg["secret"],
-                       cafile=cfg.get("ca"), batch_max=cfg.get("batch_max"))
+                       cafile=cfg.get("ca"), batch_max=cfg.get("batch_max"), roster=roster,
+                       fs_root=cfg.get("fs_root"))
     for k, v in cfg.get("tune", {}).items():
         setattr(up, k, v)
     for k, v in cfg.get("client", {}).items():
@@ -108,6 +114,9 @@ async def main():
     st = up.status()
     st.update({"acked": j.acked_seq, "last": j.last_seq, "acks": j.acks, "bad_acks": j.bad_acks,
                "states": states, "done_ms": done_ms, "heap_peak": peak})
+    if roster is not None:
+        st["roster"] = roster.status()
+        st["lookups"] = {b: roster.lookup(b) for b in cfg.get("lookup", [])}
     print(json.dumps(st))
 
 

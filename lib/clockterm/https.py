@@ -134,7 +134,7 @@ class Client:
         room: the first `room` bytes of `body` are scratch space, not body: the head is written into
           their end so that head and body leave in one write (one TLS record, one TCP segment). Two
           writes would let Nagle hold the second until the server's delayed ACK, about 40 ms.
-        sink: a function called with each piece (memoryview, valid only during the call) of a 200
+        sink: a function called with each piece (bytes, up to 512) of a 200
           answer's body instead of collecting it: a large answer (a roster) never sits in RAM whole.
           It must not keep the piece; an exception from it aborts the exchange (connection closed).
         """
@@ -282,7 +282,7 @@ class _Body:
 
     def add(self, part):
         if self.sink is not None:
-            self.sink(memoryview(part))
+            self.sink(part)
             return
         if self.buf is None:
             self.buf = bytearray()

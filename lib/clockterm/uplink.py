@@ -72,10 +72,17 @@ class Uplink:
     retry_after_max_s = 900
     rejected_pause_ms = 3600000
     idle_close_ms = 20000
+    roster_every_ms = 300000  # conditional roster pull this often (an unchanged roster costs a 304)
+    roster_timeout_ms = 120000  # a whole roster download (10,000 badges is some 300 KB)
 
     def __init__(self, journal, clock, device_id, url, client_id, client_secret, cadata=None, cafile=None,
-                 batch_max=None, interval_s=None, client=None):
+                 batch_max=None, interval_s=None, client=None, roster=None, fs_root=None):
         self.journal = journal
+        self.roster = roster  # clockterm.roster.Roster to keep current from central, or None
+        self._etag_path = (fs_root + "/roster.etag") if (roster is not None and fs_root) else None
+        self._roster_due = time.ticks_ms()  # first pull as soon as the clock is valid
+        self.roster_pulls = 0  # answers 200 applied (this boot)
+        self.roster_error = None
         self.clock = clock
         self.device_id = device_id
         self._cid = client_id
@@ -125,6 +132,8 @@ class Uplink:
             "connections": self.client.connections if self.client else 0,
             "requests": self.client.requests if self.client else 0,
             "rejected_seq": self.rejected_seq,
+            "roster_pulls": self.roster_pulls,
+            "roster_error": self.roster_error,
         }
 
     def _error(self, msg):
@@ -290,6 +299,66 @@ class Uplink:
             d = self.backoff_max_ms
         return d // 2 + random.getrandbits(20) % (d // 2 + 1)  # jitter: 50..100 % of the step
 
+    # --- roster pull ---------------------------------------------------------------------------
+
+    def _etag(self):
+        try:
+            with open(self._etag_path) as f:
+                return f.read().strip() or None
+        except OSError:
+            return None
+
+    async def pull_roster(self):
+        """Conditional GET of the roster; a 200 is streamed row by row into roster.new, checked and
+        swapped in (RosterWriter), then reopened for lookups; the ETag goes to flash after the swap, so
+        a reboot asks with it and a cut before leaves the old ETag (the roster is fetched again).
+        Returns True when a new roster was applied."""
+        if not await self._ensure_token():
+            raise https.HTTPError("no token")
+        from clockterm.roster import RosterWriter
+
+        hdrs = {"Authorization": "Bearer " + self._token, "Accept": "text/tab-separated-values"}
+        etag = self._etag()
+        if etag:
+            hdrs["If-None-Match"] = etag
+        rows = _RowSink(self.roster.path, RosterWriter)
+        client = self.client
+        t = client.timeout_ms
+        client.timeout_ms = self.roster_timeout_ms
+        try:
+            r = await client.request("GET", "/v1/devices/%s/roster" % self.device_id, None, hdrs, sink=rows.feed)
+            if r.status == 401:
+                self._token = None
+                return False
+            if r.status == 304:
+                self.roster_error = None
+                return False
+            if r.status != 200:
+                raise https.HTTPError("roster: HTTP %d" % r.status)
+            n = rows.finish()  # commit: checked on flash, renamed over roster.bin
+        finally:
+            client.timeout_ms = t
+            rows.abort()  # no-op after a commit; otherwise roster.new goes, the old roster stays
+        self.roster.open()  # same loop turn as the rename: no lookup sees a closed roster
+        new = r.header("etag")
+        if new:
+            with open(self._etag_path, "w") as f:
+                f.write(new)
+        self.roster_pulls += 1
+        self.roster_error = None
+        log.info("uplink", "roster applied: %d badges" % n)
+        return True
+
+    async def _maybe_pull(self):
+        if self._etag_path is None or time.ticks_diff(time.ticks_ms(), self._roster_due) < 0:
+            return
+        self._roster_due = time.ticks_add(time.ticks_ms(), self.roster_every_ms)
+        try:
+            await self.pull_roster()
+        except Exception as e:  # the old roster stays in force; punches are not held up by this
+            self.roster_error = "roster: %s" % (e,)
+            self._error(self.roster_error)
+
     # --- the task ------------------------------------------------------------------------------
 
     async def run(self):
@@ -311,6 +380,7 @@ class Uplink:
                     self._idle_since = time.ticks_ms()
                     continue
                 if wait == 0:
+                    await self._maybe_pull()  # only when no punch is waiting
                     self.state = IDLE
                     if self.client.connected and time.ticks_diff(time.ticks_ms(), self._idle_since) > self.idle_close_ms:
                         self.client.close()  # free the TLS session's memory while there is nothing to send
@@ -331,3 +401,62 @@ class Uplink:
             await asyncio.wait_for_ms(self._wake.wait(), ms)
         except asyncio.TimeoutError:
             pass
+
+
+class _RowSink:
+    # Assembles the roster answer's lines (badge TAB employee TAB name LF) from the body's pieces into
+    # one preallocated line buffer and hands each row to a RosterWriter, created at the first piece
+    # (so a 304 or an error answer never touches flash). Rows must arrive badge-sorted.
+    max_line = 160
+
+    def __init__(self, path, writer_class):
+        self.path = path
+        self.cls = writer_class
+        self.w = None
+        self.line = bytearray(self.max_line)
+        self.n = 0
+
+    def feed(self, piece):
+        if self.w is None:
+            self.w = self.cls(self.path)
+        start = 0
+        end = len(piece)
+        while start < end:
+            i = piece.find(b"\n", start)
+            stop = end if i < 0 else i
+            k = stop - start
+            if self.n + k > self.max_line:
+                raise ValueError("roster line too long")
+            self.line[self.n:self.n + k] = piece[start:stop]
+            self.n += k
+            if i < 0:
+                break
+            self._row()
+            start = i + 1
+
+    def _row(self):
+        n = self.n
+        self.n = 0
+        if n and self.line[n - 1] == 13:
+            n -= 1
+        if not n:
+            return
+        parts = bytes(memoryview(self.line)[:n]).decode().split("\t")
+        if len(parts) < 2:
+            raise ValueError("roster line without employee id")
+        self.w.add(parts[0], parts[1], parts[2] if len(parts) > 2 else "")
+
+    def finish(self):
+        if self.n:
+            self._row()
+        if self.w is None:
+            self.w = self.cls(self.path)  # an empty roster is a roster
+        w = self.w
+        w.commit()
+        self.w = None
+        return w.count
+
+    def abort(self):
+        if self.w is not None:
+            self.w.abort()
+            self.w = None

@@ -110,6 +110,10 @@ def _str(v: Any, name: str, lo: int = 1, hi: int = 64) -> str:
     return v
 
 
+def _tsv(v: str) -> str:
+    return v.replace("\t", " ").replace("\n", " ").replace("\r", " ")
+
+
 def _rows(fields: Any, rows: Any) -> list[Any]:
     if (not isinstance(fields, list) or len(set(map(str, fields))) != len(fields)
             or set(fields) - set(PUNCH_FIELDS) or set(PUNCH_FIELDS) - {"employee_id"} - set(fields)):
@@ -251,6 +255,15 @@ def build_api(c: Central) -> Starlette:
         if denied:
             return denied
         version, entries = c.store.roster(device_id)
+        if "text/tab-separated-values" in request.headers.get("accept", ""):
+            # What terminals take: one line per badge, sorted by badge as the device compares them
+            # (upper-cased UTF-8 bytes), so it streams them straight into its sorted roster file.
+            etag = f'"{version}-tsv"'
+            if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+                return Response(status_code=304, headers={"ETag": etag})
+            rows = sorted(entries, key=lambda e: e["badge"].strip().upper().encode())
+            text = "".join(f"{_tsv(e['badge'])}\t{_tsv(e['employee_id'])}\t{_tsv(e['name'])}\n" for e in rows)
+            return Response(text, media_type="text/tab-separated-values; charset=utf-8", headers={"ETag": etag})
         return conditional(request, version, {"version": version, "entries": entries})
 
     async def config(request: Request) -> Response:

@@ -1,0 +1,84 @@
+"""Roster pulls by the uplink: conditional GET with the ETag kept on flash, streamed into the sorted
+roster file and swapped in atomically; a bad roster leaves the old one in force."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clockterm_host.central import Handle, start_background
+from test_uplink import config, run
+
+
+@pytest.fixture
+def central(tmp_path: Path) -> Iterator[Handle]:
+    h = start_background(tmp_path / "central", devices="term-1:pw1")
+    try:
+        yield h
+    finally:
+        h.stop()
+
+
+def import_roster(h: Handle, csv_text: str) -> None:
+    req = urllib.request.Request(h.admin_url + "/roster", data=csv_text.encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200
+
+
+def pull(h: Handle, fs: Path, lookup: list[str], **kw: Any) -> dict[str, Any]:
+    cfg = config(h, initial=3, fs_root=str(fs), stay=True, deadline_ms=1500, lookup=lookup, **kw)
+    return run(cfg)
+
+
+def test_roster_pulled_applied_and_not_downloaded_again(central: Handle, tmp_path: Path) -> None:
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    # Unsorted, mixed case at central: the wire order must be the device's (upper-cased) order.
+    rows = [(f"b{i:05d}" if i % 2 else f"B{i:05d}", f"E{i}", f"Name, {i}") for i in range(2500, 0, -1)]
+    import_roster(central, "badge,employee_id,name\n" + "".join(f'{b},{e},"{n}"\n' for b, e, n in rows))
+    out = pull(central, fs, ["B00001", "B02500", "B01234", "NOPE"])
+    assert out["roster_pulls"] == 1 and out["roster_error"] is None, out
+    assert out["roster"] == {"badges": 2500, "error": None}
+    assert out["lookups"]["B00001"][:2] == ["E1", "Name, 1"]
+    assert out["lookups"]["B02500"][:2] == ["E2500", "Name, 2500"]
+    assert out["lookups"]["B01234"][:2] == ["E1234", "Name, 1234"]
+    assert out["lookups"]["NOPE"] is None
+    assert out["acked"] == 3  # punches went first, and still went
+    assert out["heap_peak"] < 30_000  # streamed: 2,500 rows never sat in RAM
+    etag = (fs / "roster.etag").read_text()
+    assert etag.startswith('"') and not (fs / "roster.bin.new").exists()
+    before = (fs / "roster.bin").stat().st_mtime_ns
+
+    # A reboot with the same roster at central: a 304, nothing rewritten.
+    out = pull(central, fs, ["B00001"], journal_id="j2")
+    assert out["roster_pulls"] == 0 and out["roster_error"] is None, out
+    assert out["lookups"]["B00001"][:2] == ["E1", "Name, 1"]
+    assert (fs / "roster.bin").stat().st_mtime_ns == before
+
+    # A changed roster is fetched and replaces the old one whole.
+    import_roster(central, "badge,employee_id,name\nZZ01,E9,Zed\n")
+    out = pull(central, fs, ["B00001", "ZZ01"], journal_id="j3")
+    assert out["roster_pulls"] == 1 and out["roster"]["badges"] == 1
+    assert out["lookups"]["B00001"] is None and out["lookups"]["ZZ01"][:2] == ["E9", "Zed"]
+    assert (fs / "roster.etag").read_text() != etag
+
+
+def test_bad_roster_keeps_the_old_one(central: Handle, tmp_path: Path) -> None:
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    import_roster(central, "badge,employee_id\nA1,E1\nA2,E2\n")
+    assert pull(central, fs, ["A1"])["roster"]["badges"] == 2
+    etag = (fs / "roster.etag").read_text()
+    # A badge longer than the device's 16 bytes, in the middle of the roster: rejected whole.
+    import_roster(central, "badge,employee_id\nA1,E1\nX" + "9" * 20 + ",E3\nZ1,E4\n")
+    out = pull(central, fs, ["A1", "Z1"], journal_id="j2")
+    assert out["roster_pulls"] == 0 and "badge" in out["roster_error"], out
+    assert out["roster"] == {"badges": 2, "error": None}
+    assert out["lookups"]["A1"][:2] == ["E1", ""] and out["lookups"]["Z1"] is None
+    assert (fs / "roster.etag").read_text() == etag  # asked again next time
+    assert not (fs / "roster.bin.new").exists()
+    assert out["acked"] == 3 and json.dumps(out["last_error"]).count("roster") == 1
