@@ -51,6 +51,7 @@ CASES = [
     (_mutate("endpoint.tokens", [{"token": "short", "scopes": ["read"]}]), "endpoint.tokens[0].token"),
     (_mutate("endpoint.tokens", [{"token": "x" * 20, "scopes": ["root"]}]), "endpoint.tokens[0].scopes"),
     (_mutate("version", 2), "version: 2 is out of range 1..1"),
+    (_mutate("tz", "CET-1CEST,M13.5.0,M10.5.0/3"), "tz: TZ 'CET-1CEST,M13.5.0,M10.5.0/3'"),
     ('{"version": 1, "board": "sim",', "config: not valid JSON"),
     ("[1, 2]", "config: expected a JSON object, got list"),
     ("", "config: not valid JSON"),

@@ -61,6 +61,7 @@ class App:
         from clockterm.terminal import Terminal
 
         self.terminal = Terminal(self.clock, self.journal, self.roster, self.tz, board.indicator, cfg["terminal"])
+        self.clock.on_first_sync = self._correct_presync
         self.sntp = None
         self.uplink = self._make_uplink()
         self.terminal.on_punch = self.uplink.kick
@@ -134,19 +135,17 @@ class App:
                 wdt.feed()
             await asyncio.sleep_ms(wdt.timeout_ms // 4)
 
-    async def _time_watch(self):
-        # Once the first sync of this boot lands, record the correction of the punches stamped
-        # before it (same boot, so the ticks anchor makes their true time known).
-        while self.clock.presync_delta_ms is None:
-            await asyncio.sleep_ms(200)
+    def _correct_presync(self, delta):
+        # The first sync of this boot: record the correction of the punches stamped before it (same
+        # boot, so the ticks anchor makes their true time known). Called from Clock.correct itself.
         term = self.terminal
-        if term.presync_first is not None:
-            delta = self.clock.presync_delta_ms
-            try:
-                self.journal.correct(term.presync_first, term.presync_last, delta)
-                log.info("clock", "corrected seqs %d..%d by %d ms" % (term.presync_first, term.presync_last, delta))
-            except Exception as e:
-                log.exc("clock", e)
+        if term.presync_first is None:
+            return
+        try:
+            self.journal.correct(term.presync_first, term.presync_last, delta)
+            log.info("clock", "corrected seqs %d..%d by %d ms" % (term.presync_first, term.presync_last, delta))
+        except Exception as e:  # a full or failing journal: the punches stay flagged unsynced, honestly
+            log.exc("clock", e)
 
     async def _display(self):
         ind = self.board.indicator
@@ -201,7 +200,6 @@ class App:
         self.sntp = sntp.Supervisor(self.clock, self.cfg["sntp"])
         self.supervise("sntp", self.sntp.run)
         self.supervise("uplink", self.uplink.run)
-        asyncio.create_task(self._time_watch())  # ends after the first sync of this boot
         self.supervise("display", self._display, critical=False)
         asyncio.create_task(self._watchdog())
         asyncio.create_task(self._loop_monitor())

@@ -60,6 +60,7 @@ class Clock:
         self._st0 = t
         self._last_ms = 0  # last stamp returned, for monotonic output
         self.presync_delta_ms = None
+        self.on_first_sync = None  # called with presync_delta_ms at the first sync of this boot
         self.last_sync_ms = None  # UTC ms of the last sync this boot
         self._sync_m = 0  # monotonic ms of the last sync
         self.offset_ms = None  # offset measured at the last sync (true - ours)
@@ -204,6 +205,10 @@ class Clock:
                 self.presync_delta_ms = (off_us + 500) // 1000 if off_us >= 0 else -((-off_us + 500) // 1000)
                 log.info("clock", "first sync: stepped %d ms (pre-sync stamps get this added)"
                          % self.presync_delta_ms)
+                if self.on_first_sync:
+                    # Synchronously, before anyone can read the synced clock: the uplink must not
+                    # send pre-sync punches before their correction is on flash.
+                    self.on_first_sync(self.presync_delta_ms)
             else:
                 log.warn("clock", "stepped %d ms" % (off_us // 1000))
         else:

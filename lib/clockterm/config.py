@@ -154,6 +154,12 @@ def validate(doc):
                 continue
             raise ConfigError("%s: missing" % path)
         _check(path, kind, a, b, allowed, v)
+    from clockterm import tz  # the terminal imports it anyway; a bad rule must not pass as a string
+
+    try:
+        tz.TZ(doc["tz"])
+    except ValueError as e:
+        raise ConfigError("tz: %s" % e)
     url = doc["central"]["url"]
     if not (url.startswith("https://") or url.startswith("http://")):
         raise ConfigError("central.url: must start with https:// (or http:// for a lab)")

@@ -108,17 +108,23 @@ class SimWatchdog:
         self.feeds = 0
 
     def feed(self):
+        # A feed that comes too late does not save the board: the hardware would have reset already
+        # (after a stalled event loop the feeding task can run before the checking one).
+        self._check()
         self._fed = time.ticks_ms()
         self.feeds += 1
+
+    def _check(self):
+        if time.ticks_diff(time.ticks_ms(), self._fed) > self.timeout_ms:
+            log.error("wdt", "not fed for %d ms: reset" % self.timeout_ms)
+            with open(self.marker, "w") as f:
+                f.write("1")
+            sys.exit(3)
 
     async def run(self):
         while True:
             await asyncio.sleep_ms(self.timeout_ms // 4)
-            if time.ticks_diff(time.ticks_ms(), self._fed) > self.timeout_ms:
-                log.error("wdt", "not fed for %d ms: reset" % self.timeout_ms)
-                with open(self.marker, "w") as f:
-                    f.write("1")
-                sys.exit(3)
+            self._check()
 
 
 class ControlPort:
