@@ -12,8 +12,9 @@ import mp
 from clockterm_host.central import start_background
 
 BACKLOG = int(os.environ.get("BENCH_UPLINK_BACKLOG", "10000"))
-# One punch per request costs the same per request whatever the backlog, so the baseline drains a
-# sample and is scaled to 10k (the full 10k would take many minutes).
+# Same run, same client, same server, same journal and encoding: only batch_max differs (1 for the
+# baseline). One punch per request costs the same per request whatever the backlog, so the baseline
+# drains a sample and is scaled to 10k (the full 10k would take well over a minute more).
 BASELINE = int(os.environ.get("BENCH_UPLINK_BASELINE", "1000"))
 DRIVER = (Path(__file__).resolve().parents[1] / "tests" / "uplink_driver.py").read_text()
 
@@ -48,6 +49,7 @@ def run() -> dict[str, dict[str, float]]:
         "speedup_x": round(base_s / b_s, 1),
         "tls_handshakes": batched["connections"],
         "requests": batched["batches"],
+        "punches_per_request": round(BACKLOG / batched["batches"], 1),
         "heap_peak_bytes": batched["heap_peak"],
     }}
 
