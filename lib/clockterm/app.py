@@ -86,7 +86,8 @@ class App:
         if ca and not ca.startswith("/"):
             ca = self.board.fs_root + "/" + ca  # a CA file provisioned beside the config
         return Uplink(self.journal, self.clock, self.cfg["device_id"], c["url"], c["client_id"],
-                      c["client_secret"], cafile=ca, batch_max=c["batch_max"], interval_s=c["interval_s"])
+                      c["client_secret"], cafile=ca, batch_max=c["batch_max"], interval_s=c["interval_s"],
+                      roster=self.roster, fs_root=self.board.fs_root)
 
     # --- supervision --------------------------------------------------------------------------
 
