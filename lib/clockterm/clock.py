@@ -52,7 +52,6 @@ class Clock:
         self.store_path = store_path
         self._ticks = ticks_ms or time.ticks_ms  # injectable for tests that simulate days
         t = self._ticks()
-        self._boot_t = t
         self._t0 = t  # anchor ticks
         self._m0 = 0  # monotonic ms since boot at the anchor (ticks unwrapped)
         self._ppb = 0  # drift compensation, parts per billion (true elapsed = ticks * (1 + ppb/1e9))
@@ -74,38 +73,32 @@ class Clock:
         self.steps = 0
         self.syncs = 0
         self.servers_failing = False  # set by the SNTP supervisor
-        self.stored = self._load()
-        self.source, start_ms = self._boot_time()
-        self._u0 = start_ms * 1000
-        log.info("clock", "boot time from %s: %d" % (self.source, start_ms))
-
-    # --- boot --------------------------------------------------------------------------------
-
-    def _load(self):
+        # The stored best guess (and drift) from the last run, then where the boot time comes from.
+        st = None
         try:
-            with open(self.store_path) as f:
-                d = json.load(f)
-            int(d["utc_ms"])
-            self._ppb = int(d.get("drift_ppb", 0))
+            with open(store_path) as f:
+                st = json.load(f)
+            int(st["utc_ms"])
+            self._ppb = int(st.get("drift_ppb", 0))
             if abs(self._ppb) > _DRIFT_MAX_PPB:
                 self._ppb = 0
-            return d
         except (OSError, ValueError, KeyError, TypeError):
-            return None
-
-    def _boot_time(self):
+            st = None
+        self.stored = st
         try:
-            rtc_ms = int(self.rtc.now_ms())
+            rtc_ms = int(rtc.now_ms())
         except (OSError, ValueError):
             rtc_ms = 0
-        st = self.stored
         if st is not None and rtc_ms < st["utc_ms"]:
             # The RTC is behind the last time we knew to be good: it lost power (or never had a
             # battery). The stored time is a lower bound and the best guess we have.
-            return "store", st["utc_ms"]
-        if rtc_ms < 1704067200000:  # 2024-01-01: an RTC before this has certainly lost its time
-            return "rtc-invalid", rtc_ms
-        return "rtc", rtc_ms
+            self.source, start_ms = "store", st["utc_ms"]
+        elif rtc_ms < 1704067200000:  # 2024-01-01: an RTC before this has certainly lost its time
+            self.source, start_ms = "rtc-invalid", rtc_ms
+        else:
+            self.source, start_ms = "rtc", rtc_ms
+        self._u0 = start_ms * 1000
+        log.info("clock", "boot time from %s: %d" % (self.source, start_ms))
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -231,14 +224,14 @@ class Clock:
         self.save()
         return self.offset_ms
 
-    def _drift(self, mono, utc_us):
-        # Rate of true UTC against monotonic ticks, over a baseline of at least _DRIFT_MIN_SPAN_MS.
-        point = (mono, utc_us)
+    def _drift(self, m, utc_us):
+        # Rate of true UTC against monotonic ticks (m: monotonic ms), over a baseline of at least _DRIFT_MIN_SPAN_MS.
+        point = (m, utc_us)
         ref = self._ref
         if ref is None:
             self._ref = point
         else:
-            span = mono - ref[0]
+            span = m - ref[0]
             if span >= _DRIFT_MIN_SPAN_MS:
                 ppb = (utc_us - ref[1] - span * 1000) * 1000000 // span
                 if abs(ppb) <= _DRIFT_MAX_PPB:

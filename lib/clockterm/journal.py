@@ -68,8 +68,7 @@ class Journal:
         self._floor = seq_floor  # lowest seq a new format may start after (seq never reused)
         self._floor_path = floor_path  # optional file that keeps the seq floor across a reformat
         self._base = array("I", bytes(4 * self.n))  # base seq per slot; 0: slot holds no valid segment
-        self._buf = bytearray(_WIN)  # record being written
-        self._hb = bytearray(_HDR)
+        self._buf = bytearray(_WIN)  # record being written; also segment headers (a roll rewrites the record)
         self._win = bytearray(_WIN)  # read window for recovery and status
         self._bad = []  # (gen, offset) of corrupt records already counted
         self.corrupt_skipped = 0
@@ -82,27 +81,28 @@ class Journal:
 
     # --- headers --------------------------------------------------------------------------------
 
-    def _read_hdr(self, slot):
+    def _read_hdr(self, s):
         # Parsed header tuple of a slot, or None when it holds no valid segment header.
-        hb = self._hb
-        self.store.read(slot, 0, hb)
+        hb = memoryview(self._buf)[:_HDR]
+        self.store.read(s, 0, hb)
         if hb[0:2] != _MAGIC or hb[2] != _VER:
             return None
-        if (hb[_HLEN] | (hb[_HLEN + 1] << 8)) != _p.crc16(memoryview(hb)[:_HLEN]):
+        if (hb[_HLEN] | (hb[_HLEN + 1] << 8)) != _p.crc16(hb[:_HLEN]):
             return None
         return struct.unpack_from(_HFMT, hb)
 
-    def _write_hdr(self, slot, gen, base_seq, ms, off):
-        hb = self._hb
+    def _write_hdr(self, s, n, seq, ms, off):
+        # Segment header of slot s: generation n, base seq, base time and UTC offset.
+        hb = memoryview(self._buf)[:_HDR]
         c = self._corr[-1] if self._corr else (0, 0, 0)
         for i in range(_HDR):
             hb[i] = 0xFF
-        struct.pack_into(_HFMT, hb, 0, _MAGIC, _VER, 0xFF, self._jid, gen, base_seq, ms & 0xFFFFFFFF,
+        struct.pack_into(_HFMT, hb, 0, _MAGIC, _VER, 0xFF, self._jid, n, seq, ms & 0xFFFFFFFF,
                          (ms >> 32) & 0xFFFF, off, self.acked_seq, c[0], c[1], c[2])
-        crc = _p.crc16(memoryview(hb)[:_HLEN])
+        crc = _p.crc16(hb[:_HLEN])
         hb[_HLEN] = crc & 0xFF
         hb[_HLEN + 1] = crc >> 8
-        self.store.program(slot, 0, hb)
+        self.store.program(s, 0, hb)
 
     # --- recovery -------------------------------------------------------------------------------
 
@@ -132,7 +132,7 @@ class Journal:
             if h[9] > acked:
                 acked = h[9]
             if h[12]:
-                self._add_corr(h[10], h[11], h[12])
+                self._add_corr((h[10], h[11], h[12]))
             if s == head:
                 hh = h
         self._h = head
@@ -148,10 +148,7 @@ class Journal:
             base, ms, off = self._seg_base(s)
             end = self._tail(s)
             p = _HDR
-            for p, o, k, ok in self._records(s, end):
-                if not ok:
-                    self._count_bad(s, p)
-                    continue
+            for p, o, k in self._records(s, end):
                 mv = memoryview(self._win)[o:o + k]
                 t = mv[1] >> 5  # record type
                 if t == _T_PUNCH:
@@ -163,9 +160,9 @@ class Journal:
                     if a > self.acked_seq:
                         self.acked_seq = a
                 elif t == _T_CORR:
-                    self._add_corr(*_corr_of(mv, base))
+                    self._add_corr(_corr_of(mv, base))
             if s == head:
-                wp = self._wp_after
+                wp = self._wp  # where _records stopped
         self.last_seq = last
         if self.acked_seq > last:
             self.acked_seq = last
@@ -195,9 +192,10 @@ class Journal:
         return _HDR
 
     def _records(self, s, end):
-        # Yield (offset, window index, length, crc ok) for each record of slot s before `end`,
-        # skipping corrupt stretches. The record's bytes are self._win[index:index + length] until
-        # the next step. After the loop, self._wp_after is where the next record may go.
+        # Yield (offset, window index, length) for each good record of slot s before `end`,
+        # counting and skipping corrupt stretches. The record's bytes are self._win[index:index +
+        # length] until the next step. After the loop, self._wp is where the next record may go
+        # (recovery only: the journal is dirty meanwhile).
         w = self._win
         mv = memoryview(w)
         ss = self.ss
@@ -212,45 +210,42 @@ class Journal:
             o = p - w0
             k = w[o]
             if 4 <= k <= _MAX_RECORD and o + k <= wl and _p.check(mv[o:], k):
-                yield p, o, k, True
+                yield p, o, k
                 p += k
                 continue
-            yield p, o, k, False
-            # Torn tail: its length lands, its rest is still erased; continue behind it.
-            if 4 <= k <= _MAX_RECORD and (p + k >= end or self._valid_at(s, p + k)):
-                p += k
-            else:
-                p = self._resync(s, p + 1, end)
+            p = self._skip(s, p, k, end)
             w0 = -1
-        self._wp_after = p
+        self._wp = p
 
-    def _valid_at(self, s, q):
-        if q + 4 > self.ss:
+    def _valid_at(self, s, pos):
+        if pos + 4 > self.ss:
             return False
         t = self._buf  # not in use while scanning
-        mv = memoryview(t)[:min(_WIN, self.ss - q)]
-        self.store.read(s, q, mv)
+        mv = memoryview(t)[:min(_WIN, self.ss - pos)]
+        self.store.read(s, pos, mv)
         k = t[0]
         return k <= len(mv) and _p.check(mv, k)
 
-    def _resync(self, s, q, end):
-        # First offset >= q where a valid record starts; `end` when there is none.
-        while q < end:
-            if self._valid_at(s, q):
-                return q
-            q += 1
+    def _skip(self, s, p, k, end):
+        # A corrupt record at p of slot s (length byte k): count it once, return where to go on.
+        key = (self._base[s], p)
+        if key not in self._bad:
+            if len(self._bad) < _MAX_BAD:
+                self._bad.append(key)
+            self.corrupt_skipped += 1
+        # Torn tail: its length lands, its rest is still erased; continue behind it.
+        if 4 <= k <= _MAX_RECORD and (p + k >= end or self._valid_at(s, p + k)):
+            return p + k
+        # Else the first offset behind p where a valid record starts; `end` when there is none.
+        p += 1
+        while p < end:
+            if self._valid_at(s, p):
+                return p
+            p += 1
         return end
 
-    def _count_bad(self, s, p):
-        key = (self._base[s], p)
-        if key in self._bad:
-            return
-        if len(self._bad) < _MAX_BAD:
-            self._bad.append(key)
-        self.corrupt_skipped += 1
-
-    def _add_corr(self, f, t, d):
-        c = (f, t, d)
+    def _add_corr(self, c):
+        # c: (from_seq, through_seq, delta_ms)
         if c in self._corr:
             return
         self._corr.append(c)
@@ -287,19 +282,17 @@ class Journal:
             s = (s - 1) % n
         return self._oldest()
 
-    def _max_seq(self, s):
-        # Highest seq a non-head segment can hold: one less than the next segment's base.
-        n = self.n
-        t = (s + 1) % n
-        while not self._base[t]:
-            t = (t + 1) % n
-        return self._base[t] - 1
-
     # --- writing --------------------------------------------------------------------------------
 
     def format(self, seq_floor=0):
         """Erase the store and start a new journal with a new random id; seqs continue upwards."""
-        floor = max(seq_floor, self._floor, getattr(self, "last_seq", 0), self._read_floor())
+        floor = max(seq_floor, self._floor, getattr(self, "last_seq", 0))
+        if self._floor_path:
+            try:
+                with open(self._floor_path) as f:
+                    floor = max(floor, int(f.read()))
+            except (OSError, ValueError):
+                pass
         self._jid = int.from_bytes(os.urandom(4), "little") or 1
         self.journal_id = "%08x" % self._jid
         for s in range(self.n):
@@ -318,37 +311,18 @@ class Journal:
         self._wp = _HDR
         self._dirty = False
 
-    def _read_floor(self):
-        if not self._floor_path:
-            return 0
-        try:
-            with open(self._floor_path) as f:
-                return int(f.read())
-        except (OSError, ValueError):
-            return 0
-
-    def _save_floor(self, seq):
-        if self._floor_path:
-            try:
-                with open(self._floor_path, "w") as f:
-                    f.write(str(seq))
-            except OSError:
-                pass  # the floor is a second line of defence; the journal header is the first
-
-    def _check(self):
-        if self._dirty:
-            self.recover()
-
-    def _roll(self, ms, off, for_punch):
+    def _roll(self, ms, off):
         # Open the next segment. Returns False when it holds unacknowledged punches and they must stay.
-        nxt = (self._h + 1) % self.n
+        n = self.n
+        nxt = (self._h + 1) % n
         if self._base[nxt]:
-            mx = self._max_seq(nxt)
+            # Highest seq it holds: one less than the base of the segment after it.
+            t = (nxt + 1) % n
+            while not self._base[t]:
+                t = (t + 1) % n
+            mx = self._base[t] - 1
             if mx > self.acked_seq:
                 if self.policy == "refuse":
-                    if for_punch:
-                        self._full = True
-                        raise JournalFull("memory full")
                     return False
                 self.dropped += mx - max(self.acked_seq, self._base[nxt] - 1)
         self._dirty = True
@@ -365,19 +339,18 @@ class Journal:
         self._wp = _HDR
         self.ack_unsaved = False
         self._dirty = False
-        self._save_floor(self.last_seq)
+        if self._floor_path:
+            try:
+                with open(self._floor_path, "w") as f:
+                    f.write(str(self.last_seq))
+            except OSError:
+                pass  # the floor is a second line of defence; the journal header is the first
         return True
-
-    def _put(self, k):
-        # Program the record in self._buf[:k] at the write position.
-        self._dirty = True  # until it is known how much landed
-        self.store.program(self._h, self._wp, memoryview(self._buf)[:k])
-        self._wp += k
-        self._dirty = False
 
     def append(self, punch):
         """Store punch durably; set and return its seq. Raises JournalFull, JournalError."""
-        self._check()
+        if self._dirty:
+            self.recover()
         seq = self.last_seq + 1
         try:
             k = _p.encode(self._buf, punch, seq, self._hbase, self._hms, self._hoff)
@@ -385,9 +358,15 @@ class Journal:
             raise JournalError("bad punch: %s" % e)
         try:
             if self._wp + k > self.ss - self.reserve:
-                self._roll(punch.utc_ms, punch.utc_offset_min, True)
+                if not self._roll(punch.utc_ms, punch.utc_offset_min):
+                    self._full = True
+                    raise JournalFull("memory full")
                 k = _p.encode(self._buf, punch, seq, self._hbase, self._hms, self._hoff)
-            self._put(k)
+            # Program the record at the write position; dirty until it is known how much landed.
+            self._dirty = True
+            self.store.program(self._h, self._wp, memoryview(self._buf)[:k])
+            self._wp += k
+            self._dirty = False
         except OSError as e:
             raise _write_error(e)
         self.last_seq = seq
@@ -402,18 +381,22 @@ class Journal:
         # Program an ack/correction record, using the reserve; roll when even that is used up.
         try:
             if self._wp + k > self.ss:
-                if self._roll(self._hms, self._hoff, False):
+                if self._roll(self._hms, self._hoff):
                     return True  # the new header carries the acked point and the latest correction
                 self.ack_unsaved = True
                 return False
-            self._put(k)
+            self._dirty = True
+            self.store.program(self._h, self._wp, memoryview(self._buf)[:k])
+            self._wp += k
+            self._dirty = False
         except OSError as e:
             raise _write_error(e)
         return True
 
     def ack(self, through_seq):
         """Mark every punch up to through_seq as stored centrally; durable on return."""
-        self._check()
+        if self._dirty:
+            self.recover()
         if through_seq > self.last_seq:
             through_seq = self.last_seq
         if through_seq <= self.acked_seq:
@@ -426,12 +409,13 @@ class Journal:
 
     def correct(self, from_seq, through_seq, delta_ms):
         """Record that punches from_seq..through_seq get delta_ms added (quality becomes corrected)."""
-        self._check()
+        if self._dirty:
+            self.recover()
         if from_seq > through_seq or through_seq > self.last_seq or from_seq < 1:
             raise JournalError("bad correction range")
         if not delta_ms:
             return
-        self._add_corr(from_seq, through_seq, delta_ms)
+        self._add_corr((from_seq, through_seq, delta_ms))
         b = self._buf
         b[1] = _T_CORR << 5
         i = _p.put_zz(b, 2, from_seq - self._hbase)
@@ -444,7 +428,8 @@ class Journal:
 
     def pending(self, after_seq=None, limit=None):
         """Iterate punches with seq > after_seq (default: the acked point) in order, up to limit."""
-        self._check()
+        if self._dirty:
+            self.recover()
         after = self.acked_seq if after_seq is None else after_seq
         win = bytearray(_WIN)  # own window: the caller may append while iterating
         mv = memoryview(win)
@@ -457,11 +442,7 @@ class Journal:
                 self.store.read(s, p, mv[:min(_WIN, self.ss - p)])
                 k = win[0]
                 if not (4 <= k <= _MAX_RECORD and _p.check(mv, k)):
-                    self._count_bad(s, p)
-                    if 4 <= k <= _MAX_RECORD and (p + k >= end or self._valid_at(s, p + k)):
-                        p += k
-                    else:
-                        p = self._resync(s, p + 1, end)
+                    p = self._skip(s, p, k, end)
                     continue
                 p += k
                 if mv[1] >> 5 != _T_PUNCH or base + _p.get_uv(mv, 3)[0] <= after:
@@ -480,7 +461,8 @@ class Journal:
 
     def status(self):
         """Counters and fill level for the endpoint."""
-        self._check()
+        if self._dirty:
+            self.recover()
         usable = self.ss - _HDR - self.reserve
         avg = self._nb / self._np if self._np >= 16 else _NOMINAL
         oldest = self._oldest()

@@ -26,10 +26,10 @@ class RosterError(ValueError):
     pass
 
 
-def _field(s, n, what):
+def _field(s, n, text):
     b = s.encode()
     if not b or len(b) > n or b"\x00" in b:
-        raise RosterError("%s %r: 1..%d bytes" % (what, s, n))
+        raise RosterError("%s %r: 1..%d bytes" % (text, s, n))
     return b
 
 

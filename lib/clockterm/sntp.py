@@ -33,6 +33,13 @@ _MAX_PKT = const(68 + 48)  # 48 bytes + a MAC (up to 68) or extension fields we 
 _MAX_ROOT_US = const(1500000)  # root delay/2 + root dispersion above 1.5 s: useless (RFC 5905 MAXDIST)
 _MAX_POLL_S = const(131072)  # 36 h: the longest poll a RATE kiss can push a server to
 _ADDRS_PER_NAME = const(4)  # pool names resolve to several servers; take at most this many
+# Supervisor tunables (const: no RAM for their names; first_retry_ms and first_retry_max_ms stay
+# attributes because tests shorten them).
+_RETRY_MS = const(32000)  # ms: first retry after a failure once synced; doubles up to interval_s
+_RESOLVE_EVERY_MS = const(3600000)  # ms: re-resolve names (pools rotate) this often
+_SERVERS_PER_ROUND = const(3)  # at most this many servers polled per sync
+_SAVE_EVERY_MS = const(3600000)  # ms: refresh the clock's stored time at least this often (flash wear)
+_AGREE_MS = const(128)  # ms: answers further apart than this (plus their error bounds) disagree
 
 
 class Reject(Exception):
@@ -54,7 +61,7 @@ class KoD(Reject):
 class Sample:
     """One good exchange. utc_us is true UTC at ticks_ms reading t_ms (the moment of receipt)."""
 
-    def __init__(self, server, t_ms, utc_us, delay_us, offset_us, err_us, stratum, leap):
+    def __init__(self, server, t_ms, utc_us, delay_us, offset_us, err_us, stratum):
         self.server = server  # Server it came from
         self.t_ms = t_ms  # ticks_ms at receipt
         self.utc_us = utc_us  # server transmit + delay/2: true UTC at t_ms
@@ -62,7 +69,6 @@ class Sample:
         self.offset_us = offset_us  # server - local clock (time.time_ns); None where no time_ns
         self.err_us = err_us  # error bound: delay/2 + root delay/2 + root dispersion
         self.stratum = stratum
-        self.leap = leap
 
 
 class Server:
@@ -79,8 +85,8 @@ class Server:
         self.polls = 0
         self.good = 0
         self.last_reject = None
-        self.last_delay_ms = None
-        self.last_offset_ms = None
+        self.delay_ms = None  # of its last good reply
+        self.offset_ms = None
         self.stratum = None
 
     def due_in_ms(self, now):
@@ -92,7 +98,7 @@ class Server:
     def status(self):
         return {"name": self.name, "addr": _astr(self.addr), "polls": self.polls, "good": self.good,
                 "last_reject": self.last_reject, "dropped": self.dropped, "min_poll_s": self.min_poll_s,
-                "delay_ms": self.last_delay_ms, "offset_ms": self.last_offset_ms, "stratum": self.stratum}
+                "delay_ms": self.delay_ms, "offset_ms": self.offset_ms, "stratum": self.stratum}
 
 
 def _akey(a):
@@ -134,23 +140,19 @@ def _wait_readable(sock):
 
 
 class Client:
-    """Queries servers. Tunables: timeout_ms, samples, burst_gap_ms, max_root_us."""
+    """Queries servers. Tunables: timeout_ms, samples, burst_gap_ms."""
 
     timeout_ms = 1000  # ms: wait for one reply
     samples = 4  # requests per poll of a server; the minimum-delay one is kept
     burst_gap_ms = 2000  # ms between requests of one poll (ntpd's iburst spacing; servers rate-limit)
-    max_root_us = _MAX_ROOT_US
 
     def __init__(self, sock_mod=None):
         self.sock = sock_mod or _socket
         self._buf = bytearray(_PKT)  # the request, built in place
         self.rejects = {}  # reason -> count
 
-    def _count(self, reason):
-        self.rejects[reason] = self.rejects.get(reason, 0) + 1
-
-    async def query(self, srv):
-        """One request/reply with srv; returns a Sample or raises Reject/KoD."""
+    async def query(self, server):
+        """One request/reply with server; returns a Sample or raises Reject/KoD."""
         sk = self.sock
         buf = self._buf
         for i in range(_PKT):
@@ -158,7 +160,7 @@ class Client:
         buf[0] = (_VERSION << 3) | _MODE_CLIENT  # LI 0, VN 4, mode 3
         xmt = os.urandom(8)  # random transmit timestamp: the reply must echo it as origin
         buf[40:48] = xmt
-        srv.polls += 1
+        server.polls += 1
         s = sk.socket(sk.AF_INET, sk.SOCK_DGRAM)
         ignored = "timeout"
         try:
@@ -166,7 +168,7 @@ class Client:
             t1_local = _local_us() if _local_us else None
             t1 = time.ticks_us()
             try:
-                s.sendto(buf, srv.addr)
+                s.sendto(buf, server.addr)
             except OSError:
                 raise Reject("send")  # no route, link down: this server fails, the next is tried
             while True:
@@ -187,7 +189,7 @@ class Client:
                 t4_ms = time.ticks_ms()
                 # Checks that anyone could trip with a forged packet: ignore it and keep waiting,
                 # so a flood of junk cannot stop the real reply from being read.
-                if _akey(addr) != srv.key:
+                if _akey(addr) != server.key:
                     ignored = "source"
                 elif len(data) < _PKT or len(data) > _MAX_PKT or len(data) & 3:
                     ignored = "length"
@@ -198,12 +200,10 @@ class Client:
                 elif data[24:32] != xmt:
                     ignored = "origin"  # not an answer to this request (spoofed, late or replayed)
                 else:
-                    return self._accept(srv, data, xmt, t1, t4, t4_ms, t1_local)
-                self._count(ignored)
+                    break
+                self.rejects[ignored] = self.rejects.get(ignored, 0) + 1
         finally:
             s.close()
-
-    def _accept(self, srv, data, xmt, t1, t4, t4_ms, t1_local):
         # The reply answers our request: from here on a bad field ends the exchange.
         li = data[0] >> 6
         stratum = data[1]
@@ -219,7 +219,7 @@ class Client:
             raise Reject("xmt-zero")
         if t3_raw == xmt:
             raise Reject("xmt-echo")  # a server that echoes our nonce as its time is broken
-        if t3_raw == srv.last_xmt:
+        if t3_raw == server.last_xmt:
             raise Reject("xmt-repeat")  # the same answer twice: a replay
         if data[32:40] == b"\0" * 8:
             raise Reject("rec-zero")
@@ -237,52 +237,52 @@ class Client:
         if root_delay < 0:
             raise Reject("root")
         root_us = ((root_delay * 1000000) >> 17) + ((root_disp * 1000000) >> 16)  # delay/2 + disp
-        if root_us > self.max_root_us:
+        if root_us > _MAX_ROOT_US:
             raise Reject("root")
-        srv.last_xmt = bytes(t3_raw)
+        server.last_xmt = bytes(t3_raw)
         off = None
         if t1_local is not None:
             # the classic ((T2 - T1) + (T3 - T4)) / 2 with T4 measured on the same ticks as T1
             t4l = t1_local + rtt
             off = ((t2 - t1_local) + (t3 - t4l)) // 2
-        return Sample(srv, t4_ms, t3 + delay // 2, delay, off, delay // 2 + root_us, stratum, li)
+        return Sample(server, t4_ms, t3 + delay // 2, delay, off, delay // 2 + root_us, stratum)
 
-    async def poll(self, srv):
-        """A burst of `samples` requests to srv; returns the minimum-delay Sample or raises Reject."""
+    async def poll(self, server):
+        """A burst of `samples` requests to server; returns the minimum-delay Sample or raises Reject."""
         now = time.ticks_ms()
-        if srv.due_in_ms(now):
+        if server.due_in_ms(now):
             raise Reject("too-soon")  # the poll limit holds whoever calls
-        srv.last_poll = now
+        server.last_poll = now
         best = None
         last = None
         for i in range(self.samples):
             if i:
                 await asyncio.sleep_ms(self.burst_gap_ms)
             try:
-                smp = await self.query(srv)
+                smp = await self.query(server)
             except KoD as k:
-                self._count(k.reason)
-                srv.last_reject = k.reason
+                self.rejects[k.reason] = self.rejects.get(k.reason, 0) + 1
+                server.last_reject = k.reason
                 if k.code == "RATE":
-                    srv.min_poll_s = min(max(srv.min_poll_s * 2, MIN_POLL_S * 4), _MAX_POLL_S)
-                    log.warn("sntp", "%s says RATE: poll now every %d s" % (srv.name, srv.min_poll_s))
+                    server.min_poll_s = min(max(server.min_poll_s * 2, MIN_POLL_S * 4), _MAX_POLL_S)
+                    log.warn("sntp", "%s says RATE: poll now every %d s" % (server.name, server.min_poll_s))
                 elif k.code in ("DENY", "RSTR"):
-                    srv.dropped = k.code
-                    log.warn("sntp", "%s says %s: dropped" % (srv.name, k.code))
+                    server.dropped = k.code
+                    log.warn("sntp", "%s says %s: dropped" % (server.name, k.code))
                 raise
             except Reject as r:
-                self._count(r.reason)
-                srv.last_reject = r.reason
+                self.rejects[r.reason] = self.rejects.get(r.reason, 0) + 1
+                server.last_reject = r.reason
                 last = r
                 continue
             if best is None or smp.delay_us < best.delay_us:
                 best = smp
         if best is None:
             raise last or Reject("timeout")
-        srv.good += 1
-        srv.last_delay_ms = best.delay_us / 1000
-        srv.last_offset_ms = None if best.offset_us is None else best.offset_us / 1000
-        srv.stratum = best.stratum
+        server.good += 1
+        server.delay_ms = best.delay_us / 1000
+        server.offset_ms = None if best.offset_us is None else best.offset_us / 1000
+        server.stratum = best.stratum
         return best
 
 
@@ -294,10 +294,6 @@ class Supervisor:
 
     first_retry_ms = 2000  # ms: first retry before any sync; doubles up to first_retry_max_ms
     first_retry_max_ms = 64000
-    retry_ms = 32000  # ms: first retry after a failure once synced; doubles up to interval_s
-    resolve_every_ms = 3600000  # ms: re-resolve names (pools rotate) this often
-    servers_per_round = 3  # at most this many servers polled per sync
-    save_every_ms = 3600000  # ms: refresh the clock's stored time at least this often (flash wear)
 
     def __init__(self, clock, cfg, sock_mod=None):
         self.clock = clock
@@ -354,7 +350,7 @@ class Supervisor:
         """One round: poll the due servers, correct the clock. True on success, None when no
         server may be polled yet (rate limits), False when all polled servers failed."""
         now = time.ticks_ms()
-        if self._resolved is None or time.ticks_diff(now, self._resolved) > self.resolve_every_ms \
+        if self._resolved is None or time.ticks_diff(now, self._resolved) > _RESOLVE_EVERY_MS \
                 or self.failures:
             self._resolve()
         live = [s for s in self.servers if not s.dropped]
@@ -363,7 +359,7 @@ class Supervisor:
             return False
         # the last good server first, then the others in configured order
         live.sort(key=lambda s: -s.good)
-        due = [s for s in live if s.due_in_ms(now) == 0][:self.servers_per_round]
+        due = [s for s in live if s.due_in_ms(now) == 0][:_SERVERS_PER_ROUND]
         if not due:
             return None
         self.rounds += 1
@@ -386,23 +382,21 @@ class Supervisor:
                  % (best.server.name, best.stratum, off, best.delay_us / 1000))
         return True
 
-    agree_ms = 128  # ms: answers further apart than this (plus their error bounds) disagree
-
-    def _select(self, got):
+    def _select(self, items):
         # Several answers must agree before one is used: take the largest group that agrees with
         # one answer, and only if it is a majority (a lone liar among honest servers is outvoted;
         # liars that are not outvoted stop the sync instead of setting the clock wrong).
-        if len(got) == 1:
-            return got[0]
-        t0 = got[0].t_ms
-        offs = [s.utc_us - time.ticks_diff(s.t_ms, t0) * 1000 for s in got]  # same ticks base
+        if len(items) == 1:
+            return items[0]
+        t0 = items[0].t_ms
+        offs = [s.utc_us - time.ticks_diff(s.t_ms, t0) * 1000 for s in items]  # same ticks base
         group = []
-        for i, a in enumerate(got):
-            g = [b for j, b in enumerate(got)
-                 if abs(offs[i] - offs[j]) <= self.agree_ms * 1000 + a.err_us + b.err_us]
+        for i, a in enumerate(items):
+            g = [b for j, b in enumerate(items)
+                 if abs(offs[i] - offs[j]) <= _AGREE_MS * 1000 + a.err_us + b.err_us]
             if len(g) > len(group):
                 group = g
-        if len(group) * 2 <= len(got):
+        if len(group) * 2 <= len(items):
             return None
         best = group[0]
         for s in group:
@@ -442,11 +436,11 @@ class Supervisor:
                     base = min(self.first_retry_ms << min(self.failures - 1, 16), self.first_retry_max_ms)
                 else:
                     self.state = "failing"
-                    base = min(self.retry_ms << min(self.failures - 1, 16), self.interval_ms)
+                    base = min(_RETRY_MS << min(self.failures - 1, 16), self.interval_ms)
                 delay = self._jitter(base)
                 log.warn("sntp", "sync failed (%d in a row): %s; next try in %d s"
                          % (self.failures, self.last_error, delay // 1000))
-            if time.ticks_diff(time.ticks_ms(), self._saved) > self.save_every_ms:
+            if time.ticks_diff(time.ticks_ms(), self._saved) > _SAVE_EVERY_MS:
                 c.save()  # keep the stored best guess fresh for a reboot without network
                 self._saved = time.ticks_ms()
             al = c.alerts()

@@ -29,15 +29,15 @@ def normalize_badge(raw):
 class Terminal:
     """The tap path. Parts are passed in: clock, journal, roster, tz, indicator, config section."""
 
-    def __init__(self, clock, journal, roster, tz, indicator, cfg_terminal):
+    def __init__(self, clock, journal, roster, tz, indicator, cfg):
         self.clock = clock
         self.journal = journal
         self.roster = roster
         self.tz = tz
         self.indicator = indicator
-        self.window_ms = cfg_terminal["duplicate_window_s"] * 1000
-        self.unknown_policy = cfg_terminal["unknown_badge"]
-        self.kind_mode = cfg_terminal["kind_mode"]
+        self.window_ms = cfg["duplicate_window_s"] * 1000
+        self.unknown_policy = cfg["unknown_badge"]
+        self.kind_mode = cfg["kind_mode"]
         # Duplicate window: a fixed ring of the last _RECENT badges recorded and their ticks_ms.
         # Fixed structures, because a dict that grows needs ever larger blocks of a heap that is
         # fragmented after months of running.
@@ -54,23 +54,33 @@ class Terminal:
         self.presync_first = None
         self.presync_last = None
 
-    def tap(self, raw_badge, key=None):
-        """Handle one badge read; returns the control-port answer line."""
-        badge = normalize_badge(raw_badge)
+    def tap(self, badge, key=None):
+        """Handle one badge read (the raw id); returns the control-port answer line."""
+        badge = normalize_badge(badge)
         if badge is None:
             self.counts["bad"] += 1
             return "ERR bad badge"
         now = time.ticks_ms()
-        if self._duplicate(badge, now):
-            self.counts["duplicate"] += 1
-            self._feedback("dup", "ALREADY DONE")
-            return "DENY duplicate"
+        recent = self._recent
+        for i in range(_RECENT):
+            if recent[i] == badge and time.ticks_diff(now, self._recent_t[i]) < self.window_ms:
+                self.counts["duplicate"] += 1
+                self._feedback("dup", "ALREADY DONE")
+                return "DENY duplicate"
         person = self.roster.lookup(badge) if self.roster else None
         if person is None and self.unknown_policy == "deny":
             self.counts["unknown_denied"] += 1
             self._feedback("deny", "UNKNOWN BADGE")
             return "DENY unknown badge"
-        kind = self._kind(badge, person, key)
+        mode = self.kind_mode
+        if person is None:
+            kind = "unknown"
+        elif mode == "in" or mode == "out":
+            kind = mode
+        elif mode == "keys" and key in ("in", "out"):
+            kind = key
+        else:  # toggle (and keys without a key pressed): the opposite of this badge's last punch
+            kind = "out" if self._is_inside(person[2]) else "in"
         utc_ms, quality, unc_ms = self.clock.now()
         offset_min = self.tz.offset_s(utc_ms // 1000) // 60
         p = Punch(utc_ms, badge, kind, quality, unc_ms, person[0] if person else None, offset_min)
@@ -93,30 +103,24 @@ class Terminal:
             if self.presync_first is None:
                 self.presync_first = seq
             self.presync_last = seq
-        self._remember(badge, now, kind, person)
+        # Remember the badge for the duplicate window, and the person's in/out state.
+        i = self._recent_i
+        recent[i] = badge
+        self._recent_t[i] = now
+        self._recent_i = (i + 1) % _RECENT
+        if person is not None and kind in ("in", "out"):
+            self._is_inside(person[2])  # sizes the bits for the current roster
+            i = person[2]
+            if kind == "in":
+                self._inside[i >> 3] |= 1 << (i & 7)
+            else:
+                self._inside[i >> 3] &= ~(1 << (i & 7)) & 0xFF
         t = epoch.gmtime_ms(utc_ms + offset_min * 60000)
         if person:
             self._feedback("ok", "%s %02d:%02d %s" % (kind.upper(), t[3], t[4], person[1]))
         else:
             self._feedback("ok", "%02d:%02d UNKNOWN BADGE %s" % (t[3], t[4], badge))
         return "OK %d %s" % (seq, epoch.iso_ms(utc_ms))
-
-    def _duplicate(self, badge, now):
-        for i in range(_RECENT):
-            if self._recent[i] == badge and time.ticks_diff(now, self._recent_t[i]) < self.window_ms:
-                return True
-        return False
-
-    def _kind(self, badge, person, key):
-        if person is None:
-            return "unknown"
-        mode = self.kind_mode
-        if mode == "in" or mode == "out":
-            return mode
-        if mode == "keys" and key in ("in", "out"):
-            return key
-        # toggle (and keys without a key pressed): the opposite of this badge's last punch.
-        return "out" if self._is_inside(person[2]) else "in"
 
     def _is_inside(self, index):
         bits = self._inside
@@ -128,22 +132,9 @@ class Terminal:
             self._inside = bits = bytearray((self.roster.count + 7) // 8)
         return bits[index >> 3] & (1 << (index & 7))
 
-    def _remember(self, badge, now, kind, person):
-        i = self._recent_i
-        self._recent[i] = badge
-        self._recent_t[i] = now
-        self._recent_i = (i + 1) % _RECENT
-        if person is not None and kind in ("in", "out"):
-            self._is_inside(person[2])
-            idx = person[2]
-            if kind == "in":
-                self._inside[idx >> 3] |= 1 << (idx & 7)
-            else:
-                self._inside[idx >> 3] &= ~(1 << (idx & 7)) & 0xFF
-
-    def _feedback(self, result, text):
+    def _feedback(self, code, text):
         self.last_result = text
-        self.indicator.feedback(result, text)
+        self.indicator.feedback(code, text)
 
     def status(self):
         return {"counts": self.counts, "last_result": self.last_result}

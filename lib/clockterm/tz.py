@@ -17,7 +17,6 @@ from micropython import const
 
 _DAY_S = const(86400)
 _DEF_TIME_S = const(7200)  # 02:00 local, when a rule gives no time
-_MAX_OFF_S = const(89999)  # |UTC offset| below 25 h (POSIX allows 24:59:59)
 
 # Rule kinds
 _JULIAN1 = const(0)  # Jn: 1..365, February 29 is never counted
@@ -35,11 +34,11 @@ def days_from_civil(y, m, d):
     return era * 146097 + doe - 719468
 
 
-def civil_from_days(z):
-    """(year, month, day) of a day count since 1970-01-01."""
-    z += 719468
-    era = (z if z >= 0 else z - 146096) // 146097
-    doe = z - era * 146097
+def civil_from_days(n):
+    """(year, month, day) of day n counted from 1970-01-01."""
+    n += 719468
+    era = (n if n >= 0 else n - 146096) // 146097
+    doe = n - era * 146097
     yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
     y = yoe + era * 400
     doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
@@ -47,10 +46,6 @@ def civil_from_days(z):
     d = doy - (153 * mp + 2) // 5 + 1
     m = mp + (3 if mp < 10 else -9)
     return (y + (m <= 2), m, d)
-
-
-def _leap(y):
-    return y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
 
 
 class TZ:
@@ -63,7 +58,8 @@ class TZ:
         self._s = s
         self._i = 0
         self.std = self._name()
-        self.std_off = -self._offset("std offset")  # stored EAST positive, seconds
+        # |offset| <= 24:59:59 as POSIX allows (the parser's limit of 24 hours); stored EAST positive, s
+        self.std_off = -self._hms(24, "std offset")
         self.dst = None
         self.dst_off = self.std_off
         self._rule = None
@@ -71,7 +67,7 @@ class TZ:
             self.dst = self._name()
             self.dst_off = self.std_off + 3600
             if self._i < len(s) and s[self._i] != ",":
-                self.dst_off = -self._offset("dst offset")
+                self.dst_off = -self._hms(24, "dst offset")
             if self._i < len(s):
                 self._expect(",")
                 start = self._date()
@@ -83,18 +79,16 @@ class TZ:
             if self._i != len(s):
                 self._fail("trailing characters")
         del self._s
-        self._cy = None  # year of the cached transitions
-        self._ca = 0  # cached DST start, UTC seconds
-        self._cb = 0  # cached DST end, UTC seconds
+        self._cache = (None, 0, 0)  # (year, DST start, DST end in UTC seconds) of the last year asked
 
     # --- parsing -------------------------------------------------------------------------
 
-    def _fail(self, what):
-        raise ValueError("TZ %r: %s at position %d" % (self.spec, what, self._i))
+    def _fail(self, text):
+        raise ValueError("TZ %r: %s at position %d" % (self.spec, text, self._i))
 
-    def _expect(self, c):
-        if self._i >= len(self._s) or self._s[self._i] != c:
-            self._fail("expected %r" % c)
+    def _expect(self, val):
+        if self._i >= len(self._s) or self._s[self._i] != val:
+            self._fail("expected %r" % val)
         self._i += 1
 
     def _name(self):
@@ -118,39 +112,33 @@ class TZ:
             self._fail("zone name needs 3 or more characters")
         return name
 
-    def _num(self, lo, hi, what):
+    def _num(self, start, end, text):
         s, i = self._s, self._i
         j = i
         while j < len(s) and s[j].isdigit():
             j += 1
         if j == i:
-            self._fail("expected a number for " + what)
+            self._fail("expected a number for " + text)
         v = int(s[i:j])
-        if v < lo or v > hi:
-            self._fail("%s %d out of range %d..%d" % (what, v, lo, hi))
+        if v < start or v > end:
+            self._fail("%s %d out of range %d..%d" % (text, v, start, end))
         self._i = j
         return v
 
-    def _hms(self, max_h, what):
-        """[+|-]hh[:mm[:ss]] in seconds."""
+    def _hms(self, n, text):
+        """[+|-]hh[:mm[:ss]] in seconds, at most n hours; text names the field in errors."""
         sign = 1
         if self._i < len(self._s) and self._s[self._i] in "+-":
             sign = -1 if self._s[self._i] == "-" else 1
             self._i += 1
-        v = self._num(0, max_h, what + " hours") * 3600
+        v = self._num(0, n, text) * 3600
         for mul in (60, 1):
             if self._i < len(self._s) and self._s[self._i] == ":":
                 self._i += 1
-                v += self._num(0, 59, what + " minutes" if mul == 60 else what + " seconds") * mul
+                v += self._num(0, 59, text) * mul
             else:
                 break
         return sign * v
-
-    def _offset(self, what):
-        v = self._hms(24, what)
-        if v > _MAX_OFF_S or v < -_MAX_OFF_S:
-            self._fail(what + " out of range")
-        return v
 
     def _date(self):
         s = self._s
@@ -159,17 +147,17 @@ class TZ:
         c = s[self._i]
         if c == "J":
             self._i += 1
-            r = [_JULIAN1, self._num(1, 365, "Jn day"), 0, 0]
+            r = [_JULIAN1, self._num(1, 365, "DST rule Jn day"), 0, 0]
         elif c == "M":
             self._i += 1
-            m = self._num(1, 12, "month")
+            m = self._num(1, 12, "DST rule month")
             self._expect(".")
-            w = self._num(1, 5, "week")
+            w = self._num(1, 5, "DST rule week")
             self._expect(".")
-            d = self._num(0, 6, "weekday")
+            d = self._num(0, 6, "DST rule weekday")
             r = [_MWD, m, w, d]
         elif c.isdigit():
-            r = [_JULIAN0, self._num(0, 365, "day"), 0, 0]
+            r = [_JULIAN0, self._num(0, 365, "DST rule day"), 0, 0]
         else:
             self._fail("bad DST rule date")
         t = _DEF_TIME_S
@@ -187,7 +175,7 @@ class TZ:
         kind, a, w, d, _ = r
         if kind == _JULIAN1:
             n = a - 1
-            if _leap(y) and a >= 60:  # skip February 29
+            if a >= 60 and y % 4 == 0 and (y % 100 != 0 or y % 400 == 0):  # skip February 29
                 n += 1
             return days_from_civil(y, 1, 1) + n
         if kind == _JULIAN0:
@@ -201,32 +189,29 @@ class TZ:
                 day -= 7
         return day
 
-    def _trans(self, y):
-        """(DST start, DST end) in UTC seconds for year y; cached for the last year asked."""
-        if self._cy != y:
-            start, end = self._rule
-            self._ca = self._rule_day(start, y) * _DAY_S + start[4] - self.std_off
-            self._cb = self._rule_day(end, y) * _DAY_S + end[4] - self.dst_off
-            self._cy = y
-        return self._ca, self._cb
-
-    def is_dst(self, utc_s):
-        """True when DST is in effect at Unix UTC second utc_s."""
+    def is_dst(self, s):
+        """True when DST is in effect at Unix UTC second s."""
         if self._rule is None:
             return False
-        y = civil_from_days((utc_s + self.std_off) // _DAY_S)[0]
-        a, b = self._trans(y)
+        y = civil_from_days((s + self.std_off) // _DAY_S)[0]
+        # (DST start, DST end) in UTC seconds for year y; cached for the last year asked.
+        c = self._cache
+        if c[0] != y:
+            start, end = self._rule
+            c = self._cache = (y, self._rule_day(start, y) * _DAY_S + start[4] - self.std_off,
+                               self._rule_day(end, y) * _DAY_S + end[4] - self.dst_off)
+        a, b = c[1], c[2]
         if a < b:
-            return a <= utc_s < b
-        return not (b <= utc_s < a)  # southern hemisphere: DST spans the new year
+            return a <= s < b
+        return not (b <= s < a)  # southern hemisphere: DST spans the new year
 
-    def offset_s(self, utc_s):
-        """Local offset from UTC in seconds, east positive, DST applied."""
-        return self.dst_off if self.is_dst(utc_s) else self.std_off
+    def offset_s(self, s):
+        """Local offset from UTC in seconds (s: Unix UTC seconds), east positive, DST applied."""
+        return self.dst_off if self.is_dst(s) else self.std_off
 
-    def abbrev(self, utc_s):
-        """The zone abbreviation in effect (e.g. CET or CEST; +0530 for <+0530>)."""
-        return self.dst if self.is_dst(utc_s) else self.std
+    def abbrev(self, s):
+        """The zone abbreviation in effect at Unix UTC second s (e.g. CET or CEST; +0530 for <+0530>)."""
+        return self.dst if self.is_dst(s) else self.std
 
     def local(self, utc_ms):
         """Local civil time: (year, month, mday, hour, minute, second, weekday, yearday, ms).

@@ -76,13 +76,13 @@ class ConsoleIndicator:
     def __init__(self):
         self.last = None
 
-    def feedback(self, result, text):
-        # result: "ok", "deny", "dup", "error"; text: the display's result line.
-        self.last = (result, text)
-        print("[display] %s  [beep:%s]" % (text, result))
+    def feedback(self, code, text):
+        # code: "ok", "deny", "dup", "error"; text: the display's result line.
+        self.last = (code, text)
+        print("[display] %s  [beep:%s]" % (text, code))
 
-    def idle(self, lines):
-        print("[display] " + " | ".join(lines))
+    def idle(self, items):
+        print("[display] " + " | ".join(items))
 
 
 class SimLink:
@@ -101,9 +101,9 @@ class SimLink:
 class SimWatchdog:
     """Ends the process like a watchdog reset when it is not fed within timeout_ms."""
 
-    def __init__(self, timeout_ms, marker):
+    def __init__(self, timeout_ms, path):
         self.timeout_ms = timeout_ms
-        self.marker = marker  # written before the "reset", so the next boot knows
+        self.path = path  # marker file written before the "reset", so the next boot knows
         self._fed = time.ticks_ms()
         self.feeds = 0
 
@@ -117,7 +117,7 @@ class SimWatchdog:
     def _check(self):
         if time.ticks_diff(time.ticks_ms(), self._fed) > self.timeout_ms:
             log.error("wdt", "not fed for %d ms: reset" % self.timeout_ms)
-            with open(self.marker, "w") as f:
+            with open(self.path, "w") as f:
                 f.write("1")
             sys.exit(3)
 
@@ -139,52 +139,49 @@ class ControlPort:
         self.out = OutBuf(_OUT_MAX)
 
     async def start(self, tap, status):
-        self._tap = tap
-        self._status = status
+        self.tap = tap
+        self.status = status
         self.server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
         log.info("sim", "control port on 127.0.0.1:%d" % self.port)
 
-    async def _client(self, reader, writer):
+    async def _client(self, reader, w):
         lines = _Lines(reader)
         try:
             while True:
                 try:
                     line = await lines.next()
                 except ValueError:
-                    writer.write(b"ERR line too long\n")
-                    await writer.drain()
+                    w.write(b"ERR line too long\n")
+                    await w.drain()
                     continue
                 if line is None:
                     break
-                self._answer(line)
-                writer.write(self.out.view())
-                await writer.drain()
+                # The answer line goes into self.out (preallocated; STATUS is a few KB of JSON).
+                out = self.out.reset()
+                try:
+                    words = line.decode().split()
+                except UnicodeError:
+                    words = ()
+                if len(words) == 2 and words[0] == "TAP":
+                    out.write(self.tap(words[1]))
+                elif len(words) == 1 and words[0] == "STATUS":
+                    try:
+                        json.dump(self.status(), out)
+                    except Overflow as e:
+                        out.reset().write("ERR " + str(e))
+                else:
+                    out.write("ERR bad command")
+                out.write(b"\n")
+                w.write(self.out.view())
+                await w.drain()
         except OSError as e:
             log.warn("sim", "control client: OSError %s" % e)
         finally:
-            writer.close()
+            w.close()
             try:
-                await writer.wait_closed()
+                await w.wait_closed()
             except OSError:
                 pass
-
-    def _answer(self, line):
-        # The answer line goes into self.out (preallocated; STATUS is a few KB of JSON).
-        out = self.out.reset()
-        try:
-            words = line.decode().split()
-        except UnicodeError:
-            words = ()
-        if len(words) == 2 and words[0] == "TAP":
-            out.write(self._tap(words[1]))
-        elif len(words) == 1 and words[0] == "STATUS":
-            try:
-                json.dump(self._status(), out)
-            except Overflow as e:
-                out.reset().write("ERR " + str(e))
-        else:
-            out.write("ERR bad command")
-        out.write(b"\n")
 
 
 class _Lines:
@@ -292,8 +289,8 @@ class Board:
         except OSError:
             return False
 
-    def safe_mode(self, why):
-        log.error("boot", "SAFE MODE (%s): app not started" % why)
+    def safe_mode(self, msg):
+        log.error("boot", "SAFE MODE (%s): app not started" % msg)
         sys.exit(4)
 
     def reset(self):
