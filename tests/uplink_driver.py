@@ -68,7 +68,7 @@ async def main():
         roster = Roster(cfg["fs_root"] + "/roster.bin")
     up = uplink.Uplink(j, clock, cfg["device"], cfg["url"], cfg["device"], cfg["secret"],
                        cafile=cfg.get("ca"), batch_max=cfg.get("batch_max"), roster=roster,
-                       fs_root=cfg.get("fs_root"))
+                       fs_root=cfg.get("fs_root"), config_path=cfg.get("local_config"))
     for k, v in cfg.get("tune", {}).items():
         setattr(up, k, v)
     for k, v in cfg.get("client", {}).items():
@@ -114,6 +114,7 @@ async def main():
     st = up.status()
     st.update({"acked": j.acked_seq, "last": j.last_seq, "acks": j.acks, "bad_acks": j.bad_acks,
                "states": states, "done_ms": done_ms, "heap_peak": peak})
+    st["config_module_loaded"] = "clockterm.config" in sys.modules  # imported only for a check
     if roster is not None:
         st["roster"] = roster.status()
         st["lookups"] = {b: roster.lookup(b) for b in cfg.get("lookup", [])}

@@ -87,7 +87,8 @@ class App:
             ca = self.board.fs_root + "/" + ca  # a CA file provisioned beside the config
         return Uplink(self.journal, self.clock, self.cfg["device_id"], c["url"], c["client_id"],
                       c["client_secret"], cafile=ca, batch_max=c["batch_max"], interval_s=c["interval_s"],
-                      roster=self.roster, fs_root=self.board.fs_root)
+                      roster=self.roster, fs_root=self.board.fs_root, config_path=self.board.config_path,
+                      good_config_path=self.board.good_config_path)
 
     # --- supervision --------------------------------------------------------------------------
 
@@ -182,6 +183,7 @@ class App:
             "uplink": self.uplink.status(),
             "tasks": self.tasks,
             "config_error": str(self.cfg_error) if self.cfg_error else None,
+            "config_pending": self.uplink.config_pending,  # a newer central overlay waits for a reboot
             "errors": log.errors,
         }
 
@@ -290,6 +292,24 @@ def _preload():
         gc.collect()
 
 
+def _overlay(config, cfg, path):
+    # The central's config overlay (docs/uplink.md, "Config"), pulled by the uplink in an earlier boot:
+    # laid over the local config when present and valid; otherwise the local config alone, and why.
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return cfg, None  # no overlay: the local config as it is
+    try:
+        cfg = config.merge_overlay(cfg, json.loads(text))
+        log.info("config", "central overlay applied")
+        return cfg, None
+    except ValueError as e:  # ConfigError, or broken JSON
+        err = "central overlay refused, local config in force: %s" % e
+        log.error("config", err)
+        return cfg, err
+
+
 def run():
     """Entry point called by main.py: safe mode, config, then the app until the board resets."""
     _preload()
@@ -314,6 +334,9 @@ def run():
         return
     if err is not None:
         log.error("config", "new config refused, last good kept: %s" % err)
+    cfg, oerr = _overlay(config, cfg, board.fs_root + "/config.central.json")
+    if oerr is not None:
+        err = oerr if err is None else "%s; %s" % (err, oerr)
     del config
     _unload("clockterm.config")  # only needed at boot: give its ~7 KB of heap back
     try:

@@ -166,6 +166,52 @@ def validate(doc):
     return doc
 
 
+# What the central may set over the local config (docs/uplink.md, "Config"): policy, never provisioning
+# (device id, Wi-Fi, credentials, CA, URL). A path ending in "." allows every field of that section.
+OVERLAY = ("tz", "terminal.", "journal.full_policy", "sntp.servers", "sntp.interval_s", "central.batch_max",
+           "central.interval_s")
+
+
+def _overlay_field(path, v):
+    # Refuse a field the central may not set, or a value of the wrong kind (null included).
+    for allowed in OVERLAY:
+        if path == allowed or (allowed[-1] == "." and path.startswith(allowed)):
+            break
+    else:
+        raise ConfigError("%s: not allowed from central (only %s)" % (path, ", ".join(OVERLAY).replace(".,", ".*,")))
+    for p, kind, a, b, choices in SPEC:
+        if p == path:
+            _check(path, kind, a, b, choices, v)
+            return
+    raise ConfigError("%s: not a config field" % path)
+
+
+def merge_overlay(local, overlay):
+    """The local config with the central's overlay laid over it, validated; local is not changed.
+
+    overlay is a parsed object of the OVERLAY fields, nested like the config ({"terminal":
+    {"duplicate_window_s": 30}, "tz": "..."}). Raises ConfigError naming the first refused field."""
+    if not isinstance(overlay, dict):
+        raise ConfigError("overlay: expected a JSON object, got %s" % _type_name(overlay))
+    doc = dict(local)  # shallow: a section is copied only when the overlay touches it
+    for key, v in overlay.items():
+        if isinstance(v, dict):
+            sec = doc.get(key)
+            if not isinstance(sec, dict):
+                _overlay_field(key, v)  # not a section: refused (or named as not a field)
+            sec = dict(sec)
+            for sub, sv in v.items():
+                _overlay_field(key + "." + sub, sv)
+                sec[sub] = sv
+            doc[key] = sec
+        else:
+            if isinstance(doc.get(key), dict):
+                raise ConfigError("%s: expected an object, got %s" % (key, _type_name(v)))
+            _overlay_field(key, v)
+            doc[key] = v
+    return validate(doc)
+
+
 def parse(text):
     """Parse and validate config text; ConfigError on broken JSON or a bad field."""
     try:

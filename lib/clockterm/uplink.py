@@ -7,8 +7,10 @@
 # seq lies inside the batch just sent. Errors follow docs/central-api.yaml: 401 refresh the token
 # once; 413 halve the batch; 429 wait Retry-After; 400 keep the batch and pause long (alert); other
 # failures back off exponentially with jitter, capped. The tap path never waits on any of this.
+# When idle it also pulls the roster and the central's config overlay (conditional GETs, ETags on flash).
 
 import asyncio
+import binascii
 import json
 import random
 import time
@@ -74,15 +76,27 @@ class Uplink:
     idle_close_ms = 20000
     roster_every_ms = 300000  # conditional roster pull this often (an unchanged roster costs a 304)
     roster_timeout_ms = 120000  # a whole roster download (10,000 badges is some 300 KB)
+    config_max_bytes = 2048  # largest config overlay taken (it holds a few policy fields)
 
     def __init__(self, journal, clock, device_id, url, client_id, client_secret, cadata=None, cafile=None,
-                 batch_max=None, interval_s=None, client=None, roster=None, fs_root=None):
+                 batch_max=None, interval_s=None, client=None, roster=None, fs_root=None, config_path=None,
+                 good_config_path=None):
         self.journal = journal
         self.roster = roster  # clockterm.roster.Roster to keep current from central, or None
         self._etag_path = (fs_root + "/roster.etag") if (roster is not None and fs_root) else None
-        self._roster_due = time.ticks_ms()  # first pull as soon as the clock is valid
+        self._roster_due = time.ticks_ms()  # first pull (roster, config) as soon as the clock is valid
         self.roster_pulls = 0  # answers 200 applied (this boot)
         self.roster_error = None
+        # The config overlay (docs/uplink.md, "Config"): pulled when the local config's path is known,
+        # checked against it, kept on flash for the next boot, which applies it.
+        self._local = (config_path, good_config_path)
+        self._cfg_path = (fs_root + "/config.central.json") if (config_path and fs_root) else None
+        self._cfg_crc = _file_crc(self._cfg_path)  # the overlay this boot started with (None: none)
+        self.config_checks = 0  # config answers 200 or 304 (this boot)
+        self.config_pulls = 0  # new overlays accepted (200, valid)
+        self.config_writes = 0  # of those, written to flash (a changed overlay)
+        self.config_pending = False  # the overlay on flash differs from the one this boot started with
+        self.config_error = None
         self.clock = clock
         self.device_id = device_id
         self._cid = client_id
@@ -134,6 +148,11 @@ class Uplink:
             "rejected_seq": self.rejected_seq,
             "roster_pulls": self.roster_pulls,
             "roster_error": self.roster_error,
+            "config_checks": self.config_checks,
+            "config_pulls": self.config_pulls,
+            "config_writes": self.config_writes,
+            "config_pending": self.config_pending,
+            "config_error": self.config_error,
         }
 
     def _error(self, msg):
@@ -301,10 +320,10 @@ class Uplink:
 
     # --- roster pull ---------------------------------------------------------------------------
 
-    def _etag(self):
+    def _etag(self, path=None):
         try:
-            with open(self._etag_path) as f:
-                return f.read().strip() or None
+            with open(path or self._etag_path) as f:
+                return f.read(200).strip() or None
         except OSError:
             return None
 
@@ -350,14 +369,98 @@ class Uplink:
         return True
 
     async def _maybe_pull(self):
-        if self._etag_path is None or time.ticks_diff(time.ticks_ms(), self._roster_due) < 0:
+        if (self._etag_path is None and self._cfg_path is None) or \
+                time.ticks_diff(time.ticks_ms(), self._roster_due) < 0:
             return
         self._roster_due = time.ticks_add(time.ticks_ms(), self.roster_every_ms)
+        if self._etag_path is not None:
+            try:
+                await self.pull_roster()
+            except Exception as e:  # the old roster stays in force; punches are not held up by this
+                self.roster_error = "roster: %s" % (e,)
+                self._error(self.roster_error)
+        if self._cfg_path is not None:
+            try:
+                await self.pull_config()
+            except Exception as e:  # the old overlay stays on flash; the running config is untouched
+                self.config_error = "config: %s" % (e,)
+                self._error(self.config_error)
+
+    # --- config pull ---------------------------------------------------------------------------
+
+    async def pull_config(self):
+        """Conditional GET of the device's config overlay. A 200 is checked over the local config
+        (clockterm.config.merge_overlay, imported for this and unloaded after), then written to
+        config.central.json through a temp file and a rename (only when it changed); its ETag follows
+        in config.etag after the swap. The next boot applies it. Returns True when an overlay was
+        accepted; raises (old overlay kept) when it is refused."""
+        if not await self._ensure_token():
+            raise https.HTTPError("no token")
+        path = self._cfg_path
+        etag_path = path[:-len("central.json")] + "etag"  # <fs_root>/config.etag
+        hdrs = {"Authorization": "Bearer " + self._token, "Accept": "application/json"}
+        etag = self._etag(etag_path)
+        if etag:
+            hdrs["If-None-Match"] = etag
+        client = self.client
+        mb = client.max_body
+        client.max_body = self.config_max_bytes
         try:
-            await self.pull_roster()
-        except Exception as e:  # the old roster stays in force; punches are not held up by this
-            self.roster_error = "roster: %s" % (e,)
-            self._error(self.roster_error)
+            r = await client.request("GET", "/v1/devices/%s/config" % self.device_id, None, hdrs)
+        finally:
+            client.max_body = mb
+        if r.status == 401:
+            self._token = None
+            return False
+        if r.status == 304:
+            self.config_checks += 1
+            self.config_error = None
+            return False
+        if r.status != 200:
+            raise https.HTTPError("HTTP %d" % r.status)
+        self.config_checks += 1
+        body = r.body
+        new = r.header("etag")
+        r = None
+        self._check_overlay(body)  # raises ConfigError naming the field: nothing written
+        crc = binascii.crc32(body)
+        if crc != _file_crc(path):  # the same overlay again (an ETag lost in a cut) is not rewritten
+            import os
+
+            tmp = path + ".tmp"
+            with open(tmp, "wb") as f:
+                f.write(body)
+            os.rename(tmp, path)
+            self.config_writes += 1
+        self.config_pending = crc != self._cfg_crc
+        if new:  # after the swap: a cut before it leaves the old ETag, and the overlay is fetched again
+            with open(etag_path, "w") as f:
+                f.write(new)
+        self.config_pulls += 1
+        self.config_error = None
+        log.info("uplink", "config overlay accepted%s" % (" (applies at the next boot)" if self.config_pending else ""))
+        return True
+
+    def _check_overlay(self, body):
+        try:
+            overlay = json.loads(body)
+        except ValueError:
+            raise ValueError("overlay is not JSON")
+        import sys
+
+        keep = "clockterm.config" in sys.modules  # someone else holds it: leave it loaded
+        from clockterm import config  # ~7 KB of code, only while a new overlay is checked
+
+        try:
+            try:
+                local, _ = config.load(self._local[0], self._local[1])
+            except config.ConfigError as e:  # nothing to check the overlay against: take nothing
+                raise ValueError("local config unusable (%s)" % e)
+            config.merge_overlay(local, overlay)
+        finally:
+            local = overlay = config = None
+            if not keep:
+                _unload("clockterm.config")
 
     # --- the task ------------------------------------------------------------------------------
 
@@ -460,3 +563,24 @@ class _RowSink:
         if self.w is not None:
             self.w.abort()
             self.w = None
+
+
+def _file_crc(path):
+    # CRC32 of a small file (the config overlay), None when there is none.
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return binascii.crc32(f.read(Uplink.config_max_bytes + 1))
+    except OSError:
+        return None
+
+
+def _unload(name):
+    # Forget a module imported for a rare job (sys.modules and the package attribute hold it).
+    import sys
+
+    sys.modules.pop(name, None)
+    pkg, _, attr = name.rpartition(".")
+    if pkg in sys.modules and hasattr(sys.modules[pkg], attr):
+        delattr(sys.modules[pkg], attr)

@@ -271,9 +271,13 @@ def build_api(c: Central) -> Starlette:
         _dev, denied = auth(request, "config:read", device_id)
         if denied:
             return denied
+        c.count("config_requests")
         dev = c.store.device(device_id)
         cfg = dev["config"] if dev else {}
-        return conditional(request, version_of(cfg), cfg)
+        r = conditional(request, version_of(cfg), cfg)
+        if r.status_code == 304:
+            c.count("config_not_modified")
+        return r
 
     app = Starlette(routes=[
         Route("/v1/oauth/token", token, methods=["POST"]),
