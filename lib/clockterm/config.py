@@ -212,6 +212,40 @@ def merge_overlay(local, overlay):
     return validate(doc)
 
 
+def save_overlay(body, path, local_path, good_path=None):
+    """The central's overlay (bytes, as pulled) checked over the local config and, when accepted,
+    written to path through a temp file and a rename; not rewritten when its bytes are already there.
+
+    Returns (CRC32 of the file before or None, CRC32 of body). Raises ConfigError naming the refused
+    field, or when the local config cannot be read (nothing to check against); nothing is written."""
+    import binascii
+
+    try:
+        overlay = json.loads(body)
+    except ValueError:
+        raise ConfigError("overlay: not valid JSON")
+    try:
+        local, _ = load(local_path, good_path)
+    except ConfigError as e:
+        raise ConfigError("local config unusable (%s)" % e)
+    merge_overlay(local, overlay)
+    local = overlay = None
+    try:
+        with open(path, "rb") as f:
+            old = binascii.crc32(f.read(4097))
+    except OSError:
+        old = None
+    crc = binascii.crc32(body)
+    if crc != old:
+        import os
+
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(body)
+        os.rename(tmp, path)
+    return old, crc
+
+
 def parse(text):
     """Parse and validate config text; ConfigError on broken JSON or a bad field."""
     try:

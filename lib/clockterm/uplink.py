@@ -10,7 +10,6 @@
 # When idle it also pulls the roster and the central's config overlay (conditional GETs, ETags on flash).
 
 import asyncio
-import binascii
 import json
 import random
 import time
@@ -20,6 +19,7 @@ from clockterm import https, log
 
 _Q_UNSYNCED = const(0)
 _TOKEN_MARGIN_MS = const(30000)  # refresh a token this long before it expires
+_CONFIG_MAX_BYTES = const(2048)  # largest config overlay taken (it holds a few policy fields)
 QUALITY_NAMES = ("unsynced", "synced", "stale", "corrected")
 # The columns of a batch's rows, in order (docs/central-api.yaml, PunchBatch.fields).
 FIELDS = ("seq", "badge", "kind", "utc_ms", "utc_offset_min", "quality", "uncertainty_ms", "employee_id")
@@ -76,7 +76,6 @@ class Uplink:
     idle_close_ms = 20000
     roster_every_ms = 300000  # conditional roster pull this often (an unchanged roster costs a 304)
     roster_timeout_ms = 120000  # a whole roster download (10,000 badges is some 300 KB)
-    config_max_bytes = 2048  # largest config overlay taken (it holds a few policy fields)
 
     def __init__(self, journal, clock, device_id, url, client_id, client_secret, cadata=None, cafile=None,
                  batch_max=None, interval_s=None, client=None, roster=None, fs_root=None, config_path=None,
@@ -89,9 +88,10 @@ class Uplink:
         self.roster_error = None
         # The config overlay (docs/uplink.md, "Config"): pulled when the local config's path is known,
         # checked against it, kept on flash for the next boot, which applies it.
-        self._local = (config_path, good_config_path)
-        self._cfg_path = (fs_root + "/config.central.json") if (config_path and fs_root) else None
-        self._cfg_crc = _file_crc(self._cfg_path)  # the overlay this boot started with (None: none)
+        # (overlay file, local config, last good local config), or None: no config pull
+        self._cfg = (fs_root + "/config.central.json", config_path, good_config_path) \
+            if (config_path and fs_root) else None
+        self._cfg_crc = -1  # CRC of the overlay this boot started with (None: none), known at the first 200
         self.config_checks = 0  # config answers 200 or 304 (this boot)
         self.config_pulls = 0  # new overlays accepted (200, valid)
         self.config_writes = 0  # of those, written to flash (a changed overlay)
@@ -369,7 +369,7 @@ class Uplink:
         return True
 
     async def _maybe_pull(self):
-        if (self._etag_path is None and self._cfg_path is None) or \
+        if (self._etag_path is None and self._cfg is None) or \
                 time.ticks_diff(time.ticks_ms(), self._roster_due) < 0:
             return
         self._roster_due = time.ticks_add(time.ticks_ms(), self.roster_every_ms)
@@ -379,7 +379,7 @@ class Uplink:
             except Exception as e:  # the old roster stays in force; punches are not held up by this
                 self.roster_error = "roster: %s" % (e,)
                 self._error(self.roster_error)
-        if self._cfg_path is not None:
+        if self._cfg is not None:
             try:
                 await self.pull_config()
             except Exception as e:  # the old overlay stays on flash; the running config is untouched
@@ -389,14 +389,15 @@ class Uplink:
     # --- config pull ---------------------------------------------------------------------------
 
     async def pull_config(self):
-        """Conditional GET of the device's config overlay. A 200 is checked over the local config
-        (clockterm.config.merge_overlay, imported for this and unloaded after), then written to
-        config.central.json through a temp file and a rename (only when it changed); its ETag follows
-        in config.etag after the swap. The next boot applies it. Returns True when an overlay was
-        accepted; raises (old overlay kept) when it is refused."""
+        """Conditional GET of the device's config overlay. A 200 is checked over the local config and
+        written to config.central.json through a temp file and a rename, only when it changed
+        (clockterm.config.save_overlay: the config module is imported for this and unloaded after, so
+        that its code costs heap only during a pull); its ETag follows in config.etag after the swap.
+        The next boot applies it. Returns True when an overlay was accepted; raises (old overlay kept)
+        when it is refused."""
         if not await self._ensure_token():
             raise https.HTTPError("no token")
-        path = self._cfg_path
+        path = self._cfg[0]
         etag_path = path[:-len("central.json")] + "etag"  # <fs_root>/config.etag
         hdrs = {"Authorization": "Bearer " + self._token, "Accept": "application/json"}
         etag = self._etag(etag_path)
@@ -404,7 +405,7 @@ class Uplink:
             hdrs["If-None-Match"] = etag
         client = self.client
         mb = client.max_body
-        client.max_body = self.config_max_bytes
+        client.max_body = _CONFIG_MAX_BYTES
         try:
             r = await client.request("GET", "/v1/devices/%s/config" % self.device_id, None, hdrs)
         finally:
@@ -422,15 +423,20 @@ class Uplink:
         body = r.body
         new = r.header("etag")
         r = None
-        self._check_overlay(body)  # raises ConfigError naming the field: nothing written
-        crc = binascii.crc32(body)
-        if crc != _file_crc(path):  # the same overlay again (an ETag lost in a cut) is not rewritten
-            import os
+        import sys
 
-            tmp = path + ".tmp"
-            with open(tmp, "wb") as f:
-                f.write(body)
-            os.rename(tmp, path)
+        keep = "clockterm.config" in sys.modules  # someone else holds it: leave it loaded
+        from clockterm import config  # ~8 KB of code, only while a new overlay is checked and saved
+
+        try:
+            old, crc = config.save_overlay(body, *self._cfg)  # refused: raises
+        finally:
+            body = config = None
+            if not keep:
+                _unload("clockterm.config")
+        if self._cfg_crc == -1:
+            self._cfg_crc = old  # only the uplink writes the file: the first pull sees the boot's overlay
+        if crc != old:
             self.config_writes += 1
         self.config_pending = crc != self._cfg_crc
         if new:  # after the swap: a cut before it leaves the old ETag, and the overlay is fetched again
@@ -440,27 +446,6 @@ class Uplink:
         self.config_error = None
         log.info("uplink", "config overlay accepted%s" % (" (applies at the next boot)" if self.config_pending else ""))
         return True
-
-    def _check_overlay(self, body):
-        try:
-            overlay = json.loads(body)
-        except ValueError:
-            raise ValueError("overlay is not JSON")
-        import sys
-
-        keep = "clockterm.config" in sys.modules  # someone else holds it: leave it loaded
-        from clockterm import config  # ~7 KB of code, only while a new overlay is checked
-
-        try:
-            try:
-                local, _ = config.load(self._local[0], self._local[1])
-            except config.ConfigError as e:  # nothing to check the overlay against: take nothing
-                raise ValueError("local config unusable (%s)" % e)
-            config.merge_overlay(local, overlay)
-        finally:
-            local = overlay = config = None
-            if not keep:
-                _unload("clockterm.config")
 
     # --- the task ------------------------------------------------------------------------------
 
@@ -563,17 +548,6 @@ class _RowSink:
         if self.w is not None:
             self.w.abort()
             self.w = None
-
-
-def _file_crc(path):
-    # CRC32 of a small file (the config overlay), None when there is none.
-    if path is None:
-        return None
-    try:
-        with open(path, "rb") as f:
-            return binascii.crc32(f.read(Uplink.config_max_bytes + 1))
-    except OSError:
-        return None
 
 
 def _unload(name):
