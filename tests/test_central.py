@@ -8,22 +8,12 @@ import json
 import ssl
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from clockterm_host.central import Handle, start_background
+from clockterm_host.central import Handle
 from clockterm_host.central.cli import main as central_main
-
-
-@pytest.fixture
-def central(tmp_path: Path) -> Iterator[Handle]:
-    h = start_background(tmp_path / "central", devices="term-1:pw1,term-2:pw2")
-    try:
-        yield h
-    finally:
-        h.stop()
 
 
 def call(

@@ -6,7 +6,6 @@ import json
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +17,6 @@ from clockterm_host.central import Handle, start_background
 DRIVER = (Path(__file__).parent / "uplink_driver.py").read_text()
 FAST = {"backoff_min_ms": 50, "backoff_max_ms": 400, "interval_ms": 200, "rejected_pause_ms": 800}
 
-
-@pytest.fixture
-def central(tmp_path: Path) -> Iterator[Handle]:
-    h = start_background(tmp_path / "central", devices="term-1:pw1")
-    try:
-        yield h
-    finally:
-        h.stop()
 
 
 def config(h: Handle, **kw: Any) -> dict[str, Any]:

@@ -5,25 +5,14 @@ atomically to config.central.json with its ETag after the swap; a refused overla
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from clockterm_host.central import Handle, start_background
+from clockterm_host.central import Handle
 from clockterm_host.defaults import default_config
 from mp import mp_json
 from test_uplink import config, run
-
-
-@pytest.fixture
-def central(tmp_path: Path) -> Iterator[Handle]:
-    h = start_background(tmp_path / "central", devices="term-1:pw1")
-    try:
-        yield h
-    finally:
-        h.stop()
-
 
 # --- merge_overlay on the device --------------------------------------------------------------------
 

@@ -5,22 +5,11 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from clockterm_host.central import Handle, start_background
+from clockterm_host.central import Handle
 from test_uplink import config, run
-
-
-@pytest.fixture
-def central(tmp_path: Path) -> Iterator[Handle]:
-    h = start_background(tmp_path / "central", devices="term-1:pw1")
-    try:
-        yield h
-    finally:
-        h.stop()
 
 
 def import_roster(h: Handle, csv_text: str) -> None:
