@@ -8,9 +8,11 @@ gives punches that stay honestly "unsynced"."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import e2e
+import pytest
 from ntp_fixtures import chrony
 
 HOUR_MS = 3_600_000
@@ -120,3 +122,38 @@ def test_volatile_rtc_reboot_before_sync_stays_unsynced(tmp_path: Path) -> None:
         r = rows[seq]
         assert r["quality"] == "corrected", r
         assert e2e.stamp_error_ms(before, r["utc_ms"], after) <= TOL_MS, r
+
+
+@pytest.mark.soak
+def test_drift_is_measured_and_compensated_between_syncs(tmp_path: Path) -> None:
+    # The sim's crystal runs 300 ppm fast (RTC and tick counters alike, as on a board; the Clock takes
+    # rates up to 500 ppm as a crystal's). Once it has seen syncs far enough apart it knows the rate;
+    # then, with the time server gone for 30 s (9 ms of uncompensated drift), every stamp must still be
+    # within TOL_MS of the host's UTC.
+    central = e2e.start_central(tmp_path)
+    try:
+        with chrony() as ntp_port, e2e.UdpGate(ntp_port) as gate:
+            gate.open = True
+            cfg = e2e.config(gate.port, central, sntp={**FAST_SNTP, "interval_s": 16},
+                             terminal={"duplicate_window_s": 0}, sim={"rtc_drift_ppm": 300.0})
+            term = e2e.terminal(tmp_path, cfg)
+            try:
+                def measured():
+                    d = term.status()["clock"].get("drift_ppm")
+                    return d is not None and abs(abs(d) - 300) < 15 and d
+
+                drift = e2e.wait_for(measured, 300, "a drift estimate near 300 ppm", every=2)
+                gate.open = False
+                last = term.status()["clock"]["last_sync"]
+                time.sleep(30)
+                assert term.status()["clock"]["last_sync"] == last  # no sync in between
+                worst = 0.0
+                for i in range(10):
+                    before, answer, after, _ = e2e.timed_tap(term, f"C{i:07d}")
+                    worst = max(worst, e2e.stamp_error_ms(before, e2e.ok_parts(answer)[1], after))
+                assert worst <= TOL_MS, f"worst stamp error {worst:.2f} ms 30 s after the last sync " \
+                                        f"(drift estimate {drift} ppm)"
+            finally:
+                term.stop()
+    finally:
+        central.stop()

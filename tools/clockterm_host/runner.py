@@ -37,8 +37,12 @@ def command(config: Path, state: Path) -> tuple[list[str], dict, Path]:
     heap = bundle.board_config(board).get("heap", "100K")
     state = Path(state).resolve()
     state.mkdir(parents=True, exist_ok=True)
-    # boot.py then main.py, as the board does at reset.
-    argv, env = bundle.launch(out, heap, "import boot\nimport main")
+    # boot.py then main.py, as the board does at reset. A sim board with a drifting crystal first
+    # puts its drifting tick counters in place of the time module (lib/clockterm/boards/simtime.py).
+    drift = (cfg.get("sim") or {}).get("rtc_drift_ppm") or 0
+    pre = "import clockterm.boards.simtime\n" if board == "sim" and drift else ""
+    argv, env = bundle.launch(out, heap, pre + "import boot\nimport main")
+    env["CLOCKTERM_DRIFT_PPM"] = str(drift)
     env["CLOCKTERM_CONFIG"] = str(Path(config).resolve())
     env["CLOCKTERM_STATE"] = str(state)
     return argv, env, out
