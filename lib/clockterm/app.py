@@ -271,7 +271,8 @@ def _crash_count(board, add=None):
 
 async def _clear_crashes_when_healthy(board):
     await asyncio.sleep_ms(_HEALTHY_MS)
-    _crash_count(board, 0)
+    if _crash_count(board):
+        _crash_count(board, 0)  # written only when there is something to clear: spare the flash
 
 
 def _unload(name):
