@@ -3,6 +3,7 @@ arrives at the local central API once the local time server has synced the clock
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -42,20 +43,27 @@ def test_sim_accepts_typed_badges_and_delivers_to_central(tmp_path):
     s = Session(tmp_path)
     try:
         s.wait_for("Type a badge id")
-        s.type("04A1B2C3")
+        s.type("0CAFE123")
         s.wait_for("> OK 1 ")
-        s.type("04A1B2C3")
+        s.type("0CAFE123")
         s.wait_for("> DENY duplicate")
         s.type("not a badge")
         s.wait_for("> ERR")
-        assert "[display]" in s.text() and "UNKNOWN BADGE 04A1B2C3" in s.text()
+        assert "[display]" in s.text() and "UNKNOWN BADGE 0CAFE123" in s.text()
         deadline = time.monotonic() + 60
         while '"punches_stored": 1' not in s.text():
             assert time.monotonic() < deadline, s.text()
             s.type("central")
             time.sleep(0.5)
-        s.type("status")
-        s.wait_for('"journal"')
+        # Once synced, the terminal pulls the demo roster from the local central: names on the display.
+        deadline = time.monotonic() + 60
+        while '"badges": 3' not in s.text():
+            assert time.monotonic() < deadline, s.text()
+            s.type("status")
+            time.sleep(0.5)
+        s.type("04A1B2C3")
+        s.wait_for("> OK 2 ")
+        assert re.search(r"\[display\] IN \d\d:\d\d Ada L\.  \[beep:ok\]", s.text()), s.text()
         assert s.proc.stdin
         s.proc.stdin.close()
         assert s.proc.wait(timeout=30) == 0, s.text()

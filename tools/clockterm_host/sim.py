@@ -11,8 +11,9 @@ from .defaults import default_config
 from .runner import Terminal
 from .sntp_server import SntpServer
 
-HELP = ("Type a badge id and Enter to tap it (e.g. 04A1B2C3); 'status' shows the terminal's status, "
-        "'central' what the central API has stored; Ctrl-D quits.")
+HELP = ("Type a badge id and Enter to tap it: 04A1B2C3, 04D5E6F7 and 123:45678 are on the demo roster (the "
+        "terminal pulls it once its clock is synced), any other id is recorded as unknown; 'status' shows the "
+        "terminal's status, 'central' what the central API has stored; Ctrl-D quits.")
 
 
 def free_port() -> int:
@@ -24,11 +25,22 @@ def free_port() -> int:
 DEVICE = "sim-001"
 
 
+# A demo roster the sim terminal pulls from the local central once its clock is synced: tap these to
+# see names and in/out on the display; any other badge is recorded as unknown.
+DEMO_ROSTER = """badge,employee_id,name
+04A1B2C3,E1001,Ada L.
+04D5E6F7,E1002,Grace H.
+123:45678,E1003,Alan T.
+"""
+
+
 def start_central(state: Path):
-    """The reference central API (HTTPS with its own CA), knowing the sim terminal's device id."""
+    """The reference central API (HTTPS with its own CA), knowing the sim terminal and a demo roster."""
     from .central import start_background
 
-    return start_background(state / "central", devices=DEVICE)
+    central = start_background(state / "central", devices=DEVICE)
+    central.store.import_roster_csv(DEMO_ROSTER)
+    return central
 
 
 def sim_config(state: Path, sntp_port: int, control_port: int, central) -> dict:
