@@ -6,9 +6,8 @@
 
 import gc
 import json
-import vfs
 
-from clockterm.boards.norflash import NorFlash, PowerCut
+from clockterm.boards.norflash import NorFlash, PowerCut, mount_lfs
 from clockterm.journal import Journal
 from clockterm.punch import Punch
 from clockterm.ring_lfs import LfsRing
@@ -47,16 +46,7 @@ def open_j(img):
     fl = NorFlash(block_size=SEC, block_count=NSEC, image=img)
     if BACKEND == "raw":
         return fl, Journal(RawRing(fl), POLICY)
-    try:
-        vfs.umount("/flash")
-    except OSError:
-        pass
-    try:
-        fs = vfs.VfsLfs2(fl)
-    except OSError:
-        vfs.VfsLfs2.mkfs(fl)
-        fs = vfs.VfsLfs2(fl)
-    vfs.mount(fs, "/flash")
+    mount_lfs(fl, "/flash")
     return fl, Journal(LfsRing("/flash/j", LFS_SLOTS * SEC, SEC), POLICY)
 
 

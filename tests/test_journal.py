@@ -6,8 +6,8 @@ import mp
 import pytest
 
 PRELUDE = r"""
-import json, os, vfs
-from clockterm.boards.norflash import NorFlash
+import json, os
+from clockterm.boards.norflash import NorFlash, mount_lfs
 from clockterm.journal import Journal, JournalFull, JournalError, open_journal
 from clockterm.punch import Punch
 from clockterm.ring_lfs import LfsRing
@@ -25,16 +25,7 @@ def new_flash(sec=512, n=8):
 def journal(fl, policy="refuse", slots=6, **kw):
     if BACKEND == "raw":
         return Journal(RawRing(fl), policy, **kw)
-    try:
-        vfs.umount("/flash")
-    except OSError:
-        pass
-    try:
-        fs = vfs.VfsLfs2(fl)
-    except OSError:
-        vfs.VfsLfs2.mkfs(fl)
-        fs = vfs.VfsLfs2(fl)
-    vfs.mount(fs, "/flash")
+    mount_lfs(fl, "/flash")
     return Journal(LfsRing("/flash/j", slots * fl.block_size, fl.block_size), policy, **kw)
 
 def reopen(fl, **kw):

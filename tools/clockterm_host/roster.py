@@ -47,16 +47,10 @@ def install_sim(state: Path, rows: list[tuple[str, str, str]], board: str = "sim
         rows_path = Path(tmp) / "rows.json"
         rows_path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
         script = f"""
-import vfs, json
-from clockterm.boards.norflash import NorFlash
+import json
+from clockterm.boards.norflash import NorFlash, mount_lfs
 from clockterm.roster import RosterWriter, Roster
-flash = NorFlash(4096, {fs_kb * 1024 // 4096}, path={str(Path(state) / 'fs.bin')!r})
-try:
-    fs = vfs.VfsLfs2(flash)
-except OSError:
-    vfs.VfsLfs2.mkfs(flash)
-    fs = vfs.VfsLfs2(flash)
-vfs.mount(fs, "/flash")
+mount_lfs(NorFlash(4096, {fs_kb * 1024 // 4096}, path={str(Path(state) / 'fs.bin')!r}), "/flash")
 w = RosterWriter("/flash/roster.bin")
 with open({str(rows_path)!r}) as f:
     for line in f:

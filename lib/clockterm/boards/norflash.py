@@ -221,3 +221,25 @@ def _open_image(path, size):
         f.close()
         raise ValueError("flash image %s is %d bytes, expected %d" % (path, have, size))
     return f
+
+
+def mount_lfs(bdev, path):
+    """Mount the LittleFS on bdev at path (replacing a mount there), formatting it when it has none.
+
+    Returns True when it had to format (first power-up of a blank chip, or a filesystem beyond repair).
+    """
+    import vfs
+
+    try:
+        vfs.umount(path)
+    except OSError:
+        pass
+    formatted = False
+    try:
+        fs = vfs.VfsLfs2(bdev)
+    except OSError:
+        vfs.VfsLfs2.mkfs(bdev)
+        fs = vfs.VfsLfs2(bdev)
+        formatted = True
+    vfs.mount(fs, path)
+    return formatted

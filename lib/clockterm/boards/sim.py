@@ -15,7 +15,7 @@ import asyncio
 from micropython import const
 
 from clockterm import log
-from clockterm.boards.norflash import NorFlash
+from clockterm.boards.norflash import NorFlash, mount_lfs
 from clockterm.outbuf import OutBuf, Overflow
 
 _SECTOR = const(4096)
@@ -244,15 +244,8 @@ class Board:
 
     def mount_fs(self):
         """Mount the LittleFS image at /flash, formatting it on first use or when unmountable."""
-        import vfs
-
-        try:
-            fs = vfs.VfsLfs2(self.fs_flash)
-        except OSError:
-            log.warn("sim", "fs.bin has no filesystem: formatting")
-            vfs.VfsLfs2.mkfs(self.fs_flash)
-            fs = vfs.VfsLfs2(self.fs_flash)
-        vfs.mount(fs, self.fs_root)
+        if mount_lfs(self.fs_flash, self.fs_root):
+            log.warn("sim", "fs.bin had no filesystem: formatted")
 
     def configure(self, cfg):
         """Build the parts that depend on the terminal config."""
