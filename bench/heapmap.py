@@ -1,0 +1,121 @@
+"""Where the heap goes, step by step, in a few seconds: `python -m bench.heapmap`.
+
+A developer's map, not a benchmark (make bench has the figures): boots a sim terminal inside one
+micropython process with a roomy heap, the way app.run does, and after each step collects and prints
+the heap in use, what the step added, and the interned names (qstrs) with the bytes their pools and
+text take. A module's import cost is split into its qstr bytes and the rest (function objects, class
+types, dicts, constants). The qstr pools double when they fill: the pool of 640 entries is allocated
+when the count passes 620, so watch the count against that line (about 7 KB on this 64-bit host).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))
+
+from clockterm_host import bundle  # noqa: E402
+from clockterm_host.defaults import default_config  # noqa: E402
+from clockterm_host.sim import free_port  # noqa: E402
+
+MODULES = ("clockterm.log", "clockterm.epoch", "clockterm.punch", "clockterm.journal", "clockterm.ring_raw",
+           "clockterm.clock", "clockterm.tz", "clockterm.roster", "clockterm.terminal", "clockterm.sntp",
+           "clockterm.https", "clockterm.uplink", "clockterm.outbuf", "clockterm.boards.norflash",
+           "clockterm.boards.sim", "clockterm.app")
+
+_SCRIPT = r"""
+import gc, sys, micropython
+import asyncio
+_last = [0]
+def M(tag):
+    gc.collect()
+    u = gc.mem_alloc()
+    print("STEP %s %d" % (tag, u))
+    micropython.qstr_info()
+M("start")
+import asyncio.stream
+M("asyncio.stream")
+for m in MODULES:
+    __import__(m)
+    M(m)
+from clockterm import app
+board = app.load_board()
+M("board()")
+board.mount_fs()
+M("mount_fs")
+from clockterm import config
+cfg, err = config.load(board.config_path, board.good_config_path)
+M("config.load")
+del config
+app._unload("clockterm.config")
+M("config.unload")
+board.configure(cfg)
+M("board.configure")
+a = app.App(board, cfg, None)
+M("App()")
+async def go():
+    asyncio.create_task(a.main())
+    await asyncio.sleep_ms(0)
+    M("app.main")
+    await asyncio.sleep_ms(500)
+    M("running 0.5 s")
+    s = a.status()
+    M("status held")
+    del s
+    a.terminal.tap("04A1B2C3")
+    M("one tap")
+    sys.exit(0)
+asyncio.run(go())
+"""
+
+
+def measure() -> list[dict]:
+    out = bundle.build("sim")
+    tmp = Path(tempfile.mkdtemp(prefix="heapmap-"))
+    cfg = default_config("sim", "heapmap-1")
+    cfg["sim"]["control_port"] = free_port()
+    cfg["sntp"]["servers"] = ["127.0.0.1"]
+    (tmp / "config.json").write_text(json.dumps(cfg))
+    argv, env = bundle.launch(out, "400K", f"MODULES = {MODULES!r}\n" + _SCRIPT)
+    env["CLOCKTERM_CONFIG"] = str(tmp / "config.json")
+    env["CLOCKTERM_STATE"] = str(tmp / "state")
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=out, timeout=60)
+    steps: list[dict] = []
+    pending = None
+    for ln in r.stdout.splitlines():
+        m = re.match(r"STEP (.+) (\d+)$", ln)
+        if m:
+            pending = {"step": m.group(1), "used": int(m.group(2))}
+            continue
+        q = re.search(r"n_qstr=(\d+).*n_total_bytes=(\d+)", ln)
+        if q and pending:
+            pending.update(qstrs=int(q.group(1)), qstr_bytes=int(q.group(2)))
+            steps.append(pending)
+            pending = None
+    if not steps or steps[-1]["step"] != "one tap":
+        raise SystemExit(f"micropython exited {r.returncode}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return steps
+
+
+def main() -> int:
+    steps = measure()
+    base = steps[0]
+    print(f"{'step':28} {'in use':>8} {'added':>7} {'of it qstr':>10} {'qstrs':>6}")
+    prev = base
+    for s in steps[1:]:
+        added = s["used"] - prev["used"]
+        qb = s["qstr_bytes"] - prev["qstr_bytes"]
+        print(f"{s['step']:28} {s['used'] - base['used']:8} {added:7} {qb:10} {s['qstrs']:6}")
+        prev = s
+    print("(in use: bytes above the bare interpreter with its ROMFS image; pools double at 620 qstrs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
