@@ -18,6 +18,8 @@ VERSION = "0.1.0"
 _RESTART_MIN_MS = const(500)
 _RESTART_MAX_MS = const(60000)
 _DISPLAY_MS = const(10000)  # idle display refresh
+_CRASH_LIMIT = const(3)  # crashes in a row that put the terminal into safe mode
+_HEALTHY_MS = const(600000)  # running this long clears the crash count
 
 
 def load_board():
@@ -118,24 +120,33 @@ class App:
 
         return asyncio.create_task(loop())
 
-    async def _loop_monitor(self):
-        # The longest event-loop stall seen: how late a 20 ms sleep wakes up. A stall delays every
-        # task, the tap path's control port and readers included.
+    async def _housekeeping(self):
+        # One task for three small duties (a task each would cost heap for nothing):
+        # - the longest event-loop stall seen: how late a 20 ms sleep wakes up (a stall delays every
+        #   task, the tap path's control port and readers included);
+        # - the watchdog, fed every timeout/4 only while every critical task is alive and not stuck
+        #   in a crash loop;
+        # - the crash count, cleared once the terminal has run healthy for _HEALTHY_MS.
+        board = self.board
+        wdt = board.watchdog
+        every = wdt.timeout_ms // 4
+        fed = up = time.ticks_ms()
+        healthy = False
         while True:
             t0 = time.ticks_ms()
             await asyncio.sleep_ms(20)
-            late = time.ticks_diff(time.ticks_ms(), t0) - 20
+            now = time.ticks_ms()
+            late = time.ticks_diff(now, t0) - 20
             if late > self.stall_ms_max:
                 self.stall_ms_max = late
-
-    async def _watchdog(self):
-        # Feed only while every critical task is alive and not stuck in a crash loop.
-        wdt = self.board.watchdog
-        while True:
-            ok = all(t["alive"] and t["restarts"] < 20 for t in self.tasks.values() if t["critical"])
-            if ok:
-                wdt.feed()
-            await asyncio.sleep_ms(wdt.timeout_ms // 4)
+            if time.ticks_diff(now, fed) >= every:
+                fed = now
+                if all(t["alive"] and t["restarts"] < 20 for t in self.tasks.values() if t["critical"]):
+                    wdt.feed()
+            if not healthy and time.ticks_diff(now, up) > _HEALTHY_MS:
+                healthy = True
+                if _crash_count(board):
+                    _crash_count(board, 0)  # written only when there is something to clear: spare the flash
 
     def _correct_presync(self, delta):
         # The first sync of this boot: record the correction of the punches stamped before it (same
@@ -150,17 +161,18 @@ class App:
             log.exc("clock", e)
 
     async def _display(self):
-        ind = self.board.indicator
         while True:
-            utc_ms, q, _ = self.clock.now()
-            off = self.tz.offset_s(utc_ms // 1000)
-            from clockterm import epoch
-
-            t = epoch.gmtime_ms(utc_ms + off * 1000)
-            js = self.journal.status()
-            ind.idle(("%02d:%02d %s" % (t[3], t[4], ("UNSYNCED", "SYNCED", "STALE", "")[q]),
-                      "backlog %d" % (js["last_seq"] - js["acked_seq"])))
+            self._idle()  # a call, so that nothing it builds stays in this task's frame while it sleeps
             await asyncio.sleep_ms(_DISPLAY_MS)
+
+    def _idle(self):
+        utc_ms, q, _ = self.clock.now()
+        from clockterm import epoch
+
+        t = epoch.gmtime_ms(utc_ms + self.tz.offset_s(utc_ms // 1000) * 1000)
+        js = self.journal.status()
+        self.board.indicator.idle(("%02d:%02d %s" % (t[3], t[4], ("UNSYNCED", "SYNCED", "STALE", "")[q]),
+                                   "backlog %d" % (js["last_seq"] - js["acked_seq"])))
 
     # --- status -------------------------------------------------------------------------------
 
@@ -197,17 +209,16 @@ class App:
             await board.control.start(self.terminal.tap, self.status)
         for name, reader in board.readers():
             self.supervise("reader." + name, lambda r=reader: poll_reader(r, self.terminal.tap))
-        self.supervise("link", board.link.run)
+        if hasattr(board.link, "run"):  # a link with work to do (Wi-Fi, Ethernet); the sim's is always up
+            self.supervise("link", board.link.run)
         from clockterm import sntp
 
         self.sntp = sntp.Supervisor(self.clock, self.cfg["sntp"])
         self.supervise("sntp", self.sntp.run)
         self.supervise("uplink", self.uplink.run)
         self.supervise("display", self._display, critical=False)
-        asyncio.create_task(self._watchdog())
-        asyncio.create_task(self._loop_monitor())
+        asyncio.create_task(self._housekeeping())
         asyncio.create_task(board.watchdog.run())
-        asyncio.create_task(_clear_crashes_when_healthy(board))
         gc.collect()
         log.info("app", "terminal %s up (%s, firmware %s, heap free %d)"
                  % (self.cfg["device_id"], board.name, VERSION, gc.mem_free()))
@@ -250,8 +261,6 @@ def _on_loop_error(loop, context):
         log.error("loop", context.get("message", "unknown error"))
 
 
-_CRASH_LIMIT = const(3)  # crashes in a row that put the terminal into safe mode
-_HEALTHY_MS = const(600000)  # running this long clears the crash count
 
 
 def _crash_count(board, add=None):
@@ -267,12 +276,6 @@ def _crash_count(board, add=None):
         with open(path, "w") as f:
             f.write(str(n))
     return n
-
-
-async def _clear_crashes_when_healthy(board):
-    await asyncio.sleep_ms(_HEALTHY_MS)
-    if _crash_count(board):
-        _crash_count(board, 0)  # written only when there is something to clear: spare the flash
 
 
 def _unload(name):

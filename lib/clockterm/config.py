@@ -1,7 +1,7 @@
 # Terminal configuration: load, validate field by field, keep the last good one in force.
 #
 # The config is one JSON document (on the board /config.json; on the host a file given to `run`).
-# Every field is checked against SPEC below; an error names the field by its dotted path
+# Every field is checked against _SPEC below; an error names the field by its dotted path
 # ("sntp.port: expected int, got str"). On the device a config that fails keeps the last good one
 # (saved beside it after each successful load) in force and the error is reported in the status.
 
@@ -20,7 +20,7 @@ _TOKENS = const(7)  # list of {"token": str, "scopes": [str]}
 _OPT = const(0x100)  # flag: field may be absent (then the default applies) or null
 
 # (dotted path, kind | flags, a, b, allowed values or None)
-SPEC = (
+_SPEC = const((
     ("version", _INT, 1, 1, None),
     ("board", _STR, 1, 40, None),
     ("device_id", _STR, 1, 64, None),
@@ -56,11 +56,11 @@ SPEC = (
     ("sim.rtc_drift_ppm", _NUM | _OPT, -1000, 1000, None),
     ("sim.rtc_battery", _BOOL | _OPT, 0, 0, None),
     ("sim.journal_kb", _INT | _OPT, 16, 65536, None),
-)
+))
 
-_TYPE_NAMES = {_INT: "int", _NUM: "number", _STR: "string", _BOOL: "bool", _STRS: "list of strings",
-               _DICT: "object", _TOKENS: "list of tokens"}
-_SCOPES = ("read", "admin")
+# Indexed by kind.
+_TYPE_NAMES = const(("", "int", "number", "string", "bool", "list of strings", "object", "list of tokens"))
+_SCOPES = const(("read", "admin"))
 
 
 class ConfigError(ValueError):
@@ -83,16 +83,6 @@ def _type_name(v):
     if isinstance(v, dict):
         return "object"
     return "other"
-
-
-def _lookup(doc, path):
-    # Returns (found, value); a missing parent object counts as a missing field.
-    node = doc
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False, None
-        node = node[part]
-    return True, node
 
 
 def _check(path, kind, a, b, allowed, v):
@@ -147,9 +137,11 @@ def validate(doc):
     """Check a parsed config; raise ConfigError naming the first bad field. Returns doc."""
     if not isinstance(doc, dict):
         raise ConfigError("config: expected a JSON object, got %s" % _type_name(doc))
-    for path, kind, a, b, allowed in SPEC:
-        found, v = _lookup(doc, path)
-        if not found or v is None:
+    for path, kind, a, b, allowed in _SPEC:
+        v = doc
+        for part in path.split("."):  # a missing parent object counts as a missing field
+            v = v.get(part) if isinstance(v, dict) else None
+        if v is None:
             if kind & _OPT:
                 continue
             raise ConfigError("%s: missing" % path)
@@ -168,18 +160,18 @@ def validate(doc):
 
 # What the central may set over the local config (docs/uplink.md, "Config"): policy, never provisioning
 # (device id, Wi-Fi, credentials, CA, URL). A path ending in "." allows every field of that section.
-OVERLAY = ("tz", "terminal.", "journal.full_policy", "sntp.servers", "sntp.interval_s", "central.batch_max",
-           "central.interval_s")
+_OVERLAY = const(("tz", "terminal.", "journal.full_policy", "sntp.servers", "sntp.interval_s", "central.batch_max",
+           "central.interval_s"))
 
 
 def _overlay_field(path, v):
     # Refuse a field the central may not set, or a value of the wrong kind (null included).
-    for allowed in OVERLAY:
+    for allowed in _OVERLAY:
         if path == allowed or (allowed[-1] == "." and path.startswith(allowed)):
             break
     else:
-        raise ConfigError("%s: not allowed from central (only %s)" % (path, ", ".join(OVERLAY).replace(".,", ".*,")))
-    for p, kind, a, b, choices in SPEC:
+        raise ConfigError("%s: not allowed from central (only %s)" % (path, ", ".join(_OVERLAY).replace(".,", ".*,")))
+    for p, kind, a, b, choices in _SPEC:
         if p == path:
             _check(path, kind, a, b, choices, v)
             return
@@ -189,7 +181,7 @@ def _overlay_field(path, v):
 def merge_overlay(local, overlay):
     """The local config with the central's overlay laid over it, validated; local is not changed.
 
-    overlay is a parsed object of the OVERLAY fields, nested like the config ({"terminal":
+    overlay is a parsed object of the _OVERLAY fields, nested like the config ({"terminal":
     {"duplicate_window_s": 30}, "tz": "..."}). Raises ConfigError naming the first refused field."""
     if not isinstance(overlay, dict):
         raise ConfigError("overlay: expected a JSON object, got %s" % _type_name(overlay))

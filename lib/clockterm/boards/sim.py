@@ -28,76 +28,6 @@ def _host_ms():
     return time.time_ns() // 1000000
 
 
-class SimRTC:
-    """Host clock + offset + drift (ppm). Battery-backed: its state survives in rtc.json."""
-
-    def __init__(self, path, offset_ms=0, drift_ppm=0.0, battery=True):
-        self.path = path
-        self.drift_ppm = drift_ppm
-        self.battery = battery
-        state = None
-        if battery:
-            try:
-                with open(path) as f:
-                    state = json.load(f)
-            except (OSError, ValueError):
-                state = None
-        if state is None:
-            # First power-up (or no battery): a battery RTC starts at true time + the configured
-            # offset, a volatile one at the year 2000.
-            # (a volatile RTC comes up at 2000-01-01, like an ESP32 after power loss)
-            start = _host_ms() + offset_ms if battery else 946684800000
-            state = {"host_ms": _host_ms(), "value_ms": start}
-            self._save(state)
-        self._host0 = state["host_ms"]
-        self._value0 = state["value_ms"]
-
-    def _save(self, state):
-        if not self.battery:
-            return
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(state, f)
-        os.rename(tmp, self.path)
-
-    def now_ms(self):
-        elapsed = _host_ms() - self._host0
-        return self._value0 + elapsed + int(elapsed * self.drift_ppm / 1000000)
-
-    def set_ms(self, ms):
-        self._host0 = _host_ms()
-        self._value0 = ms
-        self._save({"host_ms": self._host0, "value_ms": ms})
-
-
-class ConsoleIndicator:
-    """Buzzer, LEDs and display, printed to the console (one line per change)."""
-
-    def __init__(self):
-        self.last = None
-
-    def feedback(self, code, text):
-        # code: "ok", "deny", "dup", "error"; text: the display's result line.
-        self.last = (code, text)
-        print("[display] %s  [beep:%s]" % (text, code))
-
-    def idle(self, items):
-        print("[display] " + " | ".join(items))
-
-
-class SimLink:
-    """The host's network is always up."""
-
-    up = True
-
-    def status(self):
-        return {"type": "sim", "up": True}
-
-    async def run(self):
-        while True:
-            await asyncio.sleep(3600)
-
-
 class SimWatchdog:
     """Ends the process like a watchdog reset when it is not fed within timeout_ms."""
 
@@ -127,101 +57,16 @@ class SimWatchdog:
             self._check()
 
 
-class ControlPort:
-    """The tap injection port: `TAP <badge>` -> `OK <seq> <iso>` | `DENY <reason>` | `ERR <reason>`.
-
-    Also `STATUS` -> one line of JSON. One command per line; lines over _LINE_MAX bytes are refused.
-    """
-
-    def __init__(self, port):
-        self.port = port
-        self.server = None
-        self.out = OutBuf(_OUT_MAX)
-
-    async def start(self, tap, status):
-        self.tap = tap
-        self.status = status
-        self.server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
-        log.info("sim", "control port on 127.0.0.1:%d" % self.port)
-
-    async def _client(self, reader, w):
-        lines = _Lines(reader)
-        try:
-            while True:
-                try:
-                    line = await lines.next()
-                except ValueError:
-                    w.write(b"ERR line too long\n")
-                    await w.drain()
-                    continue
-                if line is None:
-                    break
-                # The answer line goes into self.out (preallocated; STATUS is a few KB of JSON).
-                out = self.out.reset()
-                try:
-                    words = line.decode().split()
-                except UnicodeError:
-                    words = ()
-                if len(words) == 2 and words[0] == "TAP":
-                    out.write(self.tap(words[1]))
-                elif len(words) == 1 and words[0] == "STATUS":
-                    try:
-                        json.dump(self.status(), out)
-                    except Overflow as e:
-                        out.reset().write("ERR " + str(e))
-                else:
-                    out.write("ERR bad command")
-                out.write(b"\n")
-                w.write(self.out.view())
-                await w.drain()
-        except OSError as e:
-            log.warn("sim", "control client: OSError %s" % e)
-        finally:
-            w.close()
-            try:
-                await w.wait_closed()
-            except OSError:
-                pass
-
-
-class _Lines:
-    """Lines from a stream, never holding more than _LINE_MAX bytes of one: a longer line raises
-    ValueError once its end has been read and thrown away (hostile input costs no heap)."""
-
-    def __init__(self, reader):
-        self.r = reader
-        self.buf = b""
-
-    async def next(self):
-        while True:
-            i = self.buf.find(b"\n")
-            if i >= 0:
-                line = self.buf[:i]
-                self.buf = self.buf[i + 1:]
-                if len(line) > _LINE_MAX:
-                    raise ValueError("line too long")
-                return line
-            if len(self.buf) > _LINE_MAX:
-                self.buf = b""
-                while True:  # skip to the end of the over-long line
-                    chunk = await self.r.read(256)
-                    if not chunk:
-                        return None
-                    j = chunk.find(b"\n")
-                    if j >= 0:
-                        self.buf = chunk[j + 1:]
-                        raise ValueError("line too long")
-            chunk = await self.r.read(_LINE_MAX)
-            if not chunk:
-                return None
-            self.buf += chunk
-
-
 class Board:
-    """The sim board, built from the board config, the terminal config and the state folder."""
+    """The sim board, built from the board config, the terminal config and the state folder.
+
+    Its small parts are the board itself (a class each would cost heap for nothing): it is its own
+    RTC (now_ms/set_ms), indicator (feedback/idle), network link (status) and control port (start).
+    """
 
     name = "sim"
     fs_root = "/flash"
+    up = True  # the link: the host's network is always up
 
     def __init__(self, board_cfg, state_dir):
         self.board_cfg = board_cfg
@@ -236,11 +81,123 @@ class Board:
         fl = board_cfg["flash"]
         self.fs_flash = NorFlash(_SECTOR, fl["fs_kb"] * 1024 // _SECTOR, path=state_dir + "/fs.bin")
         self.journal_flash = None
-        self.indicator = ConsoleIndicator()
-        self.link = SimLink()
-        self.watchdog = SimWatchdog(board_cfg.get("watchdog_ms", 8000), state_dir + "/wdt_reset")
+        self.rtc = self.indicator = self.link = self  # the roles this class plays itself
         self.control = None
-        self.rtc = None
+        self.last = None  # the last feedback (code, text)
+        self.watchdog = SimWatchdog(board_cfg.get("watchdog_ms", 8000), state_dir + "/wdt_reset")
+
+    # --- RTC: host clock + offset + drift (ppm); battery-backed, its state survives in rtc.json ------
+
+    def _rtc_init(self, offset_ms, drift_ppm, battery):
+        self.drift_ppm = drift_ppm
+        self.battery = battery
+        state = None
+        if battery:
+            try:
+                with open(self.state_dir + "/rtc.json") as f:
+                    state = json.load(f)
+            except (OSError, ValueError):
+                state = None
+        if state is None:
+            # First power-up (or no battery): a battery RTC starts at true time + the configured
+            # offset, a volatile one at 2000-01-01, like an ESP32 after power loss.
+            self._rtc_save(_host_ms(), _host_ms() + offset_ms if battery else 946684800000)
+        else:
+            self._host0 = state["host_ms"]
+            self._value0 = state["value_ms"]
+
+    def _rtc_save(self, host_ms, value_ms):
+        self._host0 = host_ms
+        self._value0 = value_ms
+        if self.battery:
+            path = self.state_dir + "/rtc.json"
+            with open(path + ".tmp", "w") as f:
+                json.dump({"host_ms": host_ms, "value_ms": value_ms}, f)
+            os.rename(path + ".tmp", path)
+
+    def now_ms(self):
+        elapsed = _host_ms() - self._host0
+        return self._value0 + elapsed + int(elapsed * self.drift_ppm / 1000000)
+
+    def set_ms(self, ms):
+        self._rtc_save(_host_ms(), ms)
+
+    # --- indicator: buzzer, LEDs and display, printed to the console (one line per change) ---------
+
+    def feedback(self, code, text):
+        # code: "ok", "deny", "dup", "error"; text: the display's result line.
+        self.last = (code, text)
+        print("[display] %s  [beep:%s]" % (text, code))
+
+    def idle(self, items):
+        print("[display] " + " | ".join(items))
+
+    # --- link ----------------------------------------------------------------------------------------
+
+    def status(self):
+        return {"type": "sim", "up": True}
+
+    # --- control port: the tap injection port on 127.0.0.1 ------------------------------------------
+    # `TAP <badge>` -> `OK <seq> <iso>` | `DENY <reason>` | `ERR <reason>`; `STATUS` -> one line of
+    # JSON. One command per line; a line over _LINE_MAX bytes is refused once its end has been read
+    # and thrown away (hostile input costs no heap).
+
+    async def start(self, tap, status):
+        self.tap = tap
+        self.app_status = status
+        await asyncio.start_server(self._client, "127.0.0.1", self.port)
+        log.info("sim", "control port on 127.0.0.1:%d" % self.port)
+
+    async def _client(self, reader, w):
+        buf = b""
+        skip = False  # inside an over-long line: dropped up to its end
+        try:
+            while True:
+                i = buf.find(b"\n")
+                if i < 0:
+                    if len(buf) > _LINE_MAX:
+                        buf = b""
+                        skip = True
+                    chunk = await reader.read(_LINE_MAX)
+                    if not chunk:
+                        break
+                    buf += chunk
+                    continue
+                line = buf[:i]
+                buf = buf[i + 1:]
+                if skip or len(line) > _LINE_MAX:
+                    skip = False
+                    w.write(b"ERR line too long\n")
+                    await w.drain()
+                    continue
+                # The answer line goes into self.out (preallocated; STATUS is a few KB of JSON).
+                out = self.out.reset()
+                try:
+                    words = line.decode().split()
+                except UnicodeError:
+                    words = ()
+                if len(words) == 2 and words[0] == "TAP":
+                    out.write(self.tap(words[1]))
+                elif len(words) == 1 and words[0] == "STATUS":
+                    try:
+                        json.dump(self.app_status(), out)
+                    except Overflow as e:
+                        out.reset().write("ERR " + str(e))
+                else:
+                    out.write("ERR bad command")
+                out.write(b"\n")
+                w.write(out.view())
+                await w.drain()
+        except OSError as e:
+            log.warn("sim", "control client: OSError %s" % e)
+        finally:
+            w.close()
+            try:
+                await w.wait_closed()
+            except OSError:
+                pass
+
+    # --- the board layer ------------------------------------------------------------------------------
 
     def mount_fs(self):
         """Mount the LittleFS image at /flash, formatting it on first use or when unmountable."""
@@ -251,9 +208,10 @@ class Board:
         """Build the parts that depend on the terminal config."""
         self.cfg = cfg
         sim = cfg.get("sim") or {}
-        self.rtc = SimRTC(self.state_dir + "/rtc.json", sim.get("rtc_offset_ms", 0),
-                          sim.get("rtc_drift_ppm", 0.0), sim.get("rtc_battery", True))
-        self.control = ControlPort(sim.get("control_port", 7001))
+        self._rtc_init(sim.get("rtc_offset_ms", 0), sim.get("rtc_drift_ppm", 0.0), sim.get("rtc_battery", True))
+        self.control = self
+        self.port = sim.get("control_port", 7001)
+        self.out = OutBuf(_OUT_MAX)
         # The journal partition; a test may shrink it (sim.journal_kb) to reach a full journal fast.
         jcfg = self.board_cfg["flash"]["journal"]
         if "journal_kb" in sim:
