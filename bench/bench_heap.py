@@ -16,12 +16,14 @@ Figures (bytes unless named otherwise):
 - free_min_bytes, max_free_block_min_bytes: the smallest heap.free / heap.max_block seen in STATUS
   sampled while the same terminal syncs with an SNTP server, takes TAPS taps and delivers them over
   verified TLS to the reference central (STATUS runs gc.collect() first: live data, not garbage).
-- used_after_boot_bytes, used_peak_bytes: the same run with a roomy 160 KB heap, as heap used (160 KB
-  minus heap.free right after boot, and minus the smallest heap.free sampled): figures that exist
-  even while the terminal does not yet fit the budget, to compare one change with the next.
-- peak_bytes: the smallest GC heap (4 KB steps) with which that whole scenario succeeds: boot,
-  first SNTP sync, TAPS taps answered OK, all of them acked by the central. That is the terminal's
-  peak need, fragmentation included. min_heap_kb is the same in KB.
+- used_after_boot_bytes, peak_bytes: the same run with a roomy 160 KB heap, as heap in use (160 KB
+  minus heap.free right after boot, and minus the smallest heap.free sampled): live data after a
+  collection, at boot and at its highest while the terminal syncs, takes taps, answers STATUS and
+  uploads over TLS. peak_bytes is issue 5's heap.peak_bytes (goal 64 KB); used_peak_bytes is the
+  same figure under its older name.
+- min_heap_kb: the smallest GC heap (4 KB steps) with which that whole scenario succeeds: boot,
+  first SNTP sync, TAPS taps answered OK, all of them acked by the central: the peak need with
+  fragmentation and transient garbage included (issue 5: it must run under 100 KB).
 """
 
 from __future__ import annotations
@@ -231,7 +233,7 @@ def run() -> dict:
             figures["used_peak_bytes"] = 160 * 1024 - roomy["free_min"]
             kb = min_heap_kb(tmp, central, sntp.port)
             figures["min_heap_kb"] = kb
-            figures["peak_bytes"] = kb * 1024
+            figures["peak_bytes"] = figures["used_peak_bytes"]
         finally:
             sntp.stop()
             central.stop()

@@ -54,7 +54,16 @@ class App:
         from clockterm import tz
 
         self.tz = tz.TZ(cfg["tz"])
-        self.journal = self._open_journal()
+        from clockterm.journal import open_journal
+
+        jcfg = board.board_cfg["flash"]["journal"]
+        floor = root + "/journal.floor"  # seq floor kept apart, survives a reformat
+        if jcfg["backend"] == "raw":
+            self.journal = open_journal("raw", cfg["journal"]["full_policy"], floor_path=floor,
+                                        bdev=board.journal_flash)
+        else:
+            self.journal = open_journal("littlefs", cfg["journal"]["full_policy"], floor_path=floor,
+                                        root=root + "/journal", capacity_bytes=jcfg["size_kb"] * 1024)
         from clockterm.roster import Roster
 
         self.roster = Roster(root + "/roster.bin")
@@ -65,32 +74,17 @@ class App:
         self.terminal = Terminal(self.clock, self.journal, self.roster, self.tz, board.indicator, cfg["terminal"])
         self.clock.on_first_sync = self._correct_presync
         self.sntp = None
-        self.uplink = self._make_uplink()
-        self.terminal.on_punch = self.uplink.kick
-
-    def _open_journal(self):
-        from clockterm.journal import open_journal
-
-        board = self.board
-        jcfg = board.board_cfg["flash"]["journal"]
-        policy = self.cfg["journal"]["full_policy"]
-        floor = board.fs_root + "/journal.floor"  # seq floor kept apart, survives a reformat
-        if jcfg["backend"] == "raw":
-            return open_journal("raw", policy, floor_path=floor, bdev=board.journal_flash)
-        return open_journal("littlefs", policy, floor_path=floor, root=board.fs_root + "/journal",
-                            capacity_bytes=jcfg["size_kb"] * 1024)
-
-    def _make_uplink(self):
         from clockterm.uplink import Uplink
 
-        c = self.cfg["central"]
+        c = cfg["central"]
         ca = c.get("ca") or None
         if ca and not ca.startswith("/"):
-            ca = self.board.fs_root + "/" + ca  # a CA file provisioned beside the config
-        return Uplink(self.journal, self.clock, self.cfg["device_id"], c["url"], c["client_id"],
-                      c["client_secret"], cafile=ca, batch_max=c["batch_max"], interval_s=c["interval_s"],
-                      roster=self.roster, fs_root=self.board.fs_root, config_path=self.board.config_path,
-                      good_config_path=self.board.good_config_path)
+            ca = root + "/" + ca  # a CA file provisioned beside the config
+        self.uplink = Uplink(self.journal, self.clock, cfg["device_id"], c["url"], c["client_id"],
+                             c["client_secret"], cafile=ca, batch_max=c["batch_max"], interval_s=c["interval_s"],
+                             roster=self.roster, fs_root=root, config_path=board.config_path,
+                             good_config_path=board.good_config_path)
+        self.terminal.on_punch = self.uplink.kick
 
     # --- supervision --------------------------------------------------------------------------
 
@@ -286,37 +280,15 @@ def _unload(name):
         delattr(sys.modules[pkg], attr)
 
 
-# Modules the running terminal needs, imported at boot one by one with a collection after each, so
-# that the code objects pack together at the bottom of the heap instead of leaving holes between
-# them that later fragment it (a fragmented heap fails large allocations with plenty free).
-def _preload():
+def run():
+    """Entry point called by main.py: safe mode, config, then the app until the board resets."""
+    # The modules the running terminal needs, imported one by one with a collection after each, so
+    # that the code objects pack together at the bottom of the heap instead of leaving holes between
+    # them that later fragment it (a fragmented heap fails large allocations with plenty free).
     for name in ("clockterm.epoch", "clockterm.punch", "clockterm.journal", "clockterm.clock", "clockterm.tz",
                  "clockterm.roster", "clockterm.terminal", "clockterm.sntp", "clockterm.https", "clockterm.uplink"):
         __import__(name)
         gc.collect()
-
-
-def _overlay(config, cfg, path):
-    # The central's config overlay (docs/uplink.md, "Config"), pulled by the uplink in an earlier boot:
-    # laid over the local config when present and valid; otherwise the local config alone, and why.
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError:
-        return cfg, None  # no overlay: the local config as it is
-    try:
-        cfg = config.merge_overlay(cfg, json.loads(text))
-        log.info("config", "central overlay applied")
-        return cfg, None
-    except ValueError as e:  # ConfigError, or broken JSON
-        err = "central overlay refused, local config in force: %s" % e
-        log.error("config", err)
-        return cfg, err
-
-
-def run():
-    """Entry point called by main.py: safe mode, config, then the app until the board resets."""
-    _preload()
     board = load_board()
     board.mount_fs()
     from clockterm import config
@@ -338,10 +310,22 @@ def run():
         return
     if err is not None:
         log.error("config", "new config refused, last good kept: %s" % err)
-    cfg, oerr = _overlay(config, cfg, board.fs_root + "/config.central.json")
-    if oerr is not None:
-        err = oerr if err is None else "%s; %s" % (err, oerr)
-    del config
+    # The central's config overlay (docs/uplink.md, "Config"), pulled by the uplink in an earlier boot:
+    # laid over the local config when present and valid; otherwise the local config alone, and why.
+    try:
+        with open(board.fs_root + "/config.central.json") as f:
+            text = f.read()
+    except OSError:
+        text = None  # no overlay: the local config as it is
+    if text is not None:
+        try:
+            cfg = config.merge_overlay(cfg, json.loads(text))
+            log.info("config", "central overlay applied")
+        except ValueError as e:  # ConfigError, or broken JSON
+            why = "central overlay refused, local config in force: %s" % e
+            log.error("config", why)
+            err = why if err is None else "%s; %s" % (err, why)
+    del config, text
     _unload("clockterm.config")  # only needed at boot: give its ~7 KB of heap back
     try:
         app = App(board, cfg, err)
