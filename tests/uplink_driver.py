@@ -92,7 +92,7 @@ async def main():
             taps -= 1
             up.kick()
             next_tap = time.ticks_add(next_tap, tap_ms)
-        st = up.state
+        st = up.status()["state"]
         if not states or states[-1] != st:
             states.append(st)
         loops += 1
