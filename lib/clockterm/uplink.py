@@ -80,7 +80,8 @@ class Uplink:
         self.journal = journal
         self.clock = clock
         self.device_id = device_id
-        self._cred = (client_id, client_secret)
+        self.client_id = client_id
+        self.client_secret = client_secret
         # The status document (status()), kept here and updated in place; the counters are this boot's
         self.info = {
             "state": _IDLE,
@@ -161,7 +162,7 @@ class Uplink:
         self.token = None
         # Client credentials, form-encoded: RFC 3986 unreserved characters pass, the others as %XX
         form = []
-        for value in self._cred:
+        for value in (self.client_id, self.client_secret):
             v = ""
             for ch in value.encode():
                 ok = 48 <= ch <= 57 or 65 <= ch <= 90 or 97 <= ch <= 122 or ch in b"-._~"
