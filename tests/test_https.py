@@ -30,22 +30,23 @@ async def main():
     base = gc.mem_alloc()
     peak = 0
     for step in cfg["steps"]:
-        hdrs = {}
+        hdrs = ""
         if token:
-            hdrs["Authorization"] = "Bearer " + token
+            hdrs = "Authorization: Bearer %s\r\n" % token
         body = step.get("body")
         if step.get("form"):
             body = step["form"].encode()
+            hdrs += "Content-Type: application/x-www-form-urlencoded\r\n"
         elif body is not None:
             body = json.dumps(body).encode()
+            hdrs += "Content-Type: application/json\r\n"
         try:
-            ctype = "application/x-www-form-urlencoded" if step.get("form") else "application/json"
-            r = await c.request(step["method"], step["path"], body, hdrs, ctype)
-            res = {"status": r.status, "body": r.body.decode(), "connected": c.connected}
-            if step.get("token") and r.status == 200:
-                token = json.loads(r.body)["access_token"]
+            status, _, answer = await c.request(step["method"], step["path"], body, hdrs)
+            res = {"status": status, "body": answer.decode(), "connected": c.stream is not None}
+            if step.get("token") and status == 200:
+                token = json.loads(answer)["access_token"]
         except https.HTTPError as e:
-            res = {"error": str(e), "connected": c.connected}
+            res = {"error": str(e), "connected": c.stream is not None}
         peak = max(peak, gc.mem_alloc() - base)
         out.append(res)
     c.close()
@@ -202,21 +203,23 @@ port, room = int(sys.argv[1]), int(sys.argv[2])
 writes = []
 
 class Client(https.Client):
-    async def _connect(self):  # count the writes the request makes on the stream
-        await super()._connect()
-        write = self._w.write
-        def counted(b):
-            writes.append(len(b))
-            write(b)
-        self._w.write = counted
+    async def _exchange(self, *args):  # count the writes the request makes on the stream
+        s = self.stream
+        if not hasattr(s, "counted"):
+            write = s.write
+            def counted(b):
+                writes.append(len(b))
+                write(b)
+            s.write = s.counted = counted
+        return await super()._exchange(*args)
 
 async def main():
     c = Client("http://127.0.0.1:%d/api" % port)
     buf = bytearray(room + 3000)
     for i in range(room, len(buf)):
         buf[i] = 0x61 + i % 26
-    r = await c.request("POST", "/x", memoryview(buf), {"Authorization": "Bearer t0k"}, room=room)
-    print(json.dumps({"status": r.status, "body": r.body.decode(), "writes": writes}))
+    status, _, body = await c.request("POST", "/x", memoryview(buf), "Authorization: Bearer t0k\r\n", room=room)
+    print(json.dumps({"status": status, "body": body.decode(), "writes": writes}))
 
 asyncio.run(main())
 """
@@ -256,3 +259,60 @@ def test_head_room_sends_head_and_body_in_one_write(room: int) -> None:
     assert head.startswith(b"POST /api/x HTTP/1.1\r\n") and b"Content-Length: 3000" in head
     assert body == bytes(0x61 + i % 26 for i in range(room, room + 3000))
     assert out["writes"] == ([len(got["all"])] if room else [len(head) + 4, 3000])
+
+
+STALE = r"""
+import sys, json, asyncio
+from clockterm import https
+port = int(sys.argv[1])
+calls = []
+
+def body():  # a body built at write time, as the uplink's batch is: called again for a resend
+    calls.append(1)
+    return b"x" * 10 + b"body %d" % len(calls)
+
+async def main():
+    c = https.Client("http://127.0.0.1:%d" % port)
+    out = []
+    for _ in range(2):
+        status, _, answer = await c.request("POST", "/p", body, "", 10)
+        out.append([status, answer.decode()])
+        await asyncio.sleep_ms(300)  # meanwhile the server closes the kept-alive connection
+    print(json.dumps({"answers": out, "calls": len(calls), "connections": c.connections}))
+
+asyncio.run(main())
+"""
+
+
+def test_body_function_called_again_when_a_kept_alive_connection_was_closed() -> None:
+    # The server answers with keep-alive, then closes the idle connection: the next request finds it
+    # closed (no answer byte) and goes once more on a fresh connection, its body built anew.
+    import socket
+    import threading
+
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(2)
+    got: list[bytes] = []
+
+    def serve() -> None:
+        for _ in range(2):
+            conn, _ = srv.accept()
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < 6:  # b"body N"
+                    data += conn.recv(65536)
+                got.append(data.split(b"\r\n\r\n", 1)[1])
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(got) + b"k" * len(got))
+            # closed right after the answer: the client's next request on it finds it closed
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        out = mp.mp_json(STALE, args=[str(srv.getsockname()[1])])
+    finally:
+        t.join(5)
+        srv.close()
+    assert out["answers"] == [[200, "k"], [200, "kk"]]
+    assert out["connections"] == 2 and out["calls"] == 3  # the second request built twice, sent once
+    assert got == [b"body 1", b"body 3"]

@@ -115,6 +115,22 @@ def test_fault_matrix_exactly_once(central: Handle) -> None:
     assert 1 <= out["batch_max"] <= 20  # halved by the 413 (from the batch that was sent, bytes-bound)
 
 
+def test_request_buffer_shared_with_another_user(central: Handle) -> None:
+    # The uplink's request buffer lent by its creator (an OutBuf, as the control port's) and overwritten
+    # by another user at every turn of the event loop: the uplink builds each request into it right
+    # before the write, and again for a resend (a kept-alive connection found closed, a 401), so every
+    # punch still arrives intact, exactly once. Held across an await, its body would be garbage (400).
+    central.set_faults(queue=[{"do": "close"}, {"do": "status", "code": 401}, {"do": "chunked"},
+                              {"do": "status", "code": 500}, {"do": "close"}, {"do": "reset"}])
+    out = run(config(central, initial=300, taps=40, tap_every_ms=20, batch_max=50, shared_buf=3072))
+    assert out["acked"] == out["last"] == 340 and out["bad_acks"] == 0, out
+    assert_exactly_once(central, 340)
+    assert central.central.faults.queue == []  # every fault was met, the resends among them
+    assert "rejected" not in out["states"] and out["last_error"] is None, out
+    assert out["clobbers"] > 100
+    assert out["batches"] >= 340 // 50
+
+
 def test_bad_batch_is_paused_not_resent_blindly(central: Handle) -> None:
     central.set_faults(queue=[{"do": "status", "code": 400}])
     out = run(config(central, initial=10, tune={"rejected_pause_ms": 1500}))

@@ -66,9 +66,14 @@ async def main():
         from clockterm.roster import Roster
 
         roster = Roster(cfg["fs_root"] + "/roster.bin")
+    buf = None
+    if cfg.get("shared_buf"):  # a buffer lent by the creator, as the control port's answer buffer would be
+        from clockterm.outbuf import OutBuf
+
+        buf = OutBuf(cfg["shared_buf"])
     up = uplink.Uplink(j, clock, cfg["device"], cfg["url"], cfg["device"], cfg["secret"],
                        cafile=cfg.get("ca"), batch_max=cfg.get("batch_max"), roster=roster,
-                       fs_root=cfg.get("fs_root"), config_path=cfg.get("local_config"))
+                       fs_root=cfg.get("fs_root"), config_path=cfg.get("local_config"), buf=buf)
     for k, v in cfg.get("tune", {}).items():
         setattr(up, k, v)
     for k, v in cfg.get("client", {}).items():
@@ -78,6 +83,19 @@ async def main():
     peak = 0
     states = []
     task = asyncio.create_task(up.run())
+    clobbers = 0
+    if buf is not None:
+        async def other_user():
+            # The buffer's other user, like the control port: fills it and writes it out without an
+            # await in between, at every turn of the loop. The uplink must never hold its request in the
+            # buffer across an await, or what it sends is this garbage.
+            nonlocal clobbers
+            while True:
+                buf.reset().write(b"}" * len(buf.buf))
+                clobbers += 1
+                await asyncio.sleep_ms(0)
+
+        other = asyncio.create_task(other_user())
     t0 = time.ticks_ms()
     taps = cfg.get("taps", 0)
     tap_ms = cfg.get("tap_every_ms", 50)
@@ -92,7 +110,7 @@ async def main():
             taps -= 1
             up.kick()
             next_tap = time.ticks_add(next_tap, tap_ms)
-        st = up.state
+        st = up.status()["state"]
         if not states or states[-1] != st:
             states.append(st)
         loops += 1
@@ -111,9 +129,11 @@ async def main():
         await task
     except asyncio.CancelledError:
         pass
+    if buf is not None:
+        other.cancel()
     st = up.status()
     st.update({"acked": j.acked_seq, "last": j.last_seq, "acks": j.acks, "bad_acks": j.bad_acks,
-               "states": states, "done_ms": done_ms, "heap_peak": peak})
+               "states": states, "done_ms": done_ms, "heap_peak": peak, "clobbers": clobbers})
     st["config_module_loaded"] = "clockterm.config" in sys.modules  # imported only for a check
     if roster is not None:
         st["roster"] = roster.status()
