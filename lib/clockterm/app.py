@@ -20,6 +20,10 @@ _RESTART_MAX_MS = const(60000)
 _DISPLAY_MS = const(10000)  # idle display refresh
 _CRASH_LIMIT = const(3)  # crashes in a row that put the terminal into safe mode
 _HEALTHY_MS = const(600000)  # running this long clears the crash count
+# The answer buffer, allocated at boot while the heap still has large free blocks: the control port's
+# (or endpoint's) answers and the uplink's requests are built in it in turn (docs/uplink.md, "The
+# request buffer"); 4 KB carries about 65 punches per request.
+_OUT_BYTES = const(4096)
 
 
 def load_board():
@@ -74,8 +78,10 @@ class App:
         self.terminal = Terminal(self.clock, self.journal, self.roster, self.tz, board.indicator, cfg["terminal"])
         self.clock.on_first_sync = self._correct_presync
         self.sntp = None
+        from clockterm.outbuf import OutBuf
         from clockterm.uplink import Uplink
 
+        self.out = OutBuf(_OUT_BYTES)
         c = cfg["central"]
         ca = c.get("ca") or None
         if ca and not ca.startswith("/"):
@@ -83,7 +89,7 @@ class App:
         self.uplink = Uplink(self.journal, self.clock, cfg["device_id"], c["url"], c["client_id"],
                              c["client_secret"], cafile=ca, batch_max=c["batch_max"], interval_s=c["interval_s"],
                              roster=self.roster, fs_root=root, config_path=board.config_path,
-                             good_config_path=board.good_config_path)
+                             good_config_path=board.good_config_path, buf=self.out)
         self.terminal.on_punch = self.uplink.kick
 
     # --- supervision --------------------------------------------------------------------------
@@ -200,7 +206,7 @@ class App:
         loop.set_exception_handler(_on_loop_error)
         board = self.board
         if board.control is not None:
-            await board.control.start(self.terminal.tap, self.status)
+            await board.control.start(self.terminal.tap, self.status, self.out)
         for name, reader in board.readers():
             self.supervise("reader." + name, lambda r=reader: poll_reader(r, self.terminal.tap))
         if hasattr(board.link, "run"):  # a link with work to do (Wi-Fi, Ethernet); the sim's is always up

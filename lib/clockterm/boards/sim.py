@@ -16,11 +16,10 @@ from micropython import const
 
 from clockterm import log
 from clockterm.boards.norflash import NorFlash, mount_lfs
-from clockterm.outbuf import OutBuf, Overflow
+from clockterm.outbuf import Overflow
 
 _SECTOR = const(4096)
 _LINE_MAX = const(64)  # longest control-port line accepted
-_OUT_MAX = const(3072)  # longest control-port answer (STATUS)
 
 
 def _host_ms():
@@ -142,9 +141,12 @@ class Board:
     # JSON. One command per line; a line over _LINE_MAX bytes is refused once its end has been read
     # and thrown away (hostile input costs no heap).
 
-    async def start(self, tap, status):
+    async def start(self, tap, status, out):
+        # out: the app's answer buffer (an OutBuf, shared with the uplink: filled and handed to the
+        # stream's write() with no await in between, so neither user ever sees the other's bytes).
         self.tap = tap
         self.app_status = status
+        self.out = out
         await asyncio.start_server(self._client, "127.0.0.1", self.port)
         log.info("sim", "control port on 127.0.0.1:%d" % self.port)
 
@@ -211,7 +213,6 @@ class Board:
         self._rtc_init(sim.get("rtc_offset_ms", 0), sim.get("rtc_drift_ppm", 0.0), sim.get("rtc_battery", True))
         self.control = self
         self.port = sim.get("control_port", 7001)
-        self.out = OutBuf(_OUT_MAX)
         # The journal partition; a test may shrink it (sim.journal_kb) to reach a full journal fast.
         jcfg = self.board_cfg["flash"]["journal"]
         if "journal_kb" in sim:
