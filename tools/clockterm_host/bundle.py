@@ -158,5 +158,12 @@ def build(board: str, out: Path | None = None) -> Path:
     romfs_image(out)
     for name in ("boot.py", "main.py"):
         shutil.copy2(REPO / name, out / name)
-    (out / "board.json").write_text(json.dumps(cfg, indent=1) + "\n")
+    # The board reads its wiring and flash layout; the notes for people and for the host (description,
+    # the firmware pin, module, heap) stay in board_configs/: on the board they would only cost heap.
+    device_cfg = {k: v for k, v in cfg.items() if k not in HOST_ONLY}
+    (out / "board.json").write_text(json.dumps(device_cfg, separators=(",", ":")) + "\n")
     return out
+
+
+# Board config keys the firmware never reads.
+HOST_ONLY = ("description", "firmware", "module", "heap")
