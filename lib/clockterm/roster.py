@@ -48,7 +48,6 @@ class Roster:
         self.path = path
         self._buf = bytearray(_REC)
         self._f = None
-        self.generation = 0  # bumped by every open(): indexes from lookup() change with the file
         self.open()
 
     def open(self):
@@ -56,7 +55,9 @@ class Roster:
         if self._f is not None:
             self._f.close()
             self._f = None
-        self.generation += 1
+        # Per boot and per file (indexes from lookup() mean other people in another file): the
+        # terminal's in/out state, one bit per entry ("inside"), allocated at its first known badge.
+        self.inside = None
         self.count = 0
         self.error = None  # a missing file: no roster installed yet
         try:
