@@ -6,9 +6,6 @@
 # the end of a file read as 0xFF like erased flash. LittleFS copies the last block of a file on every
 # flushed append, so this backend costs a block erase per punch; the raw backend is the one that
 # saves flash.
-#
-# One file stays open: the newest segment's, which the tap path appends to and the uplink reads
-# (reading an older segment, at recovery or with a long backlog, moves the handle there).
 
 import os
 
@@ -35,40 +32,53 @@ class LfsRing:
             os.mkdir(root)
         except OSError:
             pass  # exists
-        self._b = -1  # block of the open file (or known to have none)
-        self._f = None
+        # Two cached handles: a read-only one for older segments (recovery, the uplink), and the
+        # newest segment's, which the tap path appends to, so that neither reopens after the other.
+        self._rs = -1  # block of the read handle
+        self._rf = None
+        self._ws = -1  # block of the write handle
+        self._wf = None
 
-    def _close(self):
-        f = self._f
-        self._f = None
-        self._b = -1
+    def _close(self, write):
+        # Close the read or the write handle. A read handle has nothing to lose; a failed flush of
+        # the write handle was reported by writeblocks() already.
+        if write:
+            f, self._wf, self._ws = self._wf, None, -1
+        else:
+            f, self._rf, self._rs = self._rf, None, -1
         if f is not None:
             try:
                 f.close()
             except OSError:
-                pass  # every write was flushed (and a failed one reported) already
+                pass
 
     def readblocks(self, block, buf, offset=0):
-        if block != self._b:
-            self._close()
-            try:
-                self._f = open("%s/%d" % (self.root, block), "r+b")
-            except OSError:
-                pass  # no file: an erased block
-            self._b = block
+        if block == self._ws:
+            f = self._wf
+        else:
+            if block != self._rs:
+                self._close(False)
+                try:
+                    self._rf = open("%s/%d" % (self.root, block), "rb")
+                    self._rs = block
+                except OSError:
+                    pass  # no file: an erased block
+            f = self._rf if block == self._rs else None
         n = 0
-        if self._f is not None:
-            self._f.seek(offset)
-            n = self._f.readinto(buf) or 0
+        if f is not None:
+            f.seek(offset)
+            n = f.readinto(buf) or 0
         for i in range(n, len(buf)):
             buf[i] = 0xFF
 
     def writeblocks(self, block, buf, offset):
-        if block != self._b or self._f is None:
-            self._close()
-            self._f = open("%s/%d" % (self.root, block), "w+b" if offset == 0 else "r+b")
-            self._b = block
-        f = self._f
+        if block != self._ws:
+            self._close(True)
+            if block == self._rs:
+                self._close(False)
+            self._wf = open("%s/%d" % (self.root, block), "w+b" if offset == 0 else "r+b")
+            self._ws = block
+        f = self._wf
         try:
             size = f.seek(0, 2)
             if offset < size:
@@ -79,7 +89,7 @@ class LfsRing:
             f.write(buf)
             f.flush()
         except OSError:
-            self._close()
+            self._close(True)
             raise
 
     def ioctl(self, op, arg):
@@ -88,13 +98,16 @@ class LfsRing:
         if op == _SIZE:
             return self.block_size
         if op == _ERASE:
-            if arg == self._b:
-                self._close()
+            if arg == self._ws:
+                self._close(True)
+            if arg == self._rs:
+                self._close(False)
             try:
                 os.remove("%s/%d" % (self.root, arg))
             except OSError as e:
                 if e.errno != _ENOENT:
                     raise
         elif op == _SYNC:
-            self._close()
+            self._close(False)
+            self._close(True)
         return 0
