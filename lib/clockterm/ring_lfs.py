@@ -1,106 +1,113 @@
-# LittleFS segment store for the journal: one file per segment in a directory of the filesystem.
+# LittleFS segment store for the journal: a block device whose blocks are files in a directory.
 #
-# For boards whose only flash is the filesystem (stock MicroPython images). A slot is the file
-# <root>/<slot>; erasing it removes the file, programming appends (and flushes, which LittleFS
-# commits atomically), bytes past the end of a file read as 0xFF like erased flash. LittleFS copies
-# the last block of a file on every flushed append, so this backend costs a block erase per punch;
-# the raw backend is the one that saves flash.
+# For boards whose only flash is the filesystem (stock MicroPython images). Block <n> is the file
+# <root>/<n>, with the extended block protocol the journal speaks to a raw partition: erasing a block
+# removes its file, programming appends (and flushes, which LittleFS commits atomically), bytes past
+# the end of a file read as 0xFF like erased flash. LittleFS copies the last block of a file on every
+# flushed append, so this backend costs a block erase per punch; the raw backend is the one that
+# saves flash.
 
 import os
 
 from micropython import const
 
 _ENOENT = const(2)
+_EINVAL = const(22)
+_SYNC = const(3)
+_COUNT = const(4)
+_SIZE = const(5)
+_ERASE = const(6)
 
 
 class LfsRing:
-    """Slots = capacity_bytes // segment_bytes files under root."""
+    """capacity_bytes // segment_bytes blocks of segment_bytes, as files under root."""
 
-    name = "littlefs"
+    name = "littlefs"  # the journal's status calls its backend so (a raw partition: "raw")
 
     def __init__(self, root, capacity_bytes, segment_bytes=4096):
         self.root = root
-        self.slot_size = segment_bytes
-        self.slots = capacity_bytes // segment_bytes
+        self.block_size = segment_bytes
+        self.block_count = capacity_bytes // segment_bytes
         try:
             os.mkdir(root)
         except OSError:
             pass  # exists
-        self._rs = -1  # slot of the cached read handle
+        # Two cached handles: a read-only one for older segments (recovery, the uplink), and the
+        # newest segment's, which the tap path appends to, so that neither reopens after the other.
+        self._rs = -1  # block of the read handle
         self._rf = None
-        self._ws = -1  # slot of the write handle (the newest segment)
+        self._ws = -1  # block of the write handle
         self._wf = None
 
-    def _path(self, slot):
-        return "%s/%d" % (self.root, slot)
-
-    def _close_r(self):
-        if self._rf is not None:
-            f, self._rf, self._rs = self._rf, None, -1
-            try:
-                f.close()
-            except OSError:
-                pass  # nothing to lose on a read handle
-
-    def _close_w(self):
-        if self._wf is not None:
+    def _close(self, write):
+        # Close the read or the write handle. A read handle has nothing to lose; a failed flush of
+        # the write handle was reported by writeblocks() already.
+        if write:
             f, self._wf, self._ws = self._wf, None, -1
+        else:
+            f, self._rf, self._rs = self._rf, None, -1
+        if f is not None:
             try:
                 f.close()
             except OSError:
-                pass  # a failed flush was already reported by program()
+                pass
 
-    def read(self, slot, off, buf):
-        if slot == self._ws:
+    def readblocks(self, block, buf, offset=0):
+        if block == self._ws:
             f = self._wf
         else:
-            if slot != self._rs:
-                self._close_r()
+            if block != self._rs:
+                self._close(False)
                 try:
-                    self._rf = open(self._path(slot), "rb")
-                    self._rs = slot
+                    self._rf = open("%s/%d" % (self.root, block), "rb")
+                    self._rs = block
                 except OSError:
-                    pass
-            f = self._rf if slot == self._rs else None
+                    pass  # no file: an erased block
+            f = self._rf if block == self._rs else None
         n = 0
         if f is not None:
-            f.seek(off)
+            f.seek(offset)
             n = f.readinto(buf) or 0
         for i in range(n, len(buf)):
             buf[i] = 0xFF
 
-    def program(self, slot, off, data):
-        if slot != self._ws:
-            self._close_w()
-            if slot == self._rs:
-                self._close_r()
-            self._wf = open(self._path(slot), "w+b" if off == 0 else "r+b")
-            self._ws = slot
+    def writeblocks(self, block, buf, offset):
+        if block != self._ws:
+            self._close(True)
+            if block == self._rs:
+                self._close(False)
+            self._wf = open("%s/%d" % (self.root, block), "w+b" if offset == 0 else "r+b")
+            self._ws = block
         f = self._wf
         try:
             size = f.seek(0, 2)
-            if off < size:
-                raise OSError(22)  # the journal only appends
-            while size < off:  # behind a record that did not land whole
+            if offset < size:
+                raise OSError(_EINVAL)  # the journal only appends
+            while size < offset:  # behind a record that did not land whole
                 f.write(b"\xff")
                 size += 1
-            f.write(data)
+            f.write(buf)
             f.flush()
         except OSError:
-            self._close_w()
+            self._close(True)
             raise
 
-    def erase(self, slot):
-        if slot == self._ws:
-            self._close_w()
-        if slot == self._rs:
-            self._close_r()
-        try:
-            os.remove(self._path(slot))
-        except OSError as e:
-            if e.args[0] != _ENOENT:
-                raise
-
-    def close(self):
-        self._close_r()
-        self._close_w()
+    def ioctl(self, op, arg):
+        if op == _COUNT:
+            return self.block_count
+        if op == _SIZE:
+            return self.block_size
+        if op == _ERASE:
+            if arg == self._ws:
+                self._close(True)
+            if arg == self._rs:
+                self._close(False)
+            try:
+                os.remove("%s/%d" % (self.root, arg))
+            except OSError as e:
+                if e.errno != _ENOENT:
+                    raise
+        elif op == _SYNC:
+            self._close(False)
+            self._close(True)
+        return 0
