@@ -18,9 +18,9 @@ SCRIPT = r"""
 import json, os, time, vfs
 from clockterm.boards.norflash import NorFlash
 from clockterm.journal import Journal, JournalFull
+from clockterm.epoch import iso_ms
 from clockterm.punch import Punch
 from clockterm.ring_lfs import LfsRing
-from clockterm.ring_raw import RawRing
 D = %r
 T0 = 1764000000000
 SEC = 4096
@@ -55,7 +55,7 @@ def workload(j, fl, n):
 out = {}
 # raw: 64-sector ring wrapped about 2.5 times
 fl = NorFlash(SEC, 64, path=D + "/raw64.bin")
-j = Journal(RawRing(fl))
+j = Journal(fl)
 b, e = workload(j, fl, 36000)
 out["raw.bytes_per_punch"] = b
 out["raw.erases_per_punch"] = e
@@ -63,7 +63,7 @@ out["raw.wraps"] = j._hgen / j.n
 fl.close()
 # raw: fill 2 MiB without acks, then recover (worst case: everything is pending)
 fl = NorFlash(SEC, 512, path=D + "/raw.bin")
-j = Journal(RawRing(fl))
+j = Journal(fl)
 n = 0
 while True:
     try:
@@ -75,7 +75,7 @@ out["raw.capacity_2mib"] = n
 out["raw.record_bytes"] = j._nb / j._np
 fl.close()
 t = time.ticks_ms()
-j = Journal(RawRing(NorFlash(SEC, 512, path=D + "/raw.bin")))
+j = Journal(NorFlash(SEC, 512, path=D + "/raw.bin"))
 out["raw.recovery_ms"] = ms_since(t)
 assert j.last_seq == n
 # littlefs: ring of 6 segments in a 256 KB filesystem, wrapped about 2.3 times
@@ -115,8 +115,10 @@ line = 0
 try:
     with open("/flash/punches.jsonl", "a") as f:
         while True:
-            d = mk(n).to_dict()
-            d["seq"] = n + 1
+            p = mk(n)
+            d = {"seq": n + 1, "utc": iso_ms(p.utc_ms), "utc_ms": p.utc_ms, "quality": "synced",
+                 "uncertainty_ms": p.uncertainty_ms, "badge": p.badge, "kind": p.kind, "employee": p.employee,
+                 "utc_offset_min": p.utc_offset_min}
             s = json.dumps(d) + "\n"
             f.write(s)
             f.flush()

@@ -170,9 +170,9 @@ class App:
         from clockterm import epoch
 
         t = epoch.gmtime_ms(utc_ms + self.tz.offset_s(utc_ms // 1000) * 1000)
-        js = self.journal.status()
+        j = self.journal
         self.board.indicator.idle(("%02d:%02d %s" % (t[3], t[4], ("UNSYNCED", "SYNCED", "STALE", "")[q]),
-                                   "backlog %d" % (js["last_seq"] - js["acked_seq"])))
+                                   "backlog %d" % (j.last_seq - j.acked_seq)))
 
     # --- status -------------------------------------------------------------------------------
 

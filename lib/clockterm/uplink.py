@@ -21,9 +21,9 @@ import time
 from micropython import const
 
 from clockterm import https, log
-from clockterm.punch import QUALITY_NAMES
 
 _Q_UNSYNCED = const(0)
+_QUALITY_NAMES = const(("unsynced", "synced", "stale", "corrected"))  # by quality code (clock.py)
 _TOKEN_MARGIN_MS = const(30000)  # refresh a token this long before it expires
 _BATCH_BYTES = const(4096)  # the request buffer allocated when the creator lends none
 _HEAD_ROOM = const(320)  # bytes in front of the body for the HTTP head (one write per request; a longer
@@ -211,7 +211,7 @@ class Uplink:
                 pos += len(head)
             elif p.journal_id != jid:
                 break  # one journal per batch
-            item = json.dumps([p.seq, p.badge, p.kind, p.utc_ms, p.utc_offset_min, QUALITY_NAMES[p.quality],
+            item = json.dumps([p.seq, p.badge, p.kind, p.utc_ms, p.utc_offset_min, _QUALITY_NAMES[p.quality],
                                p.uncertainty_ms, p.employee], separators=(",", ":")).encode()
             need = len(item) + (1 if n else 0) + 2  # comma, and the closing ]}
             if pos + need > len(buf):
