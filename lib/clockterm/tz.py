@@ -48,59 +48,73 @@ def civil_from_days(n):
     return (y + (m <= 2), m, d)
 
 
+def _rule_day(r, y):
+    """Days since 1970 of the rule's date in year y."""
+    kind, a, w, d, _ = r
+    if kind == _JULIAN1:
+        n = a - 1
+        if a >= 60 and y % 4 == 0 and (y % 100 != 0 or y % 400 == 0):  # skip February 29
+            n += 1
+        return days_from_civil(y, 1, 1) + n
+    if kind == _JULIAN0:
+        return days_from_civil(y, 1, 1) + a
+    first = days_from_civil(y, a, 1)
+    wd1 = (first + 4) % 7  # weekday of the 1st, 0 = Sunday (1970-01-01 was a Thursday)
+    day = first + (d - wd1) % 7 + (w - 1) * 7
+    if w == 5:
+        nxt = days_from_civil(y + (a == 12), a % 12 + 1, 1)
+        while day >= nxt:
+            day -= 7
+    return day
+
+
 class TZ:
-    """A parsed POSIX TZ string. Invalid strings raise ValueError naming the problem."""
+    """A parsed POSIX TZ string. Invalid strings raise ValueError naming the problem and where."""
 
     def __init__(self, s):
-        if not isinstance(s, str) or not s:
-            raise ValueError("TZ: empty string")
-        self.spec = s
-        self._s = s
+        self.spec = s  # also the parser's input, self._i its position
         self._i = 0
+        if not isinstance(s, str):
+            self._fail("not a string")
         self.std = self._name()
         # |offset| <= 24:59:59 as POSIX allows (the parser's limit of 24 hours); stored EAST positive, s
-        self.std_off = -self._hms(24, "std offset")
+        self.std_off = -self._hms(24, "offset")
         self.dst = None
         self.dst_off = self.std_off
-        self._rule = None
+        self._rule = None  # ((kind, a, w, d, time_s) of the DST start, the same of its end)
         if self._i < len(s):
             self.dst = self._name()
             self.dst_off = self.std_off + 3600
             if self._i < len(s) and s[self._i] != ",":
-                self.dst_off = -self._hms(24, "dst offset")
+                self.dst_off = -self._hms(24, "offset")
             if self._i < len(s):
-                self._expect(",")
-                start = self._date()
-                self._expect(",")
-                end = self._date()
-                self._rule = (start, end)
+                self._rule = (self._date(), self._date())  # ",start[/time],end[/time]"
             else:
-                self._rule = ((_MWD, 3, 2, 0, _DEF_TIME_S), (_MWD, 11, 1, 0, _DEF_TIME_S))
+                t = _DEF_TIME_S  # (a variable: a constant tuple would take heap at import)
+                self._rule = ((_MWD, 3, 2, 0, t), (_MWD, 11, 1, 0, t))
             if self._i != len(s):
                 self._fail("trailing characters")
-        del self._s
-        self._cache = (None, 0, 0)  # (year, DST start, DST end in UTC seconds) of the last year asked
+        self._cache = None  # (year, DST start, DST end in UTC seconds) of the last year asked
 
     # --- parsing -------------------------------------------------------------------------
+    # (few distinct messages: each costs heap; the position says which field)
 
     def _fail(self, text):
         raise ValueError("TZ %r: %s at position %d" % (self.spec, text, self._i))
 
-    def _expect(self, val):
-        if self._i >= len(self._s) or self._s[self._i] != val:
-            self._fail("expected %r" % val)
+    def _expect(self, c):
+        if self.spec[self._i:self._i + 1] != c:
+            self._fail("expected %r" % c)
         self._i += 1
 
     def _name(self):
-        s, i = self._s, self._i
-        if i < len(s) and s[i] == "<":
+        s, i = self.spec, self._i
+        if s[i:i + 1] == "<":
             j = s.find(">", i + 1)
-            if j < 0:
-                self._fail("unterminated <name>")
-            name = s[i + 1:j]
+            name = s[i + 1:j] if j > 0 else ""
             for c in name:
                 if not (c.isalpha() or c.isdigit() or c in "+-"):
-                    self._fail("bad character %r in <name>" % c)
+                    name = ""
             self._i = j + 1
         else:
             j = i
@@ -109,85 +123,62 @@ class TZ:
             name = s[i:j]
             self._i = j
         if len(name) < 3:
-            self._fail("zone name needs 3 or more characters")
+            self._i = i
+            self._fail("zone name: 3 or more letters, or <...> of letters, digits, + and -")
         return name
 
     def _num(self, start, end, text):
-        s, i = self._s, self._i
+        s, i = self.spec, self._i
         j = i
         while j < len(s) and s[j].isdigit():
             j += 1
-        if j == i:
-            self._fail("expected a number for " + text)
-        v = int(s[i:j])
+        v = int(s[i:j]) if j > i else -1
         if v < start or v > end:
-            self._fail("%s %d out of range %d..%d" % (text, v, start, end))
+            self._fail("%s: expected %d..%d" % (text, start, end))
         self._i = j
         return v
 
     def _hms(self, n, text):
         """[+|-]hh[:mm[:ss]] in seconds, at most n hours; text names the field in errors."""
         sign = 1
-        if self._i < len(self._s) and self._s[self._i] in "+-":
-            sign = -1 if self._s[self._i] == "-" else 1
+        c = self.spec[self._i:self._i + 1]
+        if c == "+" or c == "-":
+            sign = -1 if c == "-" else 1
             self._i += 1
         v = self._num(0, n, text) * 3600
-        for mul in (60, 1):
-            if self._i < len(self._s) and self._s[self._i] == ":":
-                self._i += 1
-                v += self._num(0, 59, text) * mul
-            else:
-                break
+        mul = 60  # then 1 (seconds), then done
+        while mul and self.spec[self._i:self._i + 1] == ":":
+            self._i += 1
+            v += self._num(0, 59, text) * mul
+            mul //= 60
         return sign * v
 
     def _date(self):
-        s = self._s
-        if self._i >= len(s):
-            self._fail("missing DST rule date")
-        c = s[self._i]
+        """,date[/time] of a DST rule: (kind, a, w, d, time_s)."""
+        self._expect(",")
+        c = self.spec[self._i:self._i + 1]
         if c == "J":
             self._i += 1
-            r = [_JULIAN1, self._num(1, 365, "DST rule Jn day"), 0, 0]
+            r = [_JULIAN1, self._num(1, 365, "DST rule date"), 0, 0]
         elif c == "M":
             self._i += 1
-            m = self._num(1, 12, "DST rule month")
+            r = [_MWD, self._num(1, 12, "DST rule date")]
             self._expect(".")
-            w = self._num(1, 5, "DST rule week")
+            r.append(self._num(1, 5, "DST rule date"))
             self._expect(".")
-            d = self._num(0, 6, "DST rule weekday")
-            r = [_MWD, m, w, d]
+            r.append(self._num(0, 6, "DST rule date"))
         elif c.isdigit():
-            r = [_JULIAN0, self._num(0, 365, "DST rule day"), 0, 0]
+            r = [_JULIAN0, self._num(0, 365, "DST rule date"), 0, 0]
         else:
-            self._fail("bad DST rule date")
+            self._fail("expected a DST rule date: Jn, n or Mm.w.d")
         t = _DEF_TIME_S
-        if self._i < len(s) and s[self._i] == "/":
+        if self.spec[self._i:self._i + 1] == "/":
             self._i += 1
-            t = self._hms(167, "transition time")
+            t = self._hms(167, "time")
         r.append(t)
         return tuple(r)
 
     # --- rules ---------------------------------------------------------------------------
-
-    @staticmethod
-    def _rule_day(r, y):
-        """Days since 1970 of the rule's date in year y."""
-        kind, a, w, d, _ = r
-        if kind == _JULIAN1:
-            n = a - 1
-            if a >= 60 and y % 4 == 0 and (y % 100 != 0 or y % 400 == 0):  # skip February 29
-                n += 1
-            return days_from_civil(y, 1, 1) + n
-        if kind == _JULIAN0:
-            return days_from_civil(y, 1, 1) + a
-        first = days_from_civil(y, a, 1)
-        wd1 = (first + 4) % 7  # weekday of the 1st, 0 = Sunday (1970-01-01 was a Thursday)
-        day = first + (d - wd1) % 7 + (w - 1) * 7
-        if w == 5:
-            nxt = days_from_civil(y + (a == 12), a % 12 + 1, 1)
-            while day >= nxt:
-                day -= 7
-        return day
 
     def is_dst(self, s):
         """True when DST is in effect at Unix UTC second s."""
@@ -196,10 +187,10 @@ class TZ:
         y = civil_from_days((s + self.std_off) // _DAY_S)[0]
         # (DST start, DST end) in UTC seconds for year y; cached for the last year asked.
         c = self._cache
-        if c[0] != y:
+        if c is None or c[0] != y:
             start, end = self._rule
-            c = self._cache = (y, self._rule_day(start, y) * _DAY_S + start[4] - self.std_off,
-                               self._rule_day(end, y) * _DAY_S + end[4] - self.dst_off)
+            c = self._cache = (y, _rule_day(start, y) * _DAY_S + start[4] - self.std_off,
+                               _rule_day(end, y) * _DAY_S + end[4] - self.dst_off)
         a, b = c[1], c[2]
         if a < b:
             return a <= s < b
