@@ -92,7 +92,10 @@ def _select(items):
     group = []
     for a in items:
         ua = a[1] - time.ticks_diff(a[0], t0) * 1000
-        g = [b for b in items if abs(ua - b[1] + time.ticks_diff(b[0], t0) * 1000) <= _AGREE_MS * 1000 + a[3] + b[3]]
+        g = []
+        for b in items:
+            if abs(ua - b[1] + time.ticks_diff(b[0], t0) * 1000) <= _AGREE_MS * 1000 + a[3] + b[3]:
+                g.append(b)
         if len(g) > len(group):
             group = g
     if len(group) * 2 <= len(items):
@@ -107,6 +110,11 @@ def _select(items):
 def _wait_readable(sock):
     # asyncio's own readiness wait (what StreamReader.read does), usable on a UDP socket.
     yield asyncio.core._io_queue.queue_read(sock)
+
+
+async def _cancel_after(task, ms):
+    await asyncio.sleep_ms(ms)
+    task.cancel()
 
 
 class Supervisor:
@@ -204,10 +212,17 @@ class Supervisor:
                     left = timeout_ms - time.ticks_diff(time.ticks_us(), t1) // 1000
                     if left <= 0:
                         return ignored
+                    # (not asyncio.wait_for_ms: its two extra tasks and closure take ~0.7 KB while
+                    # waiting; here one small timer task cancels this wait)
+                    timer = asyncio.create_task(_cancel_after(asyncio.current_task(), left))
                     try:
-                        await asyncio.wait_for_ms(_wait_readable(s), left)
-                    except asyncio.TimeoutError:
+                        await _wait_readable(s)
+                    except asyncio.CancelledError:
+                        if not timer.done():
+                            raise  # cancelled from outside, not a timeout
                         return ignored
+                    finally:
+                        timer.cancel()
                     continue
                 t4 = time.ticks_us()
                 t4_ms = time.ticks_ms()
@@ -232,7 +247,11 @@ class Supervisor:
         stratum = data[1]
         if stratum == 0:
             # a kiss-o'-death: its code (RATE, DENY, RSTR ...) in the reference id
-            return "kod-" + "".join(chr(b) for b in data[12:16] if 0x20 < b < 0x7F)
+            code = "kod-"
+            for b in data[12:16]:
+                if 0x20 < b < 0x7F:
+                    code += chr(b)
+            return code
         if data[0] >> 6 == 3:
             return "unsynchronized"
         if stratum >= 16:
@@ -314,15 +333,23 @@ class Supervisor:
         if self._resolved is None or time.ticks_diff(now, self._resolved) > _RESOLVE_EVERY_MS \
                 or self.failures:
             self._resolve()
-        live = [s for s in self.servers if not s[_S_DROPPED]]
+        # The servers due for a poll: the ones with most good polls first, then in configured order.
+        due = []
+        live = False
+        for s in self.servers:
+            if not s[_S_DROPPED]:
+                live = True
+                if not _due_ms(s, now):
+                    i = len(due)
+                    while i and due[i - 1][_S_GOOD] < s[_S_GOOD]:
+                        i -= 1
+                    due.insert(i, s)
         if not live:
             self.last_error = "no usable server" if self.servers else "no server resolved"
             return False
-        # the last good server first, then the others in configured order
-        live.sort(key=lambda s: -s[_S_GOOD])
-        due = [s for s in live if not _due_ms(s, now)][:_SERVERS_PER_ROUND]
         if not due:
             return None
+        del due[_SERVERS_PER_ROUND:]
         self.rounds += 1
         got = []
         for srv in due:
@@ -336,7 +363,10 @@ class Supervisor:
         best = _select(got)
         if best is None:
             self.last_error = "servers disagree"
-            log.warn("sntp", "servers disagree: not syncing (%s)" % ", ".join([s[6][_S_NAME] for s in got]))
+            names = []
+            for s in got:
+                names.append(s[6][_S_NAME])
+            log.warn("sntp", "servers disagree: not syncing (%s)" % ", ".join(names))
             return False
         t_ms, utc_us, delay, err, _, stratum, srv = best
         off = self.clock.correct(t_ms, utc_us, delay, err, srv[_S_NAME], stratum)
