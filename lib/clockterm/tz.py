@@ -1,9 +1,10 @@
 # Local time from POSIX TZ strings (with DST rules): for the display, work-day rules and punch offsets.
 #
-# Storage and the wire are UTC; this module only turns Unix UTC seconds/ms into local civil time.
-# The calendar arithmetic is done here on integers (days from 1970-01-01), not with time.mktime,
-# so the result does not depend on the port's epoch (1970 or 2000) nor on floats (single precision
-# on the ESP32).
+# Storage and the wire are UTC; this module only gives the offset of local time at a UTC instant
+# (local civil time is then epoch.gmtime_ms(utc_ms + offset_s * 1000)). The calendar arithmetic of
+# the DST rules is done here on integers (days from 1970-01-01), not with time.mktime, so the
+# result does not depend on the port's epoch (1970 or 2000) nor on floats (single precision on the
+# ESP32).
 #
 # Grammar (POSIX, with the RFC 8536 extension for transition times from -167 to 167 hours):
 #   std offset [dst [offset] [,start[/time],end[/time]]]
@@ -203,15 +204,3 @@ class TZ:
     def abbrev(self, s):
         """The zone abbreviation in effect at Unix UTC second s (e.g. CET or CEST; +0530 for <+0530>)."""
         return self.dst if self.is_dst(s) else self.std
-
-    def local(self, utc_ms):
-        """Local civil time: (year, month, mday, hour, minute, second, weekday, yearday, ms).
-
-        weekday 0 = Monday as in time.localtime; yearday 1..366."""
-        s = utc_ms // 1000
-        t = s + self.offset_s(s)
-        days = t // _DAY_S
-        sod = t - days * _DAY_S
-        y, m, d = civil_from_days(days)
-        return (y, m, d, sod // 3600, sod // 60 % 60, sod % 60, (days + 3) % 7,
-                days - days_from_civil(y, 1, 1) + 1, utc_ms % 1000)
