@@ -175,6 +175,7 @@ class Clock:
                 self._last_ms = 0  # a backward step: monotonic output restarts here
             self.steps += 1
             if first:
+                self.stored = None  # only the unsynced uncertainty and save() needed it: free it
                 self.presync_delta_ms = (off_us + 500) // 1000 if off_us >= 0 else -((-off_us + 500) // 1000)
                 log.info("clock", "first sync: stepped %d ms (pre-sync stamps get this added)"
                          % self.presync_delta_ms)
@@ -218,7 +219,7 @@ class Clock:
         try:
             self.rtc.set_ms(self.now()[0])
         except OSError as e:
-            log.warn("clock", "rtc.set_ms failed: %s" % e)
+            log.warn("clock", "cannot save %s: %s" % ("rtc", e))
         self.save()
         return self.offset_ms
 

@@ -13,13 +13,13 @@
 #   start/end: Jn (1..365, Feb 29 never counted), n (0..365, Feb 29 counted), Mm.w.d
 #   (month 1..12, week 1..5 where 5 = last, weekday 0 = Sunday); time defaults to 02:00.
 # A DST name without a rule takes the US rule M3.2.0,M11.1.0 (as glibc does).
+# The parser is clockterm.tzparse, loaded only while a string is parsed.
 
 from micropython import const
 
 _DAY_S = const(86400)
-_DEF_TIME_S = const(7200)  # 02:00 local, when a rule gives no time
 
-# Rule kinds
+# Rule kinds (the parser, tzparse.py, makes the rules)
 _JULIAN1 = const(0)  # Jn: 1..365, February 29 is never counted
 _JULIAN0 = const(1)  # n: 0..365, February 29 counted
 _MWD = const(2)  # Mm.w.d
@@ -73,111 +73,17 @@ class TZ:
     """A parsed POSIX TZ string. Invalid strings raise ValueError naming the problem and where."""
 
     def __init__(self, s):
-        self.spec = s  # also the parser's input, self._i its position
-        self._i = 0
-        if not isinstance(s, str):
-            self._fail("not a string")
-        self.std = self._name()
-        # |offset| <= 24:59:59 as POSIX allows (the parser's limit of 24 hours); stored EAST positive, s
-        self.std_off = -self._hms(24, "offset")
-        self.dst = None
-        self.dst_off = self.std_off
-        self._rule = None  # ((kind, a, w, d, time_s) of the DST start, the same of its end)
-        if self._i < len(s):
-            self.dst = self._name()
-            self.dst_off = self.std_off + 3600
-            if self._i < len(s) and s[self._i] != ",":
-                self.dst_off = -self._hms(24, "offset")
-            if self._i < len(s):
-                self._rule = (self._date(), self._date())  # ",start[/time],end[/time]"
-            else:
-                t = _DEF_TIME_S  # (a variable: a constant tuple would take heap at import)
-                self._rule = ((_MWD, 3, 2, 0, t), (_MWD, 11, 1, 0, t))
-            if self._i != len(s):
-                self._fail("trailing characters")
+        import sys
+
+        from clockterm import tzparse
+
+        try:
+            self.std, self.std_off, self.dst, self.dst_off, self._rule = tzparse.parse(s)
+        finally:
+            # the parser is needed again only for another TZ string: let the GC have its code
+            del sys.modules["clockterm.tzparse"]
+            delattr(sys.modules["clockterm"], "tzparse")
         self._cache = None  # (year, DST start, DST end in UTC seconds) of the last year asked
-
-    # --- parsing -------------------------------------------------------------------------
-    # (few distinct messages: each costs heap; the position says which field)
-
-    def _fail(self, text):
-        raise ValueError("TZ %r: %s at position %d" % (self.spec, text, self._i))
-
-    def _expect(self, c):
-        if self.spec[self._i:self._i + 1] != c:
-            self._fail("expected %r" % c)
-        self._i += 1
-
-    def _name(self):
-        s, i = self.spec, self._i
-        if s[i:i + 1] == "<":
-            j = s.find(">", i + 1)
-            name = s[i + 1:j] if j > 0 else ""
-            for c in name:
-                if not (c.isalpha() or c.isdigit() or c in "+-"):
-                    name = ""
-            self._i = j + 1
-        else:
-            j = i
-            while j < len(s) and s[j].isalpha():
-                j += 1
-            name = s[i:j]
-            self._i = j
-        if len(name) < 3:
-            self._i = i
-            self._fail("zone name: 3 or more letters, or <...> of letters, digits, + and -")
-        return name
-
-    def _num(self, start, end, text):
-        s, i = self.spec, self._i
-        j = i
-        while j < len(s) and s[j].isdigit():
-            j += 1
-        v = int(s[i:j]) if j > i else -1
-        if v < start or v > end:
-            self._fail("%s: expected %d..%d" % (text, start, end))
-        self._i = j
-        return v
-
-    def _hms(self, n, text):
-        """[+|-]hh[:mm[:ss]] in seconds, at most n hours; text names the field in errors."""
-        sign = 1
-        c = self.spec[self._i:self._i + 1]
-        if c == "+" or c == "-":
-            sign = -1 if c == "-" else 1
-            self._i += 1
-        v = self._num(0, n, text) * 3600
-        mul = 60  # then 1 (seconds), then done
-        while mul and self.spec[self._i:self._i + 1] == ":":
-            self._i += 1
-            v += self._num(0, 59, text) * mul
-            mul //= 60
-        return sign * v
-
-    def _date(self):
-        """,date[/time] of a DST rule: (kind, a, w, d, time_s)."""
-        self._expect(",")
-        c = self.spec[self._i:self._i + 1]
-        if c == "J":
-            self._i += 1
-            r = [_JULIAN1, self._num(1, 365, "DST rule date"), 0, 0]
-        elif c == "M":
-            self._i += 1
-            r = [_MWD, self._num(1, 12, "DST rule date")]
-            self._expect(".")
-            r.append(self._num(1, 5, "DST rule date"))
-            self._expect(".")
-            r.append(self._num(0, 6, "DST rule date"))
-        elif c.isdigit():
-            r = [_JULIAN0, self._num(0, 365, "DST rule date"), 0, 0]
-        else:
-            self._fail("expected a DST rule date: Jn, n or Mm.w.d")
-        t = _DEF_TIME_S
-        if self.spec[self._i:self._i + 1] == "/":
-            self._i += 1
-            t = self._hms(167, "time")
-        r.append(t)
-        return tuple(r)
 
     # --- rules ---------------------------------------------------------------------------
 
