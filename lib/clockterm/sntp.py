@@ -74,15 +74,6 @@ def _due_ms(server, now):
     return d if d > 0 else 0
 
 
-def _ts_us(data, off):
-    """NTP timestamp at data[off:off+8] as Unix microseconds (era 1 from 2036 on)."""
-    sec, frac = struct.unpack_from(">II", data, off)
-    if not sec & 0x80000000:
-        sec += 0x100000000  # era 1: 2036-02-07 onwards (valid until 2104)
-    # 2208988800: seconds from 1900 to 1970 (not a small int on 32-bit ports, so no const)
-    return (sec - 2208988800) * 1000000 + ((frac * 1000000) >> 32)
-
-
 def _select(items):
     # Several answers must agree before one is used: take the largest group that agrees with one
     # answer, and only if it is a majority (a lone liar among honest servers is outvoted; liars
@@ -267,15 +258,21 @@ class Supervisor:
             return "rec-zero"
         if data[16:24] == b"\0" * 8:
             return "ref-zero"  # the server never synchronized
-        t2 = _ts_us(data, 32)
-        t3 = _ts_us(data, 40)
+        ts = []
+        for i in range(32, 48, 8):  # T2 (server receive), T3 (server transmit) as Unix microseconds
+            sec, frac = struct.unpack_from(">II", data, i)
+            if not sec >> 31:
+                sec += 1 << 32  # NTP era 1: 2036-02-07 onwards (valid until 2104)
+            # 2208988800: seconds from 1900 to 1970 (not a small int on 32-bit ports, so no const)
+            ts.append((sec - 2208988800) * 1000000 + ((frac * 1000000) >> 32))
+        t2, t3 = ts
         proc = t3 - t2
         rtt = time.ticks_diff(t4, t1)
         if proc < 0 or proc > rtt:
             return "rec-xmt"  # server claims to have answered before asking, or too slowly
         delay = rtt - proc
         root_delay, root_disp = struct.unpack_from(">II", data, 4)
-        if root_delay & 0x80000000:  # a negative root delay (signed field)
+        if root_delay >> 31:  # a negative root delay (a signed field)
             return "root"
         root_us = ((root_delay * 1000000) >> 17) + ((root_disp * 1000000) >> 16)  # delay/2 + disp
         if root_us > _MAX_ROOT_US:
