@@ -59,14 +59,13 @@ class Clock:
         self.presync_delta_ms = None
         self.on_first_sync = None  # called with presync_delta_ms at the first sync of this boot
         self.last_sync_ms = None  # UTC ms of the last sync this boot
-        self._sync_m = 0  # monotonic ms of the last sync
         self.offset_ms = None  # offset measured at the last sync (true - ours)
         self.server = None
         self.stratum = None
         self.delay_ms = None
         self._err_us = 0  # uncertainty at the last sync: delay/2 + root distance
         self._base = None  # (mono_ms, utc_us): baseline of the drift estimate
-        self._last = None  # (mono_ms, utc_us) of the last sync: the next baseline
+        self._last = None  # (mono_ms, utc_us) of the last sync (the next drift baseline)
         self.drift_measured = False
         self.steps = 0
         self.syncs = 0
@@ -138,7 +137,7 @@ class Clock:
             self._last_ms = ms
         m = self._m0 + time.ticks_diff(t, self._t0)  # monotonic ms since boot
         if self.last_sync_ms is not None:
-            age = m - self._sync_m
+            age = m - self._last[0]
             rate = _DRIFT_UNC_MEAS_PPB if self.drift_measured else _DRIFT_UNC_PPB
             unc_us = self._err_us + abs(self._slew_us) + 1000 + age * rate // 1000000
             return ms, _Q_STALE if age > self.stale_after_s * 1000 else _Q_SYNCED, (unc_us + 999) // 1000
@@ -208,7 +207,6 @@ class Clock:
         self._last = point
         self.offset_ms = off_us / 1000
         self.last_sync_ms = utc_us // 1000
-        self._sync_m = mono
         self.delay_ms = delay_us / 1000
         self._err_us = err_us
         self.server = server
@@ -246,7 +244,7 @@ class Clock:
         if self.offset_ms is not None and abs(self.offset_ms) > self.max_offset_ms:
             out.append("offset")
         m = self._m0 + time.ticks_diff(self.ticks_ms(), self._t0)  # monotonic ms since boot
-        since = m - self._sync_m if self.last_sync_ms is not None else m
+        since = m - self._last[0] if self.last_sync_ms is not None else m
         if since > self.stale_after_s * 1000:
             out.append("stale")
         if self.servers_failing:

@@ -358,12 +358,11 @@ class Supervisor:
         if not got:
             return False
         best = _select(got)
-        if best is None:
-            self.last_error = "servers disagree"
+        if best is None:  # (_after logs it as a failed sync)
             names = []
             for s in got:
                 names.append(s[6][_S_NAME])
-            log.warn("sntp", "servers disagree: not syncing (%s)" % ", ".join(names))
+            self.last_error = "servers disagree: " + ", ".join(names)
             return False
         t_ms, utc_us, delay, err, _, stratum, srv = best
         off = self.clock.correct(t_ms, utc_us, delay, err, srv[_S_NAME], stratum)
