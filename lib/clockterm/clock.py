@@ -60,12 +60,11 @@ class Clock:
         self.on_first_sync = None  # called with presync_delta_ms at the first sync of this boot
         self.last_sync_ms = None  # UTC ms of the last sync this boot
         self.offset_ms = None  # offset measured at the last sync (true - ours)
-        self.server = None
-        self.stratum = None
-        self.delay_ms = None
-        self._err_us = 0  # uncertainty at the last sync: delay/2 + root distance
         self._base = None  # (mono_ms, utc_us): baseline of the drift estimate
-        self._last = None  # (mono_ms, utc_us) of the last sync (the next drift baseline)
+        # The last sync, None before: (mono_ms, utc_us, err_us, delay_us, server, stratum), see
+        # correct(); (mono_ms, utc_us) is also the next drift baseline. (One tuple: an attribute
+        # each would take more heap in the instance's dict.)
+        self._last = None
         self.drift_measured = False
         self.steps = 0
         self.syncs = 0
@@ -139,7 +138,7 @@ class Clock:
         if self.last_sync_ms is not None:
             age = m - self._last[0]
             rate = _DRIFT_UNC_MEAS_PPB if self.drift_measured else _DRIFT_UNC_PPB
-            unc_us = self._err_us + abs(self._slew_us) + 1000 + age * rate // 1000000
+            unc_us = self._last[2] + abs(self._slew_us) + 1000 + age * rate // 1000000
             return ms, _Q_STALE if age > self.stale_after_s * 1000 else _Q_SYNCED, (unc_us + 999) // 1000
         # Before a sync: bounded only when a battery RTC carried a synced time (from the store);
         # not when the RTC lost power (source "store": how long we were off is unknown).
@@ -188,7 +187,7 @@ class Clock:
             self._slew_us = off_us
         # Drift: the rate of true UTC against monotonic ticks, over a baseline of at least
         # _DRIFT_MIN_SPAN_MS (independent of our own corrections).
-        point = (mono, utc_us)
+        point = (mono, utc_us, err_us, delay_us, server, stratum)
         ref = self._base
         if ref is None:
             self._base = point
@@ -207,10 +206,6 @@ class Clock:
         self._last = point
         self.offset_ms = off_us / 1000
         self.last_sync_ms = utc_us // 1000
-        self.delay_ms = delay_us / 1000
-        self._err_us = err_us
-        self.server = server
-        self.stratum = stratum
         self.syncs += 1
         if abs(off_us) > self.max_offset_ms * 1000:
             log.warn("clock", "offset %d ms at sync with %s" % (off_us // 1000, server))
@@ -253,15 +248,16 @@ class Clock:
 
     def status(self):
         ms, q, unc = self.now()
+        last = self._last
         return {
             "synced": q == _Q_SYNCED,
             "quality": ("unsynced", "synced", "stale", "corrected")[q],
             "utc_ms": ms,
             "offset_ms": self.offset_ms,
             "last_sync": self.last_sync_ms,
-            "server": self.server,
-            "stratum": self.stratum,
-            "delay_ms": self.delay_ms,
+            "server": last and last[4],
+            "stratum": last and last[5],
+            "delay_ms": last and last[3] / 1000,
             "drift_ppm": self._ppb / 1000,
             "drift_measured": self.drift_measured,
             "uncertainty_ms": unc,

@@ -49,9 +49,9 @@ def civil_from_days(n):
     return (y + (m <= 2), m, d)
 
 
-def _rule_day(r, y):
-    """Days since 1970 of the rule's date in year y."""
-    kind, a, w, d, _ = r
+def _rule_day(r, k, y):
+    """Days since 1970 of the date of rule r[k:k + 5] (kind, a, w, d, time_s) in year y."""
+    kind, a, w, d = r[k], r[k + 1], r[k + 2], r[k + 3]
     if kind == _JULIAN1:
         n = a - 1
         if a >= 60 and y % 4 == 0 and (y % 100 != 0 or y % 400 == 0):  # skip February 29
@@ -95,9 +95,9 @@ class TZ:
         # (DST start, DST end) in UTC seconds for year y; cached for the last year asked.
         c = self._cache
         if c is None or c[0] != y:
-            start, end = self._rule
-            c = self._cache = (y, _rule_day(start, y) * _DAY_S + start[4] - self.std_off,
-                               _rule_day(end, y) * _DAY_S + end[4] - self.dst_off)
+            r = self._rule  # the start's (kind, a, w, d, time_s), then the end's
+            c = self._cache = (y, _rule_day(r, 0, y) * _DAY_S + r[4] - self.std_off,
+                               _rule_day(r, 5, y) * _DAY_S + r[9] - self.dst_off)
         a, b = c[1], c[2]
         if a < b:
             return a <= s < b

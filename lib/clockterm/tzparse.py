@@ -21,8 +21,8 @@ pos = 0  # the parser's position in it
 
 def parse(s):
     """(std, std_off, dst, dst_off, rule) of POSIX TZ string s. Offsets in seconds EAST of
-    Greenwich (POSIX writes them west); dst None without DST; rule None or ((kind, a, w, d,
-    time_s) of the DST start, the same of its end)."""
+    Greenwich (POSIX writes them west); dst None without DST; rule None or (kind, a, w, d,
+    time_s) of the DST start followed by the same of its end, in one tuple."""
     global src, pos
     src = s
     pos = 0
@@ -38,10 +38,10 @@ def parse(s):
         if pos < len(s) and s[pos] != ",":
             dst_off = -_hms(24, "offset")
         if pos < len(s):
-            rule = (_date(), _date())  # ",start[/time],end[/time]"
+            rule = _date() + _date()  # ",start[/time],end[/time]"
         else:
             t = _DEF_TIME_S  # (a variable: a constant tuple would take heap at import)
-            rule = ((_MWD, 3, 2, 0, t), (_MWD, 11, 1, 0, t))
+            rule = (_MWD, 3, 2, 0, t, _MWD, 11, 1, 0, t)
         if pos != len(s):
             _fail("trailing characters")
     return std, std_off, dst, dst_off, rule
