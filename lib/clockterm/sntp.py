@@ -74,6 +74,15 @@ def _due_ms(server, now):
     return d if d > 0 else 0
 
 
+def _ts_us(data, off):
+    # NTP timestamp at data[off:off+8] as Unix microseconds (era 1 from 2036 on)
+    sec, frac = struct.unpack_from(">II", data, off)
+    if not sec >> 31:
+        sec += 1 << 32  # era 1: 2036-02-07 onwards (valid until 2104)
+    # 2208988800: seconds from 1900 to 1970 (not a small int on 32-bit ports, so no const)
+    return (sec - 2208988800) * 1000000 + ((frac * 1000000) >> 32)
+
+
 def _select(items):
     # Several answers must agree before one is used: take the largest group that agrees with one
     # answer, and only if it is a majority (a lone liar among honest servers is outvoted; liars
@@ -173,15 +182,14 @@ class Supervisor:
 
     async def _query(self, server):
         # One request/reply with server: the sample, or the reason (str) the reply was refused.
-        sk = self.sock
+        # (few locals on purpose: this coroutine's frame is on the heap while it waits)
         # (built per request: 48 bytes once in a poll interval cost less than holding a buffer)
         buf = bytearray(_PKT)
         buf[0] = (_VERSION << 3) | _MODE_CLIENT  # LI 0, VN 4, mode 3
         xmt = os.urandom(8)  # random transmit timestamp: the reply must echo it as origin
         buf[40:48] = xmt
         server[_S_POLLS] += 1
-        timeout_ms = self.cfg.get("timeout_ms", 1000)
-        s = sk.socket(sk.AF_INET, sk.SOCK_DGRAM)
+        s = self.sock.socket(self.sock.AF_INET, self.sock.SOCK_DGRAM)
         ignored = "timeout"
         try:
             s.setblocking(False)
@@ -200,7 +208,7 @@ class Supervisor:
                 except OSError as e:
                     if e.args[0] != 11:  # EAGAIN: nothing yet
                         return "socket"
-                    left = timeout_ms - time.ticks_diff(time.ticks_us(), t1) // 1000
+                    left = self.cfg.get("timeout_ms", 1000) - time.ticks_diff(time.ticks_us(), t1) // 1000
                     if left <= 0:
                         return ignored
                     # (not asyncio.wait_for_ms: its two extra tasks and closure take ~0.7 KB while
@@ -215,7 +223,7 @@ class Supervisor:
                     finally:
                         timer.cancel()
                     continue
-                t4 = time.ticks_us()
+                rtt = time.ticks_diff(time.ticks_us(), t1)  # T4 - T1, both on ticks_us
                 t4_ms = time.ticks_ms()
                 # Checks that anyone could trip with a forged packet: ignore it and keep waiting,
                 # so a flood of junk cannot stop the real reply from being read.
@@ -258,19 +266,11 @@ class Supervisor:
             return "rec-zero"
         if data[16:24] == b"\0" * 8:
             return "ref-zero"  # the server never synchronized
-        ts = []
-        for i in range(32, 48, 8):  # T2 (server receive), T3 (server transmit) as Unix microseconds
-            sec, frac = struct.unpack_from(">II", data, i)
-            if not sec >> 31:
-                sec += 1 << 32  # NTP era 1: 2036-02-07 onwards (valid until 2104)
-            # 2208988800: seconds from 1900 to 1970 (not a small int on 32-bit ports, so no const)
-            ts.append((sec - 2208988800) * 1000000 + ((frac * 1000000) >> 32))
-        t2, t3 = ts
-        proc = t3 - t2
-        rtt = time.ticks_diff(t4, t1)
-        if proc < 0 or proc > rtt:
+        t2 = _ts_us(data, 32)  # server receive
+        t3 = _ts_us(data, 40)  # server transmit
+        delay = rtt - (t3 - t2)  # the round trip minus the server's processing
+        if t3 < t2 or delay < 0:
             return "rec-xmt"  # server claims to have answered before asking, or too slowly
-        delay = rtt - proc
         root_delay, root_disp = struct.unpack_from(">II", data, 4)
         if root_delay >> 31:  # a negative root delay (a signed field)
             return "root"
@@ -278,11 +278,9 @@ class Supervisor:
         if root_us > _MAX_ROOT_US:
             return "root"
         server[_S_LAST_XMT] = bytes(t3_raw)
-        off = None
-        if t1_local is not None:
-            # the classic ((T2 - T1) + (T3 - T4)) / 2 with T4 measured on the same ticks as T1
-            off = ((t2 - t1_local) + (t3 - t1_local - rtt)) // 2
-        return t4_ms, t3 + delay // 2, delay, delay // 2 + root_us, off, stratum, server
+        # offset: the classic ((T2 - T1) + (T3 - T4)) / 2, with T4 measured on the same ticks as T1
+        return (t4_ms, t3 + delay // 2, delay, delay // 2 + root_us,
+                None if t1_local is None else ((t2 - t1_local) + (t3 - t1_local - rtt)) // 2, stratum, server)
 
     async def poll(self, server):
         """A burst of `samples` requests to server (one of .servers): the minimum-delay sample,
