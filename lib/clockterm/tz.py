@@ -70,7 +70,10 @@ def _rule_day(r, k, y):
 
 
 class TZ:
-    """A parsed POSIX TZ string. Invalid strings raise ValueError naming the problem and where."""
+    """A parsed POSIX TZ string. Invalid strings raise ValueError naming the problem and where.
+
+    std and dst are the zone abbreviations (dst None without DST: the one in effect at s is
+    dst if is_dst(s) else std), std_off and dst_off their offsets in seconds east of Greenwich."""
 
     def __init__(self, s):
         import sys
@@ -106,7 +109,3 @@ class TZ:
     def offset_s(self, s):
         """Local offset from UTC in seconds (s: Unix UTC seconds), east positive, DST applied."""
         return self.dst_off if self.is_dst(s) else self.std_off
-
-    def abbrev(self, s):
-        """The zone abbreviation in effect at Unix UTC second s (e.g. CET or CEST; +0530 for <+0530>)."""
-        return self.dst if self.is_dst(s) else self.std
