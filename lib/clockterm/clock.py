@@ -251,7 +251,7 @@ class Clock:
         last = self._last
         return {
             "synced": q == _Q_SYNCED,
-            "quality": ("unsynced", "synced", "stale", "corrected")[q],
+            "quality": "synced" if q == _Q_SYNCED else "stale" if q == _Q_STALE else "unsynced",
             "utc_ms": ms,
             "offset_ms": self.offset_ms,
             "last_sync": self.last_sync_ms,
