@@ -137,7 +137,7 @@ class Supervisor:
         self.interval_ms = cfg.get("interval_s", 1024) * 1000
         clock.max_offset_ms = cfg.get("max_offset_ms", 1000)
         clock.stale_after_s = cfg.get("stale_after_s", 86400)
-        self.servers = []  # server lists (see _S_*), the last good one first
+        self.servers = []  # server lists (see _S_*), in configured order
         self._resolved = None  # ticks_ms of the last resolution
         self.state = "init"
         self.failures = 0
@@ -301,9 +301,9 @@ class Supervisor:
             if isinstance(smp, str):
                 rejects[smp] = rejects.get(smp, 0) + 1
                 server[_S_REJECT] = why = smp
-                code = smp[4:]
                 if smp[:4] != "kod-":
-                    continue
+                    continue  # the next request of the burst may do better
+                code = smp[4:]
                 if code == "RATE":
                     server[_S_MIN_POLL] = min(max(server[_S_MIN_POLL] * 2, MIN_POLL_S * 4), _MAX_POLL_S)
                     log.warn("sntp", "%s says RATE: poll now every %d s" % (server[_S_NAME], server[_S_MIN_POLL]))
