@@ -57,7 +57,7 @@ worst = []
 drift = []
 for k in range(12):  # a sync every 1024 s for about 3.4 hours
     sync(c, sim)
-    drift.append(c.drift_ppm)
+    drift.append(c.status()["drift_ppm"])
     w = 0
     for i in range(16):
         sim.advance_ms(64000)
@@ -163,7 +163,7 @@ src0 = c.source
 sync(c, sim)
 sim.advance_ms(600000)
 sync(c, sim)
-stored_drift = c.drift_ppm
+stored_drift = c.status()["drift_ppm"]
 import os
 files = sorted(os.listdir("/flash"))
 sim.advance_ms(3600000)  # an hour without power; the RTC has no battery and comes up in 2000
@@ -177,8 +177,8 @@ b3 = c3.now()
 with open(P, "w") as f:
     f.write("{not json")
 c4 = clk.Clock(SimRTC(sim2, offset_ms=30), P, ticks_ms=sim2.ticks)
-print(json.dumps({"src0": src0, "files": files, "drift": stored_drift, "c2": [c2.source, b2, c2.drift_ppm],
-                  "c3": [c3.source, b3], "c4": [c4.source, c4.drift_ppm], "true": sim2.true_ms()}))
+print(json.dumps({"src0": src0, "files": files, "drift": stored_drift, "c2": [c2.source, b2, c2.status()["drift_ppm"]],
+                  "c3": [c3.source, b3], "c4": [c4.source, c4.status()["drift_ppm"]], "true": sim2.true_ms()}))
 vfs.umount("/flash")
 os.remove(IMG)
 """)

@@ -75,10 +75,10 @@ async def main():
         sup = sntp.Supervisor(c, {"servers": ["127.0.0.1"], "port": port, "samples": 1,
                                   "timeout_ms": 400, "min_poll_s": 0, "max_offset_ms": 1000})
         ok = await sup.sync_once()
-        s = sup.servers[0]
+        s = sup.status()["servers"][0]
         utc, q, unc = c.now()
-        print("R " + json.dumps({"name": name, "ok": ok, "reject": s.last_reject, "dropped": s.dropped,
-                     "min_poll_s": s.min_poll_s,
+        print("R " + json.dumps({"name": name, "ok": ok, "reject": s["last_reject"], "dropped": s["dropped"],
+                     "min_poll_s": s["min_poll_s"],
                      "err_ms": utc - host_ms(), "quality": q, "rtc_sets": c.rtc.sets,
                      "offset_ms": c.offset_ms}))
 asyncio.run(main())
@@ -116,8 +116,8 @@ async def main():
         r1 = await sup.sync_once()
         await asyncio.sleep_ms(1100)  # past min_poll_s, but RATE asked for longer / DENY is final
         r2 = await sup.sync_once()
-        out[name] = [r1, r2, sup.servers[0].min_poll_s, sup.servers[0].dropped, sup.client.rejects,
-                     c.last_sync_ms]
+        s = sup.status()["servers"][0]
+        out[name] = [r1, r2, s["min_poll_s"], s["dropped"], sup.rejects, c.last_sync_ms]
     print(json.dumps(out))
 asyncio.run(main())
 """
@@ -134,17 +134,12 @@ def test_repeated_transmit_timestamp_is_a_replay() -> None:
     with HostileServer({"rep": BEHAVIOURS_EXTRA["repeat_xmt"]}) as hs:
         script = PRE + """
 async def main():
-    cl = sntp.Client()
-    cl.samples = 1
-    srv = sntp.Server("rep", __import__("socket").getaddrinfo("127.0.0.1", @port@)[0][-1])
-    srv.min_poll_s = 0
+    sup = sntp.Supervisor(fresh_clock(), {"servers": ["127.0.0.1"], "port": @port@, "samples": 1,
+                                          "min_poll_s": 0})
     res = []
     for i in range(3):
-        try:
-            s = await cl.poll(srv)
-            res.append("ok")
-        except sntp.Reject as r:
-            res.append(r.reason)
+        ok = await sup.sync_once()
+        res.append("ok" if ok else sup.status()["servers"][0]["last_reject"])
     print(json.dumps(res))
 asyncio.run(main())
 """
@@ -169,7 +164,9 @@ asyncio.run(main())
         ok, err, q, last_error = run(script, a=f"127.0.0.1:{p['liar']}", b=f"127.0.0.1:{p['good']}",
                                      c=f"127.0.0.1:{p['y2036']}")
         # three answers, no two agreeing (an hour ahead, honest, 2036): no majority, no sync
-        assert (ok, q, last_error) == (False, 0, "servers disagree")
+        assert (ok, q) == (False, 0)
+        # which ones, in the order they answered
+        assert last_error == f"servers disagree: 127.0.0.1:{p['liar']}, 127.0.0.1:{p['good']}, 127.0.0.1:{p['y2036']}"
         assert 499000 < err < 501000  # still the RTC's time
         ok2, err2, q2, _ = run(script, a=f"127.0.0.1:{p['liar']}", b=f"127.0.0.1:{p['good']}",
                                c=f"127.0.0.1:{p['good_b']}")
@@ -232,23 +229,19 @@ async def main():
     t = asyncio.create_task(sup.run())
     await asyncio.sleep_ms(3500)
     t.cancel()
-    cl = sntp.Client()
-    cl.samples = 1
-    srv = sntp.Server("x", sup.servers[0].addr)  # default limit: MIN_POLL_S
-    await cl.poll(srv)
-    try:
-        await cl.poll(srv)
-        second = "polled"
-    except sntp.Reject as r:
-        second = r.reason
-    print(json.dumps([sup.rounds, second, sntp.MIN_POLL_S, srv.min_poll_s]))
+    sup2 = sntp.Supervisor(c, {"servers": ["127.0.0.1"], "port": @port@, "samples": 1, "timeout_ms": 300})
+    first = await sup2.sync_once()  # no min_poll_s: the default limit, MIN_POLL_S
+    again = await sup2.sync_once()  # no server may be polled yet
+    second = await sup2.poll(sup2.servers[0])  # nor by calling poll directly
+    print(json.dumps([sup.rounds, first, again, second if isinstance(second, str) else "polled",
+                      sntp.MIN_POLL_S, sup2.status()["servers"][0]["min_poll_s"]]))
 asyncio.run(main())
 """
-        rounds, second, min_poll, srv_poll = run(script, port=hs.ports["good"])
+        rounds, first, again, second, min_poll, srv_poll = run(script, port=hs.ports["good"])
         n = hs.requests["good"]
     assert min_poll == 16 and srv_poll == 16
-    assert second == "too-soon"
-    assert rounds == 4 and n == 5  # t = 0, 1, 2, 3 s, plus the direct poll
+    assert first is True and again is None and second == "too-soon"
+    assert rounds == 4 and n == 5  # t = 0, 1, 2, 3 s, plus sup2's one sync (not the refused poll)
 
 
 def test_backoff_before_first_sync_and_alerts() -> None:

@@ -69,9 +69,11 @@ HOURS = int(dt.datetime(YEAR1, 1, 1, tzinfo=dt.UTC).timestamp() - T0) // 3600
 _MOD = (1 << 61) - 1
 
 # Runs in MicroPython: for each zone, the hours where (offset, abbreviation) change and a checksum
-# per year of every local() tuple (so both offset_s/abbrev and the broken-down time are compared).
+# per year of every local time (so both offset_s/is_dst and the broken-down time are compared). The
+# local time is what the firmware shows and stamps: epoch.gmtime_ms of UTC ms + offset_s.
 _MP_SWEEP = """
 import json
+from clockterm import epoch
 from clockterm.tz import TZ
 specs = SPECS
 T0 = %d
@@ -86,11 +88,13 @@ for spec, step_s in specs:
     end = T0 + HOURS * 3600
     while t < end:
         o = z.offset_s(t)
-        a = z.abbrev(t)
+        a = z.dst if z.is_dst(t) else z.std  # the abbreviation in effect
         if prev is None or prev[0] != o or prev[1] != a:
             tr.append([(t - T0) // 3600, o, a])
             prev = (o, a)
-        y, mo, d, h, mi, s, wd, yd, ms = z.local(t * 1000 + 999)
+        u = t * 1000 + 999
+        y, mo, d, h, mi, s, wd, yd = epoch.gmtime_ms(u + o * 1000)[:8]
+        ms = u %% 1000
         v = ((((((y * 13 + mo) * 32 + d) * 24 + h) * 60 + mi) * 60 + s) * 7 + wd) * 367 + yd
         v = v * 1000 + ms
         key = str(y)
@@ -185,7 +189,7 @@ def _compare(names: list[str], refs: list, specs: list[str], firsts: list[int], 
             tr_diff = ([x for x in want["tr"] if x not in g["tr"]][:3]
                        + [x for x in g["tr"] if x not in want["tr"]][:3])
             years = sorted(k for k in want["ck"] if want["ck"][k] != g["ck"].get(k))
-            bad.append(f"{name}: transitions differ {tr_diff}, local() differs in years {years}")
+            bad.append(f"{name}: transitions differ {tr_diff}, local time differs in years {years}")
     assert not bad, "\n".join(bad)
 
 
@@ -257,10 +261,15 @@ print(json.dumps(out))
 def test_local_fields_and_abbrev() -> None:
     got = mp_json("""
 import json
+from clockterm import epoch
 from clockterm.tz import TZ
 z = TZ("<+0530>-5:30")
 b = TZ("CET-1CEST,M3.5.0,M10.5.0/3")
-print(json.dumps([z.local(1767225600123), z.abbrev(0), b.abbrev(1782864000), b.abbrev(1767225600),
+u = 1767225600123
+loc = list(epoch.gmtime_ms(u + z.offset_s(u // 1000) * 1000)[:8]) + [u % 1000]
+def abbrev(z, t):
+    return z.dst if z.is_dst(t) else z.std
+print(json.dumps([loc, abbrev(z, 0), abbrev(b, 1782864000), abbrev(b, 1767225600),
                   b.offset_s(1782864000), z.offset_s(0)]))
 """)
     # 2026-01-01T00:00:00.123Z is 05:30:00.123 in India, a Thursday (weekday 3), day 1
@@ -271,9 +280,12 @@ def test_year_edge_rules() -> None:
     """Transitions whose UTC instant lies in the previous UTC year (POSIX: rules are local)."""
     got = mp_json("""
 import json
+from clockterm import epoch
 from clockterm.tz import TZ
 z = TZ("AAA-3BBB-4,0/0,59/12")
 # DST starts 2021-01-01 00:00 local standard time = 2020-12-31 21:00 UTC
-print(json.dumps([z.abbrev(1609448400 - 1), z.abbrev(1609448400), z.local(1609448400000)[:4]]))
+u = 1609448400000
+loc = epoch.gmtime_ms(u + z.offset_s(u // 1000) * 1000)
+print(json.dumps([z.dst if z.is_dst(1609448400 - 1) else z.std, z.dst if z.is_dst(1609448400) else z.std, loc[:4]]))
 """)
     assert got == ["AAA", "BBB", [2021, 1, 1, 1]]

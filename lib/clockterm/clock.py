@@ -18,13 +18,12 @@ from micropython import const
 
 from clockterm import log
 
-Q_UNSYNCED = const(0)
-Q_SYNCED = const(1)
-Q_STALE = const(2)
-Q_CORRECTED = const(3)  # on the wire only: a pre-sync stamp corrected within its boot
-
-QUALITY_NAMES = ("unsynced", "synced", "stale", "corrected")
-UNKNOWN_MS = const(0x3FFFFFFF)  # uncertainty when nothing bounds it (~12 days; a small int everywhere)
+# Quality of a stamp, as in clockterm.punch (Q_UNSYNCED ...); 3, corrected, is on the wire only: a
+# pre-sync stamp corrected within its boot.
+_Q_UNSYNCED = const(0)
+_Q_SYNCED = const(1)
+_Q_STALE = const(2)
+_UNKNOWN_MS = const(0x3FFFFFFF)  # uncertainty when nothing bounds it (~12 days; a small int everywhere)
 
 _REANCHOR_MS = const(3600000)  # fold elapsed ticks into the anchor hourly (ticks wrap after ~6 days)
 _DRIFT_MIN_SPAN_MS = const(120000)  # shortest baseline for a drift estimate (1 ms / 120 s ~ 8 ppm)
@@ -47,28 +46,25 @@ class Clock:
     max_offset_ms = 1000  # ms: an offset above this at a sync raises the "offset" alert
     stale_after_s = 86400  # s: no sync for longer is "stale" (quality and alert)
 
-    def __init__(self, rtc, store_path, ticks_ms=None):
+    def __init__(self, rtc, path, ticks_ms=None):
         self.rtc = rtc
-        self.store_path = store_path
-        self._ticks = ticks_ms or time.ticks_ms  # injectable for tests that simulate days
-        t = self._ticks()
+        self.path = path  # the stored time (JSON)
+        self.ticks_ms = ticks_ms or time.ticks_ms  # the tick source: injectable for tests that simulate days
+        t = self.ticks_ms()
         self._t0 = t  # anchor ticks
         self._m0 = 0  # monotonic ms since boot at the anchor (ticks unwrapped)
         self._ppb = 0  # drift compensation, parts per billion (true elapsed = ticks * (1 + ppb/1e9))
-        self._slew_us = 0  # slew still to apply (signed) from _st0
-        self._st0 = t
+        self._slew_us = 0  # slew still to apply (signed), from the anchor on
         self._last_ms = 0  # last stamp returned, for monotonic output
         self.presync_delta_ms = None
         self.on_first_sync = None  # called with presync_delta_ms at the first sync of this boot
         self.last_sync_ms = None  # UTC ms of the last sync this boot
-        self._sync_m = 0  # monotonic ms of the last sync
         self.offset_ms = None  # offset measured at the last sync (true - ours)
-        self.server = None
-        self.stratum = None
-        self.delay_ms = None
-        self._err_us = 0  # uncertainty at the last sync: delay/2 + root distance
-        self._ref = None  # (mono_ms, utc_us) baseline for the drift estimate
-        self._prev = None  # previous sync point (mono_ms, utc_us)
+        self._base = None  # (mono_ms, utc_us): baseline of the drift estimate
+        # The last sync, None before: (mono_ms, utc_us, err_us, delay_us, server, stratum), see
+        # correct(); (mono_ms, utc_us) is also the next drift baseline. (One tuple: an attribute
+        # each would take more heap in the instance's dict.)
+        self._last = None
         self.drift_measured = False
         self.steps = 0
         self.syncs = 0
@@ -76,7 +72,7 @@ class Clock:
         # The stored best guess (and drift) from the last run, then where the boot time comes from.
         st = None
         try:
-            with open(store_path) as f:
+            with open(path) as f:
                 st = json.load(f)
             int(st["utc_ms"])
             self._ppb = int(st.get("drift_ppb", 0))
@@ -108,32 +104,29 @@ class Clock:
         us = self._u0 + e * 1000 + e * self._ppb // 1000000
         s = self._slew_us
         if s:
-            a = time.ticks_diff(t, self._st0) * self.slew_ppm // 1000
+            a = e * self.slew_ppm // 1000  # slewed so far
             if a < 0:
                 a = 0
             us += s if a >= abs(s) else (a if s > 0 else -a)
         return us
 
-    def _mono(self, t):
-        return self._m0 + time.ticks_diff(t, self._t0)
-
     def _reanchor(self, t):
         # Fold everything up to ticks t into the anchor (applied slew included).
         us = self._us_at(t)
+        e = time.ticks_diff(t, self._t0)
         s = self._slew_us
         if s:
-            a = time.ticks_diff(t, self._st0) * self.slew_ppm // 1000
+            a = e * self.slew_ppm // 1000  # the part of the slew applied by t
             if a < 0:
                 a = 0
             self._slew_us = 0 if a >= abs(s) else (s - a if s > 0 else s + a)
-        self._m0 = self._mono(t)
+        self._m0 += e
         self._u0 = us
         self._t0 = t
-        self._st0 = t
 
     def now(self):
         """(utc_ms, quality, uncertainty_ms) for a stamp taken now."""
-        t = self._ticks()
+        t = self.ticks_ms()
         if time.ticks_diff(t, self._t0) > _REANCHOR_MS:
             self._reanchor(t)
         ms = self._us_at(t) // 1000
@@ -141,50 +134,35 @@ class Clock:
             ms = self._last_ms  # a slew or rounding never makes stamps run backwards
         else:
             self._last_ms = ms
-        q, unc = self._quality(t)
-        return ms, q, unc
-
-    def now_ms(self):
-        return self.now()[0]
-
-    def ticks_to_ms(self, t):
-        """UTC ms of an earlier ticks_ms reading t (same boot, after the last sync)."""
-        return self._us_at(t) // 1000
-
-    def _quality(self, t):
-        m = self._mono(t)
-        if self.last_sync_ms is None:
-            return Q_UNSYNCED, self._unsynced_unc_ms(m)
-        age = m - self._sync_m
-        rate = _DRIFT_UNC_MEAS_PPB if self.drift_measured else _DRIFT_UNC_PPB
-        unc_us = self._err_us + abs(self._slew_us) + 1000 + age * rate // 1000000
-        q = Q_STALE if age > self.stale_after_s * 1000 else Q_SYNCED
-        return q, (unc_us + 999) // 1000
-
-    def _unsynced_unc_ms(self, m):
-        # Before a sync: bounded only when a battery RTC (or the store) carried a synced time.
+        m = self._m0 + time.ticks_diff(t, self._t0)  # monotonic ms since boot
+        if self.last_sync_ms is not None:
+            age = m - self._last[0]
+            rate = _DRIFT_UNC_MEAS_PPB if self.drift_measured else _DRIFT_UNC_PPB
+            unc_us = self._last[2] + abs(self._slew_us) + 1000 + age * rate // 1000000
+            return ms, _Q_STALE if age > self.stale_after_s * 1000 else _Q_SYNCED, (unc_us + 999) // 1000
+        # Before a sync: bounded only when a battery RTC carried a synced time (from the store);
+        # not when the RTC lost power (source "store": how long we were off is unknown).
         st = self.stored
-        if st is None or self.source == "rtc-invalid" or not getattr(self.rtc, "battery", False):
-            return UNKNOWN_MS
-        if self.source == "store":
-            return UNKNOWN_MS  # the RTC lost power: how long we were off is unknown
-        since = self._u0 // 1000 + m - int(st.get("sync_ms", st["utc_ms"]))
-        if since < 0:
-            return UNKNOWN_MS
-        unc = int(st.get("unc_ms", 0)) + since * _RTC_UNC_PPB // 1000000000 + 1000
-        return unc if unc < UNKNOWN_MS else UNKNOWN_MS
+        unc = _UNKNOWN_MS
+        if st is not None and self.source == "rtc" and getattr(self.rtc, "battery", False):
+            since = self._u0 // 1000 + m - int(st.get("sync_ms", st["utc_ms"]))
+            if since >= 0:
+                unc = int(st.get("unc_ms", 0)) + since * _RTC_UNC_PPB // 1000000000 + 1000
+                if unc > _UNKNOWN_MS:
+                    unc = _UNKNOWN_MS
+        return ms, _Q_UNSYNCED, unc
 
     # --- correction -----------------------------------------------------------------------------
 
-    def correct(self, t_ms, utc_us, delay_us=0, err_us=0, server=None, stratum=None):
-        """Apply a sync: true UTC utc_us (microseconds) held at ticks_ms reading t_ms.
+    def correct(self, ticks, utc_us, delay_us=0, err_us=0, server=None, stratum=None):
+        """Apply a sync: true UTC utc_us (microseconds) held at ticks_ms reading ticks.
 
         delay_us is the round-trip delay of the sample, err_us its error bound (delay/2 + the
         server's root distance). Returns the offset applied, in ms (true - ours)."""
-        now_t = self._ticks()
-        if time.ticks_diff(now_t, t_ms) < 0:
-            t_ms = now_t  # a sample from the future is a caller bug; do not anchor there
-        self._reanchor(t_ms)
+        now_t = self.ticks_ms()
+        if time.ticks_diff(now_t, ticks) < 0:
+            ticks = now_t  # a sample from the future is a caller bug; do not anchor there
+        self._reanchor(ticks)
         mono = self._m0
         off_us = utc_us - self._u0
         first = self.last_sync_ms is None
@@ -195,6 +173,7 @@ class Clock:
                 self._last_ms = 0  # a backward step: monotonic output restarts here
             self.steps += 1
             if first:
+                self.stored = None  # only the unsynced uncertainty and save() needed it: free it
                 self.presync_delta_ms = (off_us + 500) // 1000 if off_us >= 0 else -((-off_us + 500) // 1000)
                 log.info("clock", "first sync: stepped %d ms (pre-sync stamps get this added)"
                          % self.presync_delta_ms)
@@ -206,32 +185,14 @@ class Clock:
                 log.warn("clock", "stepped %d ms" % (off_us // 1000))
         else:
             self._slew_us = off_us
-        self._drift(mono, utc_us)
-        self.offset_ms = off_us / 1000
-        self.last_sync_ms = utc_us // 1000
-        self._sync_m = mono
-        self.delay_ms = delay_us / 1000
-        self._err_us = err_us
-        self.server = server
-        self.stratum = stratum
-        self.syncs += 1
-        if abs(off_us) > self.max_offset_ms * 1000:
-            log.warn("clock", "offset %d ms at sync with %s" % (off_us // 1000, server))
-        try:
-            self.rtc.set_ms(self.now()[0])
-        except OSError as e:
-            log.warn("clock", "rtc.set_ms failed: %s" % e)
-        self.save()
-        return self.offset_ms
-
-    def _drift(self, m, utc_us):
-        # Rate of true UTC against monotonic ticks (m: monotonic ms), over a baseline of at least _DRIFT_MIN_SPAN_MS.
-        point = (m, utc_us)
-        ref = self._ref
+        # Drift: the rate of true UTC against monotonic ticks, over a baseline of at least
+        # _DRIFT_MIN_SPAN_MS (independent of our own corrections).
+        point = (mono, utc_us, err_us, delay_us, server, stratum)
+        ref = self._base
         if ref is None:
-            self._ref = point
+            self._base = point
         else:
-            span = m - ref[0]
+            span = mono - ref[0]
             if span >= _DRIFT_MIN_SPAN_MS:
                 ppb = (utc_us - ref[1] - span * 1000) * 1000000 // span
                 if abs(ppb) <= _DRIFT_MAX_PPB:
@@ -239,40 +200,46 @@ class Clock:
                     self.drift_measured = True
                 else:
                     log.warn("clock", "drift %d ppm is implausible: ignored" % (ppb // 1000))
-                    self._ref = point
-            if span > _DRIFT_MAX_SPAN_MS and self._prev is not None:
-                self._ref = self._prev
-        self._prev = point
+                    self._base = point
+            if span > _DRIFT_MAX_SPAN_MS and self._last is not None:
+                self._base = self._last  # move the baseline forward (temperature changes the rate)
+        self._last = point
+        self.offset_ms = off_us / 1000
+        self.last_sync_ms = utc_us // 1000
+        self.syncs += 1
+        if abs(off_us) > self.max_offset_ms * 1000:
+            log.warn("clock", "offset %d ms at sync with %s" % (off_us // 1000, server))
+        try:
+            self.rtc.set_ms(self.now()[0])
+        except OSError as e:
+            log.warn("clock", "cannot save %s: %s" % ("rtc", e))
+        self.save()
+        return self.offset_ms
 
     # --- persistence and status -----------------------------------------------------------------
 
     def save(self):
-        """Write the current time, drift and uncertainty to store_path (atomically)."""
+        """Write the current time, drift and uncertainty to path (atomically)."""
         ms, q, unc = self.now()
-        d = {"utc_ms": ms, "drift_ppb": self._ppb, "unc_ms": unc if q != Q_UNSYNCED else UNKNOWN_MS}
+        d = {"utc_ms": ms, "drift_ppb": self._ppb, "unc_ms": unc if q != _Q_UNSYNCED else _UNKNOWN_MS}
         if self.last_sync_ms is not None:
             d["sync_ms"] = self.last_sync_ms
         elif self.stored is not None and "sync_ms" in self.stored:
             d["sync_ms"] = self.stored["sync_ms"]
-        tmp = self.store_path + ".tmp"
+        tmp = self.path + ".tmp"
         try:
             with open(tmp, "w") as f:
                 json.dump(d, f)
-            os.rename(tmp, self.store_path)
+            os.rename(tmp, self.path)
         except OSError as e:
-            log.warn("clock", "cannot save %s: %s" % (self.store_path, e))
-
-    @property
-    def drift_ppm(self):
-        return self._ppb / 1000
+            log.warn("clock", "cannot save %s: %s" % (self.path, e))
 
     def alerts(self):
         out = []
         if self.offset_ms is not None and abs(self.offset_ms) > self.max_offset_ms:
             out.append("offset")
-        t = self._ticks()
-        m = self._mono(t)
-        since = m - self._sync_m if self.last_sync_ms is not None else m
+        m = self._m0 + time.ticks_diff(self.ticks_ms(), self._t0)  # monotonic ms since boot
+        since = m - self._last[0] if self.last_sync_ms is not None else m
         if since > self.stale_after_s * 1000:
             out.append("stale")
         if self.servers_failing:
@@ -281,16 +248,17 @@ class Clock:
 
     def status(self):
         ms, q, unc = self.now()
+        last = self._last
         return {
-            "synced": q == Q_SYNCED,
-            "quality": QUALITY_NAMES[q],
+            "synced": q == _Q_SYNCED,
+            "quality": "synced" if q == _Q_SYNCED else "stale" if q == _Q_STALE else "unsynced",
             "utc_ms": ms,
             "offset_ms": self.offset_ms,
             "last_sync": self.last_sync_ms,
-            "server": self.server,
-            "stratum": self.stratum,
-            "delay_ms": self.delay_ms,
-            "drift_ppm": self.drift_ppm,
+            "server": last and last[4],
+            "stratum": last and last[5],
+            "delay_ms": last and last[3] / 1000,
+            "drift_ppm": self._ppb / 1000,
             "drift_measured": self.drift_measured,
             "uncertainty_ms": unc,
             "source": self.source,

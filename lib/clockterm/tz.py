@@ -1,9 +1,10 @@
 # Local time from POSIX TZ strings (with DST rules): for the display, work-day rules and punch offsets.
 #
-# Storage and the wire are UTC; this module only turns Unix UTC seconds/ms into local civil time.
-# The calendar arithmetic is done here on integers (days from 1970-01-01), not with time.mktime,
-# so the result does not depend on the port's epoch (1970 or 2000) nor on floats (single precision
-# on the ESP32).
+# Storage and the wire are UTC; this module only gives the offset of local time at a UTC instant
+# (local civil time is then epoch.gmtime_ms(utc_ms + offset_s * 1000)). The calendar arithmetic of
+# the DST rules is done here on integers (days from 1970-01-01), not with time.mktime, so the
+# result does not depend on the port's epoch (1970 or 2000) nor on floats (single precision on the
+# ESP32).
 #
 # Grammar (POSIX, with the RFC 8536 extension for transition times from -167 to 167 hours):
 #   std offset [dst [offset] [,start[/time],end[/time]]]
@@ -12,13 +13,13 @@
 #   start/end: Jn (1..365, Feb 29 never counted), n (0..365, Feb 29 counted), Mm.w.d
 #   (month 1..12, week 1..5 where 5 = last, weekday 0 = Sunday); time defaults to 02:00.
 # A DST name without a rule takes the US rule M3.2.0,M11.1.0 (as glibc does).
+# The parser is clockterm.tzparse, loaded only while a string is parsed.
 
 from micropython import const
 
 _DAY_S = const(86400)
-_DEF_TIME_S = const(7200)  # 02:00 local, when a rule gives no time
 
-# Rule kinds
+# Rule kinds (the parser, tzparse.py, makes the rules)
 _JULIAN1 = const(0)  # Jn: 1..365, February 29 is never counted
 _JULIAN0 = const(1)  # n: 0..365, February 29 counted
 _MWD = const(2)  # Mm.w.d
@@ -48,146 +49,46 @@ def civil_from_days(n):
     return (y + (m <= 2), m, d)
 
 
+def _rule_day(r, k, y):
+    """Days since 1970 of the date of rule r[k:k + 5] (kind, a, w, d, time_s) in year y."""
+    kind, a, w, d = r[k], r[k + 1], r[k + 2], r[k + 3]
+    if kind == _JULIAN1:
+        n = a - 1
+        if a >= 60 and y % 4 == 0 and (y % 100 != 0 or y % 400 == 0):  # skip February 29
+            n += 1
+        return days_from_civil(y, 1, 1) + n
+    if kind == _JULIAN0:
+        return days_from_civil(y, 1, 1) + a
+    first = days_from_civil(y, a, 1)
+    wd1 = (first + 4) % 7  # weekday of the 1st, 0 = Sunday (1970-01-01 was a Thursday)
+    day = first + (d - wd1) % 7 + (w - 1) * 7
+    if w == 5:
+        nxt = days_from_civil(y + (a == 12), a % 12 + 1, 1)
+        while day >= nxt:
+            day -= 7
+    return day
+
+
 class TZ:
-    """A parsed POSIX TZ string. Invalid strings raise ValueError naming the problem."""
+    """A parsed POSIX TZ string. Invalid strings raise ValueError naming the problem and where.
+
+    std and dst are the zone abbreviations (dst None without DST: the one in effect at s is
+    dst if is_dst(s) else std), std_off and dst_off their offsets in seconds east of Greenwich."""
 
     def __init__(self, s):
-        if not isinstance(s, str) or not s:
-            raise ValueError("TZ: empty string")
-        self.spec = s
-        self._s = s
-        self._i = 0
-        self.std = self._name()
-        # |offset| <= 24:59:59 as POSIX allows (the parser's limit of 24 hours); stored EAST positive, s
-        self.std_off = -self._hms(24, "std offset")
-        self.dst = None
-        self.dst_off = self.std_off
-        self._rule = None
-        if self._i < len(s):
-            self.dst = self._name()
-            self.dst_off = self.std_off + 3600
-            if self._i < len(s) and s[self._i] != ",":
-                self.dst_off = -self._hms(24, "dst offset")
-            if self._i < len(s):
-                self._expect(",")
-                start = self._date()
-                self._expect(",")
-                end = self._date()
-                self._rule = (start, end)
-            else:
-                self._rule = ((_MWD, 3, 2, 0, _DEF_TIME_S), (_MWD, 11, 1, 0, _DEF_TIME_S))
-            if self._i != len(s):
-                self._fail("trailing characters")
-        del self._s
-        self._cache = (None, 0, 0)  # (year, DST start, DST end in UTC seconds) of the last year asked
+        import sys
 
-    # --- parsing -------------------------------------------------------------------------
+        from clockterm import tzparse
 
-    def _fail(self, text):
-        raise ValueError("TZ %r: %s at position %d" % (self.spec, text, self._i))
-
-    def _expect(self, val):
-        if self._i >= len(self._s) or self._s[self._i] != val:
-            self._fail("expected %r" % val)
-        self._i += 1
-
-    def _name(self):
-        s, i = self._s, self._i
-        if i < len(s) and s[i] == "<":
-            j = s.find(">", i + 1)
-            if j < 0:
-                self._fail("unterminated <name>")
-            name = s[i + 1:j]
-            for c in name:
-                if not (c.isalpha() or c.isdigit() or c in "+-"):
-                    self._fail("bad character %r in <name>" % c)
-            self._i = j + 1
-        else:
-            j = i
-            while j < len(s) and s[j].isalpha():
-                j += 1
-            name = s[i:j]
-            self._i = j
-        if len(name) < 3:
-            self._fail("zone name needs 3 or more characters")
-        return name
-
-    def _num(self, start, end, text):
-        s, i = self._s, self._i
-        j = i
-        while j < len(s) and s[j].isdigit():
-            j += 1
-        if j == i:
-            self._fail("expected a number for " + text)
-        v = int(s[i:j])
-        if v < start or v > end:
-            self._fail("%s %d out of range %d..%d" % (text, v, start, end))
-        self._i = j
-        return v
-
-    def _hms(self, n, text):
-        """[+|-]hh[:mm[:ss]] in seconds, at most n hours; text names the field in errors."""
-        sign = 1
-        if self._i < len(self._s) and self._s[self._i] in "+-":
-            sign = -1 if self._s[self._i] == "-" else 1
-            self._i += 1
-        v = self._num(0, n, text) * 3600
-        for mul in (60, 1):
-            if self._i < len(self._s) and self._s[self._i] == ":":
-                self._i += 1
-                v += self._num(0, 59, text) * mul
-            else:
-                break
-        return sign * v
-
-    def _date(self):
-        s = self._s
-        if self._i >= len(s):
-            self._fail("missing DST rule date")
-        c = s[self._i]
-        if c == "J":
-            self._i += 1
-            r = [_JULIAN1, self._num(1, 365, "DST rule Jn day"), 0, 0]
-        elif c == "M":
-            self._i += 1
-            m = self._num(1, 12, "DST rule month")
-            self._expect(".")
-            w = self._num(1, 5, "DST rule week")
-            self._expect(".")
-            d = self._num(0, 6, "DST rule weekday")
-            r = [_MWD, m, w, d]
-        elif c.isdigit():
-            r = [_JULIAN0, self._num(0, 365, "DST rule day"), 0, 0]
-        else:
-            self._fail("bad DST rule date")
-        t = _DEF_TIME_S
-        if self._i < len(s) and s[self._i] == "/":
-            self._i += 1
-            t = self._hms(167, "transition time")
-        r.append(t)
-        return tuple(r)
+        try:
+            self.std, self.std_off, self.dst, self.dst_off, self._rule = tzparse.parse(s)
+        finally:
+            # the parser is needed again only for another TZ string: let the GC have its code
+            del sys.modules["clockterm.tzparse"]
+            delattr(sys.modules["clockterm"], "tzparse")
+        self._cache = None  # (year, DST start, DST end in UTC seconds) of the last year asked
 
     # --- rules ---------------------------------------------------------------------------
-
-    @staticmethod
-    def _rule_day(r, y):
-        """Days since 1970 of the rule's date in year y."""
-        kind, a, w, d, _ = r
-        if kind == _JULIAN1:
-            n = a - 1
-            if a >= 60 and y % 4 == 0 and (y % 100 != 0 or y % 400 == 0):  # skip February 29
-                n += 1
-            return days_from_civil(y, 1, 1) + n
-        if kind == _JULIAN0:
-            return days_from_civil(y, 1, 1) + a
-        first = days_from_civil(y, a, 1)
-        wd1 = (first + 4) % 7  # weekday of the 1st, 0 = Sunday (1970-01-01 was a Thursday)
-        day = first + (d - wd1) % 7 + (w - 1) * 7
-        if w == 5:
-            nxt = days_from_civil(y + (a == 12), a % 12 + 1, 1)
-            while day >= nxt:
-                day -= 7
-        return day
 
     def is_dst(self, s):
         """True when DST is in effect at Unix UTC second s."""
@@ -196,10 +97,10 @@ class TZ:
         y = civil_from_days((s + self.std_off) // _DAY_S)[0]
         # (DST start, DST end) in UTC seconds for year y; cached for the last year asked.
         c = self._cache
-        if c[0] != y:
-            start, end = self._rule
-            c = self._cache = (y, self._rule_day(start, y) * _DAY_S + start[4] - self.std_off,
-                               self._rule_day(end, y) * _DAY_S + end[4] - self.dst_off)
+        if c is None or c[0] != y:
+            r = self._rule  # the start's (kind, a, w, d, time_s), then the end's
+            c = self._cache = (y, _rule_day(r, 0, y) * _DAY_S + r[4] - self.std_off,
+                               _rule_day(r, 5, y) * _DAY_S + r[9] - self.dst_off)
         a, b = c[1], c[2]
         if a < b:
             return a <= s < b
@@ -208,19 +109,3 @@ class TZ:
     def offset_s(self, s):
         """Local offset from UTC in seconds (s: Unix UTC seconds), east positive, DST applied."""
         return self.dst_off if self.is_dst(s) else self.std_off
-
-    def abbrev(self, s):
-        """The zone abbreviation in effect at Unix UTC second s (e.g. CET or CEST; +0530 for <+0530>)."""
-        return self.dst if self.is_dst(s) else self.std
-
-    def local(self, utc_ms):
-        """Local civil time: (year, month, mday, hour, minute, second, weekday, yearday, ms).
-
-        weekday 0 = Monday as in time.localtime; yearday 1..366."""
-        s = utc_ms // 1000
-        t = s + self.offset_s(s)
-        days = t // _DAY_S
-        sod = t - days * _DAY_S
-        y, m, d = civil_from_days(days)
-        return (y, m, d, sod // 3600, sod // 60 % 60, sod % 60, (days + 3) % 7,
-                days - days_from_civil(y, 1, 1) + 1, utc_ms % 1000)
