@@ -48,15 +48,17 @@ class RTC:
 
 async def main():
     addr = socket.getaddrinfo("127.0.0.1", PORT)[0][-1]
-    cl = sntp.Client()
-    cl.samples = 4
-    cl.burst_gap_ms = 10
+    cl = sntp.Supervisor(clk.Clock(RTC(), "/tmp/ct-bench-sntp0.json"), {"servers": ["127.0.0.1"], "port": PORT,
+                         "samples": 4, "burst_gap_ms": 10, "min_poll_s": 0})
+    await cl.sync_once()
+    srv = cl.servers[0]
+    os.remove("/tmp/ct-bench-sntp0.json")
     ours, base = [], []
     for i in range(N):
-        srv = sntp.Server("chrony", addr)
-        srv.min_poll_s = 0
-        smp = await cl.poll(srv)
-        ours.append(smp.offset_us)
+        smp = await cl.poll(srv)  # (t_ms, utc_us, delay_us, err_us, offset_us, stratum, server) or a reason
+        if isinstance(smp, str):
+            raise RuntimeError("sntp poll refused: " + smp)
+        ours.append(smp[4])
         await asyncio.sleep_ms(random.randint(5, 40))
         base.append(baseline_once(addr))
         await asyncio.sleep_ms(random.randint(5, 40))
