@@ -49,15 +49,18 @@ board = app.load_board()
 M("board()")
 board.mount_fs()
 M("mount_fs")
-from clockterm import config
-cfg, err = config.load(board.config_path, board.good_config_path)
-M("config.load")
-del config
-app._unload("clockterm.config")
-M("config.unload")
-board.configure(cfg)
-M("board.configure")
-a = app.App(board, cfg, None)
+def build():
+    # as app._build does: the config document dies with this frame
+    from clockterm import config
+    cfg, err = config.load(board.config_path, board.good_config_path)
+    M("config.load")
+    del config
+    app._unload("clockterm.config")
+    M("config.unload")
+    board.configure(cfg)
+    M("board.configure")
+    return app.App(board, cfg, None)
+a = build()
 M("App()")
 async def go():
     asyncio.create_task(a.main())
@@ -81,6 +84,11 @@ def measure() -> list[dict]:
     cfg = default_config("sim", "heapmap-1")
     cfg["sim"]["control_port"] = free_port()
     cfg["sntp"]["servers"] = ["127.0.0.1"]
+    # A CA as a provisioned terminal has one: without it the uplink stays disabled and costs less.
+    import trustme
+
+    trustme.CA().cert_pem.write_to_path(str(tmp / "ca.pem"))
+    cfg["central"]["ca"] = str(tmp / "ca.pem")
     (tmp / "config.json").write_text(json.dumps(cfg))
     argv, env = bundle.launch(out, "400K", f"MODULES = {MODULES!r}\n" + _SCRIPT)
     env["CLOCKTERM_CONFIG"] = str(tmp / "config.json")

@@ -44,8 +44,9 @@ def load_board():
 
 class App:
     def __init__(self, board, cfg, cfg_error=None):
+        # The config is not kept: each part takes what it needs (the whole document would stay in the heap).
         self.board = board
-        self.cfg = cfg
+        self.device_id = cfg["device_id"]
         self.cfg_error = cfg_error
         self.t0 = time.ticks_ms()
         self.tasks = {}  # name -> {"restarts": n, "alive": bool, "critical": bool}
@@ -77,7 +78,9 @@ class App:
 
         self.terminal = Terminal(self.clock, self.journal, self.roster, self.tz, board.indicator, cfg["terminal"])
         self.clock.on_first_sync = self._correct_presync
-        self.sntp = None
+        from clockterm import sntp
+
+        self.sntp = sntp.Supervisor(self.clock, cfg["sntp"])
         from clockterm.outbuf import OutBuf
         from clockterm.uplink import Uplink
 
@@ -121,17 +124,19 @@ class App:
         return asyncio.create_task(loop())
 
     async def _housekeeping(self):
-        # One task for three small duties (a task each would cost heap for nothing):
+        # One task for four small duties (a task each would cost heap for nothing):
         # - the longest event-loop stall seen: how late a 20 ms sleep wakes up (a stall delays every
         #   task, the tap path's control port and readers included);
         # - the watchdog, fed every timeout/4 only while every critical task is alive and not stuck
         #   in a crash loop;
-        # - the crash count, cleared once the terminal has run healthy for _HEALTHY_MS.
+        # - the crash count, cleared once the terminal has run healthy for _HEALTHY_MS;
+        # - the idle display (local time, sync state, backlog), every _DISPLAY_MS.
         board = self.board
         wdt = board.watchdog
         every = wdt.timeout_ms // 4
-        fed = up = time.ticks_ms()
+        fed = up = shown = time.ticks_ms()
         healthy = False
+        self._idle()
         while True:
             t0 = time.ticks_ms()
             await asyncio.sleep_ms(20)
@@ -147,6 +152,12 @@ class App:
                 healthy = True
                 if _crash_count(board):
                     _crash_count(board, 0)  # written only when there is something to clear: spare the flash
+            if time.ticks_diff(now, shown) >= _DISPLAY_MS:
+                shown = now
+                try:
+                    self._idle()
+                except Exception as e:  # the display is not critical: say it, keep the watchdog fed
+                    log.exc("display", e)
 
     def _correct_presync(self, delta):
         # The first sync of this boot: record the correction of the punches stamped before it (same
@@ -159,11 +170,6 @@ class App:
             log.info("clock", "corrected seqs %d..%d by %d ms" % (term.presync_first, term.presync_last, delta))
         except Exception as e:  # a full or failing journal: the punches stay flagged unsynced, honestly
             log.exc("clock", e)
-
-    async def _display(self):
-        while True:
-            self._idle()  # a call, so that nothing it builds stays in this task's frame while it sleeps
-            await asyncio.sleep_ms(_DISPLAY_MS)
 
     def _idle(self):
         utc_ms, q, _ = self.clock.now()
@@ -181,7 +187,7 @@ class App:
         return {
             "version": 1,
             "firmware": VERSION,
-            "device_id": self.cfg["device_id"],
+            "device_id": self.device_id,
             "board": self.board.name,
             "uptime_s": time.ticks_diff(time.ticks_ms(), self.t0) // 1000,
             "heap": {"free": gc.mem_free(), "alloc": gc.mem_alloc(), "max_block": _max_block()},
@@ -191,7 +197,7 @@ class App:
             "terminal": self.terminal.status(),
             "roster": self.roster.status(),
             "link": self.board.link.status(),
-            "sntp": self.sntp.status() if self.sntp else None,
+            "sntp": self.sntp.status(),
             "uplink": self.uplink.status(),
             "tasks": self.tasks,
             "config_error": str(self.cfg_error) if self.cfg_error else None,
@@ -211,17 +217,13 @@ class App:
             self.supervise("reader." + name, lambda r=reader: poll_reader(r, self.terminal.tap))
         if hasattr(board.link, "run"):  # a link with work to do (Wi-Fi, Ethernet); the sim's is always up
             self.supervise("link", board.link.run)
-        from clockterm import sntp
-
-        self.sntp = sntp.Supervisor(self.clock, self.cfg["sntp"])
         self.supervise("sntp", self.sntp.run)
         self.supervise("uplink", self.uplink.run)
-        self.supervise("display", self._display, critical=False)
         asyncio.create_task(self._housekeeping())
         asyncio.create_task(board.watchdog.run())
         gc.collect()
         log.info("app", "terminal %s up (%s, firmware %s, heap free %d)"
-                 % (self.cfg["device_id"], board.name, VERSION, gc.mem_free()))
+                 % (self.device_id, board.name, VERSION, gc.mem_free()))
         while True:
             await asyncio.sleep(3600)
 
@@ -297,8 +299,6 @@ def run():
         gc.collect()
     board = load_board()
     board.mount_fs()
-    from clockterm import config
-
     if board.watchdog_reset():
         _crash_count(board, 1)  # the last run ended by the watchdog: that was a crash too
     why = None
@@ -310,10 +310,28 @@ def run():
         board.safe_mode(why)  # returns with the app stopped and the REPL free
         return
     try:
+        app = _build(board)
+        if app is not None:
+            asyncio.run(app.main())
+    except KeyboardInterrupt:
+        return
+    except Exception as e:
+        log.exc("app", e)
+        _crash_count(board, 1)
+        board.reset()
+
+
+def _build(board):
+    # The config (local, with the central's overlay) and the App built from it; None when the config
+    # is refused. A function of its own so that the config document dies with its frame: each part
+    # of the App took what it needs (the whole document would otherwise stay in the heap).
+    from clockterm import config
+
+    try:
         cfg, err = config.load(board.config_path, board.good_config_path)
     except config.ConfigError as e:
         board.fatal("config refused: %s" % e)
-        return
+        return None
     if err is not None:
         log.error("config", "new config refused, last good kept: %s" % err)
     # The central's config overlay (docs/uplink.md, "Config"), pulled by the uplink in an earlier boot:
@@ -333,12 +351,4 @@ def run():
             err = why if err is None else "%s; %s" % (err, why)
     del config, text
     _unload("clockterm.config")  # only needed at boot: give its ~7 KB of heap back
-    try:
-        app = App(board, cfg, err)
-        asyncio.run(app.main())
-    except KeyboardInterrupt:
-        return
-    except Exception as e:
-        log.exc("app", e)
-        _crash_count(board, 1)
-        board.reset()
+    return App(board, cfg, err)

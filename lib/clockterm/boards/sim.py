@@ -76,7 +76,6 @@ class Board:
             pass
         self.config_path = os.getenv("CLOCKTERM_CONFIG") or state_dir + "/config.json"
         self.good_config_path = None  # the host file is the source of truth; see app.load_config
-        self.cfg = None
         fl = board_cfg["flash"]
         self.fs_flash = NorFlash(_SECTOR, fl["fs_kb"] * 1024 // _SECTOR, path=state_dir + "/fs.bin")
         self.journal_flash = None
@@ -208,7 +207,6 @@ class Board:
 
     def configure(self, cfg):
         """Build the parts that depend on the terminal config."""
-        self.cfg = cfg
         sim = cfg.get("sim") or {}
         self._rtc_init(sim.get("rtc_offset_ms", 0), sim.get("rtc_drift_ppm", 0.0), sim.get("rtc_battery", True))
         self.control = self
