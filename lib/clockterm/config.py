@@ -19,52 +19,68 @@ _TOKENS = const(7)  # list of {"token": str, "scopes": [str]}
 
 _OPT = const(0x100)  # flag: field may be absent (then the default applies) or null
 
-# (dotted path, kind | flags, a, b, allowed values or None)
-_SPEC = const((
-    ("version", _INT, 1, 1, None),
-    ("board", _STR, 1, 40, None),
-    ("device_id", _STR, 1, 64, None),
-    ("tz", _STR, 3, 80, None),
-    ("sntp.servers", _STRS, 1, 8, None),
-    ("sntp.port", _INT, 1, 65535, None),
-    ("sntp.interval_s", _INT, 16, 86400, None),  # at most a day: the clock re-anchors its ticks at syncs
-    ("sntp.samples", _INT, 1, 8, None),
-    ("sntp.timeout_ms", _INT, 50, 10000, None),
-    ("sntp.max_offset_ms", _INT, 1, 86400000, None),
-    ("sntp.stale_after_s", _INT, 60, 2592000, None),
-    ("sntp.min_poll_s", _INT | _OPT, 1, 3600, None),
-    ("sntp.burst_gap_ms", _INT | _OPT, 10, 60000, None),
-    ("central.url", _STR, 8, 200, None),
-    ("central.client_id", _STR, 0, 64, None),
-    ("central.client_secret", _STR, 0, 128, None),
-    ("central.ca", _STR | _OPT, 0, 200, None),
-    ("central.batch_max", _INT, 1, 1000, None),
-    ("central.interval_s", _INT, 1, 86400, None),
-    ("endpoint.port", _INT, 0, 65535, None),
-    ("endpoint.tokens", _TOKENS, 0, 16, None),
-    ("terminal.duplicate_window_s", _INT, 0, 3600, None),
-    ("terminal.unknown_badge", _STR, 1, 10, ("record", "deny")),
-    ("terminal.kind_mode", _STR, 1, 10, ("toggle", "in", "out", "keys")),
-    ("journal.full_policy", _STR, 1, 10, ("refuse", "overwrite")),
-    ("network.wifi_ssid", _STR | _OPT, 0, 32, None),
-    ("network.wifi_password", _STR | _OPT, 0, 64, None),
-    ("network.static_ip", _STR | _OPT, 7, 18, None),
-    ("network.gateway", _STR | _OPT, 7, 15, None),
-    ("network.dns", _STR | _OPT, 7, 15, None),
-    ("sim.control_port", _INT | _OPT, 0, 65535, None),
-    ("sim.rtc_offset_ms", _INT | _OPT, -(10**12), 10**12, None),
-    ("sim.rtc_drift_ppm", _NUM | _OPT, -1000, 1000, None),
-    ("sim.rtc_battery", _BOOL | _OPT, 0, 0, None),
-    ("sim.journal_kb", _INT | _OPT, 16, 65536, None),
-))
+# One field per line: dotted path, kind (int num str bool strs dict tokens; "?": may be absent or null,
+# then the default applies), a, b (numbers: min and max; strings and lists: min and max length) and, for
+# a string, the values allowed (comma-separated). One string constant: the bytes stay in flash (a tuple
+# of tuples would be built in the heap at every import, some 4 KB).
+_SPEC = const(
+    "version int 1 1\n"
+    "board str 1 40\n"
+    "device_id str 1 64\n"
+    "tz str 3 80\n"
+    "sntp.servers strs 1 8\n"
+    "sntp.port int 1 65535\n"
+    "sntp.interval_s int 16 86400\n"  # at most a day: the clock re-anchors its ticks at syncs
+    "sntp.samples int 1 8\n"
+    "sntp.timeout_ms int 50 10000\n"
+    "sntp.max_offset_ms int 1 86400000\n"
+    "sntp.stale_after_s int 60 2592000\n"
+    "sntp.min_poll_s int? 1 3600\n"
+    "sntp.burst_gap_ms int? 10 60000\n"
+    "central.url str 8 200\n"
+    "central.client_id str 0 64\n"
+    "central.client_secret str 0 128\n"
+    "central.ca str? 0 200\n"
+    "central.batch_max int 1 1000\n"
+    "central.interval_s int 1 86400\n"
+    "endpoint.port int 0 65535\n"
+    "endpoint.tokens tokens 0 16\n"
+    "terminal.duplicate_window_s int 0 3600\n"
+    "terminal.unknown_badge str 1 10 record,deny\n"
+    "terminal.kind_mode str 1 10 toggle,in,out,keys\n"
+    "journal.full_policy str 1 10 refuse,overwrite\n"
+    "network.wifi_ssid str? 0 32\n"
+    "network.wifi_password str? 0 64\n"
+    "network.static_ip str? 7 18\n"
+    "network.gateway str? 7 15\n"
+    "network.dns str? 7 15\n"
+    "sim.control_port int? 0 65535\n"
+    "sim.rtc_offset_ms int? -1000000000000 1000000000000\n"
+    "sim.rtc_drift_ppm num? -1000 1000\n"
+    "sim.rtc_battery bool? 0 0\n"
+    "sim.journal_kb int? 16 65536\n"
+)
 
 # Indexed by kind.
+_KIND_WORDS = const(("", "int", "num", "str", "bool", "strs", "dict", "tokens"))
 _TYPE_NAMES = const(("", "int", "number", "string", "bool", "list of strings", "object", "list of tokens"))
 _SCOPES = const(("read", "admin"))
 
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the field."""
+
+
+def _fields():
+    # (path, kind | flags, a, b, allowed values or None) for each line of _SPEC, parsed as it goes.
+    i = 0
+    while i < len(_SPEC):
+        j = _SPEC.index("\n", i)
+        w = _SPEC[i:j].split()
+        i = j + 1
+        k = w[1]
+        kind = _KIND_WORDS.index(k.rstrip("?")) | (_OPT if k[-1] == "?" else 0)
+        yield w[0], kind, int(w[2]), int(w[3]), tuple(w[4].split(",")) if len(w) > 4 else None
 
 
 def _type_name(v):
@@ -137,7 +153,7 @@ def validate(doc):
     """Check a parsed config; raise ConfigError naming the first bad field. Returns doc."""
     if not isinstance(doc, dict):
         raise ConfigError("config: expected a JSON object, got %s" % _type_name(doc))
-    for path, kind, a, b, allowed in _SPEC:
+    for path, kind, a, b, allowed in _fields():
         v = doc
         for part in path.split("."):  # a missing parent object counts as a missing field
             v = v.get(part) if isinstance(v, dict) else None
@@ -171,7 +187,7 @@ def _overlay_field(path, v):
             break
     else:
         raise ConfigError("%s: not allowed from central (only %s)" % (path, ", ".join(_OVERLAY).replace(".,", ".*,")))
-    for p, kind, a, b, choices in _SPEC:
+    for p, kind, a, b, choices in _fields():
         if p == path:
             _check(path, kind, a, b, choices, v)
             return
