@@ -316,3 +316,58 @@ def test_body_function_called_again_when_a_kept_alive_connection_was_closed() ->
     assert out["answers"] == [[200, "k"], [200, "kk"]]
     assert out["connections"] == 2 and out["calls"] == 3  # the second request built twice, sent once
     assert got == [b"body 1", b"body 3"]
+
+
+# A client built at boot, then a heap cut into pieces of about 2 KB (plenty free, nothing as large
+# as a TLS context, ~3 KB in one block): the client must still connect and get its answer. A client
+# that makes its context at each connect fails here with MemoryError, as a terminal did under the
+# 100 KB budget after some running.
+FRAGMENTED = r"""
+import sys, json, gc, asyncio
+from clockterm import https
+with open(sys.argv[1]) as f:
+    cfg = json.load(f)
+c = https.Client(cfg["url"], cafile=cfg["ca"])
+gc.collect()
+n = gc.mem_free() // 4000
+holes, pins = [None] * n, [None] * n
+try:
+    for i in range(n):  # pins as large as holes: first-fit cannot tuck them away from the holes
+        holes[i] = bytearray(2000)
+        pins[i] = bytearray(2000)
+except MemoryError:
+    pass
+plugs = []
+try:
+    while True:  # what is left between them, filled too, so that a freed hole cannot merge into more
+        chunk = [None] * 16
+        plugs.append(chunk)
+        for i in range(16):
+            chunk[i] = bytearray(16)
+except MemoryError:
+    pass
+holes = None
+gc.collect()
+try:
+    big = bytearray(3100)
+    fragmented = False
+except MemoryError:
+    fragmented = True
+big = None
+
+async def main():
+    st, hdrs, body = await c.request("POST", "/v1/oauth/token",
+                                     b"grant_type=client_credentials&client_id=term-1&client_secret=pw1",
+                                     "Content-Type: application/x-www-form-urlencoded\r\n")
+    print(json.dumps({"status": st, "fragmented": fragmented, "pins": sum(1 for p in pins if p)}))
+
+asyncio.run(main())
+"""
+
+
+def test_connects_on_a_fragmented_heap(central: Handle, tmp_path: Path) -> None:
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"url": central.url, "ca": str(central.ca_path)}))
+    out = mp.mp_json(FRAGMENTED, args=[str(cfg)])
+    assert out["fragmented"] and out["pins"] > 10, out  # the heap really had no 3 KB piece left
+    assert out["status"] == 200, out

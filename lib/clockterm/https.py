@@ -7,9 +7,11 @@
 # from config (mbedTLS takes DER; PEM is converted here) and the host name checked through
 # server_hostname. Plain HTTP is used only when the URL says http://.
 #
-# Heap: one class besides the exception; an answer is a plain tuple (status, headers, body); the TLS
-# context (about 3 KB of mbedTLS state) is made for each connection and goes with it, so an idle
-# client holds only its URL parts and the CA's file name (or bytes).
+# Heap: one class besides the exception; an answer is a plain tuple (status, headers, body). The TLS
+# context (about 3 KB of mbedTLS state in one block) is made once, when the client is built at boot,
+# and serves every connection: made at each connect, it must find 3 KB in one piece in a heap that
+# has been fragmented by hours of running, and a terminal whose heap cannot give it never connects
+# again (seen under the 100 KB budget: MemoryError at every retry, with tens of KB free in pieces).
 
 import asyncio
 import binascii
@@ -24,6 +26,26 @@ _CHUNK = const(512)  # bytes per read of an answer body
 
 class HTTPError(OSError):
     """The exchange failed (connection, TLS, timeout, malformed or oversized answer)."""
+
+
+def _tls(ca):
+    # A TLS client context that trusts the CA (PEM or DER bytes, or the name of a file with them).
+    if isinstance(ca, str):
+        with open(ca, "rb") as f:
+            ca = f.read()
+    if not ca:
+        raise ValueError("https needs a CA (cadata or cafile)")
+    start = ca.find(b"-----BEGIN")
+    if start >= 0:  # PEM: the first certificate, to DER
+        start = ca.find(b"\n", start) + 1
+        end = ca.find(b"-----END", start)
+        if start <= 0 or end < 0:
+            raise ValueError("bad PEM certificate")
+        ca = binascii.a2b_base64(ca[start:end].replace(b"\r", b"").replace(b"\n", b""))
+    ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = tls.CERT_REQUIRED  # explicit: never rely on a default here
+    ctx.load_verify_locations(ca)
+    return ctx
 
 
 class Client:
@@ -66,33 +88,11 @@ class Client:
             raise ValueError("URL has no host")
         self.host = host
         self.port = port
-        self._ca = None
-        if secure:
-            self._ca = cafile if cadata is None else cadata
-            self._tls()  # a missing or bad CA fails here, not at the first request
+        # A missing or bad CA fails here, not at the first request.
+        self._ctx = _tls(cafile if cadata is None else cadata) if secure else None
         self.stream = None
         self.connections = 0
         self.requests = 0
-
-    def _tls(self):
-        # A TLS client context that trusts the CA (PEM or DER bytes, or the name of a file with them).
-        ca = self._ca
-        if isinstance(ca, str):
-            with open(ca, "rb") as f:
-                ca = f.read()
-        if not ca:
-            raise ValueError("https needs a CA (cadata or cafile)")
-        start = ca.find(b"-----BEGIN")
-        if start >= 0:  # PEM: the first certificate, to DER
-            start = ca.find(b"\n", start) + 1
-            end = ca.find(b"-----END", start)
-            if start <= 0 or end < 0:
-                raise ValueError("bad PEM certificate")
-            ca = binascii.a2b_base64(ca[start:end].replace(b"\r", b"").replace(b"\n", b""))
-        ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
-        ctx.verify_mode = tls.CERT_REQUIRED  # explicit: never rely on a default here
-        ctx.load_verify_locations(ca)
-        return ctx
 
     def close(self):
         """Close the connection (idempotent); the next request opens a new one."""
@@ -129,7 +129,7 @@ class Client:
                     self.connections += 1
                     # ssl=None: plain http; with a context, the host name is checked against the certificate
                     self.stream = (await asyncio.wait_for_ms(
-                        asyncio.open_connection(self.host, self.port, ssl=self._tls() if self._ca else None,
+                        asyncio.open_connection(self.host, self.port, ssl=self._ctx,
                                                 server_hostname=self.host),
                         self.connect_timeout_ms))[1]  # one Stream for both directions
                 ans = await asyncio.wait_for_ms(self._exchange(method, path, body, headers, room, sink),
