@@ -20,7 +20,7 @@ and mem_alloc() right after a gc.collect(), so `tap.heap_live_max_bytes` is the 
 a STATUS sample during the flush (not the transient peak between collections), less the ROMFS image the
 unix port keeps in its heap (a board maps it from flash); `tap.heap_live_idle_bytes` the same after
 phase 1 (the baseline); `tap.heap_free_min_bytes` the least free heap after a collection, out of the
-sim board's 160K.
+sim board's heap (board_configs/sim.json).
 """
 
 from __future__ import annotations
