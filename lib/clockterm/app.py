@@ -1,8 +1,10 @@
 # The composition root: builds the terminal from the board and the config, runs its tasks.
 #
-# One supervisor task per concern (network link, SNTP, uplink, reader/control port, display,
-# watchdog); a task that dies is logged and restarted with backoff, and the watchdog is fed only
-# while every critical task is alive. A global asyncio exception handler logs what escapes.
+# One supervised task per concern (network link, SNTP, uplink, each reader; the control port is a
+# server); a task that dies is logged and restarted with backoff. One housekeeping task feeds the
+# watchdog only while every critical task is alive, and also measures loop stalls, refreshes the idle
+# display and clears the crash count (each of those guarded: none of them can stop the feeding).
+# A global asyncio exception handler logs what escapes.
 
 import gc
 import json
@@ -104,22 +106,24 @@ class App:
 
         async def loop():
             delay = _RESTART_MIN_MS
-            while True:
-                info["alive"] = True
-                started = time.ticks_ms()
-                try:
-                    await factory()
-                    log.warn(name, "task ended; restarting")
-                except asyncio.CancelledError:
-                    info["alive"] = False
-                    raise
-                except Exception as e:
-                    log.exc(name, e)
-                info["restarts"] += 1
-                if time.ticks_diff(time.ticks_ms(), started) > _RESTART_MAX_MS:
-                    delay = _RESTART_MIN_MS  # it ran a good while: not a crash loop
-                await asyncio.sleep_ms(delay)
-                delay = min(delay * 2, _RESTART_MAX_MS)
+            try:
+                while True:
+                    info["alive"] = True
+                    started = time.ticks_ms()
+                    try:
+                        await factory()
+                        log.warn(name, "task ended; restarting")
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as e:
+                        log.exc(name, e)
+                    info["restarts"] += 1
+                    if time.ticks_diff(time.ticks_ms(), started) > _RESTART_MAX_MS:
+                        delay = _RESTART_MIN_MS  # it ran a good while: not a crash loop
+                    await asyncio.sleep_ms(delay)
+                    delay = min(delay * 2, _RESTART_MAX_MS)
+            finally:
+                info["alive"] = False  # however the supervisor ends (cancelled, or itself failing)
 
         return asyncio.create_task(loop())
 
@@ -134,9 +138,10 @@ class App:
         board = self.board
         wdt = board.watchdog
         every = wdt.timeout_ms // 4
-        fed = up = shown = time.ticks_ms()
+        up = time.ticks_ms()
+        fed = time.ticks_add(up, -every)  # the first feed at the first turn: an ESP32 arms its WDT there
+        shown = time.ticks_add(up, -_DISPLAY_MS)  # and the idle display
         healthy = False
-        self._idle()
         while True:
             t0 = time.ticks_ms()
             await asyncio.sleep_ms(20)
@@ -148,16 +153,18 @@ class App:
                 fed = now
                 if all(t["alive"] and t["restarts"] < 20 for t in self.tasks.values() if t["critical"]):
                     wdt.feed()
-            if not healthy and time.ticks_diff(now, up) > _HEALTHY_MS:
-                healthy = True
-                if _crash_count(board):
-                    _crash_count(board, 0)  # written only when there is something to clear: spare the flash
-            if time.ticks_diff(now, shown) >= _DISPLAY_MS:
-                shown = now
-                try:
+            # The other duties may fail (a display that NACKs, a full filesystem): say it, and keep
+            # feeding the watchdog.
+            try:
+                if not healthy and time.ticks_diff(now, up) > _HEALTHY_MS:
+                    healthy = True
+                    if _crash_count(board):
+                        _crash_count(board, 0)  # written only when there is something to clear: spare the flash
+                if time.ticks_diff(now, shown) >= _DISPLAY_MS:
+                    shown = now
                     self._idle()
-                except Exception as e:  # the display is not critical: say it, keep the watchdog fed
-                    log.exc("display", e)
+            except Exception as e:
+                log.exc("housekeeping", e)
 
     def _correct_presync(self, delta):
         # The first sync of this boot: record the correction of the punches stamped before it (same

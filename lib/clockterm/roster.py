@@ -51,23 +51,26 @@ class Roster:
         self.open()
 
     def open(self):
-        """(Re)open roster.bin, after a new one was swapped in."""
-        if self._f is not None:
-            self._f.close()
-            self._f = None
-        # Per boot and per file (indexes from lookup() mean other people in another file): the
-        # terminal's in/out state, one bit per entry ("inside"), allocated at its first known badge.
-        self.inside = None
-        self.count = 0
-        self.error = None  # a missing file: no roster installed yet
+        """(Re)open roster.bin, after a new one was swapped in. The file is checked before the one in
+        use is let go: a check that cannot run (MemoryError loading the checker) changes nothing."""
+        f = None
+        n = 0
+        err = None  # a missing file: no roster installed yet
         try:
             n = _file().check(self.path)
-            self._f = open(self.path, "rb")
-            self.count = n
+            f = open(self.path, "rb")
         except OSError:
             pass
         except ValueError as e:
-            self.error = str(e)
+            err = str(e)
+        if self._f is not None:
+            self._f.close()
+        self._f = f
+        # Per boot and per file (indexes from lookup() mean other people in another file): the
+        # terminal's in/out state, one bit per entry ("inside"), allocated at its first known badge.
+        self.inside = None
+        self.count = n if f is not None else 0
+        self.error = err
 
     def lookup(self, badge):
         """(employee id, name, index in the roster) for a badge, or None."""

@@ -374,6 +374,9 @@ class Uplink:
                 start = i + 1
 
         c = self.client
+        # The token first, under the normal request timeout: only the roster itself gets the long one.
+        if not await self._ensure_token():
+            raise https.HTTPError("no token")
         t = c.timeout_ms
         c.timeout_ms = _ROSTER_TIMEOUT_MS
         try:
