@@ -164,10 +164,24 @@ def test_chunked_answer_and_body_limit(central: Handle) -> None:
     r = out["results"]
     assert r[1]["status"] == 200 and json.loads(r[1]["body"])["stored_through"] == 201
     assert r[2]["status"] == 200 and out["connections"] == 1
-    # An answer over max_body is an error, and the connection is dropped.
+    # A 200 over max_body is an error, and the connection is dropped.
     out = run(central.url, [TOKEN, upload(range(204, 206))], central.ca_path, max_body=40)
-    assert ["too large" in x["error"] and not x["connected"] for x in out["results"]] == [True, True]
+    r = out["results"]
+    assert "too large" in r[0]["error"] and not r[0]["connected"], r
+    # Any other answer is not bound by max_body: its start is kept, the rest read and dropped (here the
+    # 401 of the upload sent without a token), and the connection stays.
+    assert r[1]["status"] == 401 and r[1]["connected"], r
     assert out["connections"] == 2  # dropped after the first, a fresh one for the second
+
+
+def test_big_error_page_is_cut_to_its_start(central: Handle) -> None:
+    # A proxy's 20 KB error page: answered as its status with the first 256 bytes of the body, on a
+    # connection that stays usable; never "too large", and the body never needs a 20 KB block of heap.
+    central.set_faults(queue=[{"do": "status", "code": 502, "pad": 20000}])
+    out = run(central.url, [TOKEN, upload(range(300, 302)), upload(range(300, 302))], central.ca_path)
+    r = out["results"]
+    assert r[1]["status"] == 502 and len(r[1]["body"]) == 256 and r[1]["connected"], r
+    assert r[2]["status"] == 200 and out["connections"] == 1, out
 
 
 def test_stall_reset_trickle_and_dns(central: Handle) -> None:

@@ -22,6 +22,7 @@ _MAX_HEADERS = const(32)  # header lines per answer; more is a protocol error
 _MAX_LINE = const(512)  # bytes of a status, header or chunk-size line
 _JOIN_MAX = const(1024)  # bodies without head room up to this size are copied behind the head (one write)
 _CHUNK = const(512)  # bytes per read of an answer body
+_ERR_BODY = const(256)  # bytes kept of an answer other than 200 (its start says enough; the rest is read and dropped)
 
 
 class HTTPError(OSError):
@@ -227,7 +228,7 @@ class Client:
             chunked = True
         elif "content-length" in hdrs:
             size = int(hdrs["content-length"])
-            if size < 0 or (sink is None and size > self.max_body):
+            if size < 0 or (status == 200 and sink is None and size > self.max_body):
                 raise HTTPError("answer body too large")
         else:
             size = -1  # up to the close
@@ -252,6 +253,9 @@ class Client:
                     raise HTTPError("connection closed mid-answer")
                 if sink is not None:
                     sink(part)
+                elif status != 200:  # a proxy's error page must not need a big block of heap
+                    if len(body) < _ERR_BODY:
+                        body.extend(part[:_ERR_BODY - len(body)])
                 elif len(body) + len(part) > self.max_body:
                     raise HTTPError("answer body too large")
                 else:

@@ -24,7 +24,8 @@ from .store import EXPORT_COLUMNS, PUNCH_FIELDS, Store, version_of
 QUALITIES = ("unsynced", "synced", "stale", "corrected")
 
 # One-shot fault actions (consumed in order by requests whose path matches, default /v1/punches):
-#   {"do": "status", "code": 500|429|413|..., "retry_after": s}  answer this status, store nothing
+#   {"do": "status", "code": 500|429|413|..., "retry_after": s, "pad": n}  answer this status (its body
+#                             padded by n bytes, like a proxy's error page), store nothing
 #   {"do": "close"}           close the connection without an answer, store nothing
 #   {"do": "reset"}           store, then send half the answer and drop the connection
 #   {"do": "stall", "s": 5}   store, then wait s seconds before answering
@@ -309,7 +310,8 @@ class FaultMiddleware:
         if do == "status":
             code = int(act.get("code", 500))
             hdrs = {"Retry-After": str(act["retry_after"])} if "retry_after" in act else None
-            await _err(code, "injected", f"fault injection {code}", hdrs)(scope, receive, send)
+            msg = f"fault injection {code}" + "x" * int(act.get("pad", 0))  # pad: a proxy's big error page
+            await _err(code, "injected", msg, hdrs)(scope, receive, send)
             return
         if do == "close":
             raise ConnectionAbortedError("fault injection: close without answer")
