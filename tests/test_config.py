@@ -112,3 +112,57 @@ def test_cli_check(tmp_path):
     assert not ok and msg == "sntp.timeout_ms: 5 is out of range 50..10000"
     p.write_text(json.dumps(default_config("sim")))
     assert check_config(p) == (True, "ok")
+
+
+# A running terminal checks a pulled overlay against its local config; by then its heap may not hold
+# the config's text in one piece. The check must read the file as it parses it.
+FRAGMENTED = r"""
+import gc, json, sys
+from clockterm import config
+local, out_path = sys.argv[1], sys.argv[2]
+gc.collect()
+n = gc.mem_free() // 2000
+holes, pins = [None] * n, [None] * n
+try:
+    for i in range(n):  # pins as large as holes: first-fit cannot tuck them away from the holes
+        holes[i] = bytearray(900)
+        pins[i] = bytearray(900)
+except MemoryError:
+    pass
+plugs = []
+try:
+    while True:  # what is left between them, filled too, so that a freed hole cannot merge into more
+        chunk = [None] * 16
+        plugs.append(chunk)
+        for i in range(16):
+            chunk[i] = bytearray(16)
+except MemoryError:
+    pass
+holes = None
+gc.collect()
+try:
+    big = bytearray(2048)
+    fragmented = False
+except MemoryError:
+    fragmented = True
+big = None
+try:
+    old, crc = config.save_overlay(b'{"terminal": {"duplicate_window_s": 30}}', out_path, local)
+    res = "saved"
+except MemoryError as e:
+    res = "MemoryError"
+holes = pins = plugs = None
+gc.collect()
+print(json.dumps({"fragmented": fragmented, "result": res}))
+"""
+
+
+def test_overlay_check_reads_the_local_config_as_it_parses(tmp_path):
+    cfg = default_config("sim")
+    cfg["endpoint"]["tokens"] = [{"token": f"{i:032x}", "scopes": ["read", "admin"]} for i in range(16)]
+    local = tmp_path / "config.json"
+    local.write_text(json.dumps(cfg, indent=2))  # as a technician leaves it: pretty-printed
+    assert local.stat().st_size > 2048  # more text than the fragmented heap holds in one piece
+    out = mp_json(FRAGMENTED, args=[str(local), str(tmp_path / "config.central.json")])
+    assert out == {"fragmented": True, "result": "saved"}, out
+    assert json.loads((tmp_path / "config.central.json").read_text()) == {"terminal": {"duplicate_window_s": 30}}

@@ -232,10 +232,26 @@ def save_overlay(body, path, local_path, good_path=None):
         overlay = json.loads(body)
     except ValueError:
         raise ConfigError("overlay: not valid JSON")
-    try:
-        local, _ = load(local_path, good_path)
-    except ConfigError as e:
-        raise ConfigError("local config unusable (%s)" % e)
+    # The local config (or its last good copy), parsed from the file as it is read: a running
+    # terminal's heap may no longer hold its 1-3 KB of text in one piece.
+    local = err = None
+    for p in (local_path, good_path):
+        if p:
+            try:
+                with open(p) as f:
+                    try:
+                        local = json.load(f)
+                    except ValueError as e:
+                        raise ConfigError("config: not valid JSON (%s)" % (e.args[0] if e.args else "syntax error"))
+                validate(local)
+                break
+            except OSError as e:
+                err = err or ConfigError("config: cannot read %s (%s)" % (p, e))
+            except ConfigError as e:
+                err = err or e
+            local = None
+    if local is None:
+        raise ConfigError("local config unusable (%s)" % err)
     merge_overlay(local, overlay)
     local = overlay = None
     try:
