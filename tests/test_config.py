@@ -7,7 +7,7 @@ import json
 
 from clockterm_host.cli import check_config
 from clockterm_host.defaults import default_config
-from mp import mp_json
+from mp import fragment_heap, mp_json
 
 
 def _check_all(docs: list[str]) -> list[str]:
@@ -120,38 +120,13 @@ FRAGMENTED = r"""
 import gc, json, sys
 from clockterm import config
 local, out_path = sys.argv[1], sys.argv[2]
-gc.collect()
-n = gc.mem_free() // 2000
-holes, pins = [None] * n, [None] * n
-try:
-    for i in range(n):  # pins as large as holes: first-fit cannot tuck them away from the holes
-        holes[i] = bytearray(900)
-        pins[i] = bytearray(900)
-except MemoryError:
-    pass
-plugs = []
-try:
-    while True:  # what is left between them, filled too, so that a freed hole cannot merge into more
-        chunk = [None] * 16
-        plugs.append(chunk)
-        for i in range(16):
-            chunk[i] = bytearray(16)
-except MemoryError:
-    pass
-holes = None
-gc.collect()
-try:
-    big = bytearray(2048)
-    fragmented = False
-except MemoryError:
-    fragmented = True
-big = None
+""" + fragment_heap(900, 2048) + r"""
 try:
     old, crc = config.save_overlay(b'{"terminal": {"duplicate_window_s": 30}}', out_path, local)
     res = "saved"
 except MemoryError as e:
     res = "MemoryError"
-holes = pins = plugs = None
+pins = plugs = None
 gc.collect()
 print(json.dumps({"fragmented": fragmented, "result": res}))
 """

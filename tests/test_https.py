@@ -342,32 +342,7 @@ from clockterm import https
 with open(sys.argv[1]) as f:
     cfg = json.load(f)
 c = https.Client(cfg["url"], cafile=cfg["ca"])
-gc.collect()
-n = gc.mem_free() // 4000
-holes, pins = [None] * n, [None] * n
-try:
-    for i in range(n):  # pins as large as holes: first-fit cannot tuck them away from the holes
-        holes[i] = bytearray(2000)
-        pins[i] = bytearray(2000)
-except MemoryError:
-    pass
-plugs = []
-try:
-    while True:  # what is left between them, filled too, so that a freed hole cannot merge into more
-        chunk = [None] * 16
-        plugs.append(chunk)
-        for i in range(16):
-            chunk[i] = bytearray(16)
-except MemoryError:
-    pass
-holes = None
-gc.collect()
-try:
-    big = bytearray(3100)
-    fragmented = False
-except MemoryError:
-    fragmented = True
-big = None
+""" + mp.fragment_heap(2000, 3100) + r"""
 
 async def main():
     st, hdrs, body = await c.request("POST", "/v1/oauth/token",
