@@ -29,6 +29,16 @@ class HTTPError(OSError):
     """The exchange failed (connection, TLS, timeout, malformed or oversized answer)."""
 
 
+async def _line(s):
+    # A header or chunk-size line of the answer: there, and not over _MAX_LINE.
+    line = await s.readline()
+    if not line:
+        raise HTTPError("connection closed mid-answer")
+    if len(line) > _MAX_LINE:
+        raise HTTPError("answer line too long")
+    return line
+
+
 def _tls(ca):
     # A TLS client context that trusts the CA (PEM or DER bytes, or the name of a file with them).
     if isinstance(ca, str):
@@ -196,11 +206,7 @@ class Client:
         hdrs = {}
         n = 0
         while True:
-            line = await s.readline()
-            if not line:
-                raise HTTPError("connection closed mid-answer")
-            if len(line) > _MAX_LINE:
-                raise HTTPError("answer line too long")
+            line = await _line(s)
             if line == b"\r\n" or line == b"\n":
                 break
             n += 1
@@ -235,11 +241,7 @@ class Client:
             keep = False
         while True:
             if chunked:
-                line = await s.readline()
-                if not line:
-                    raise HTTPError("connection closed mid-answer")
-                if len(line) > _MAX_LINE:
-                    raise HTTPError("answer line too long")
+                line = await _line(s)
                 size = int(line.split(b";", 1)[0].strip(), 16)
                 if size == 0:
                     while line and line not in (b"\r\n", b"\n"):  # trailers, up to the blank line

@@ -489,18 +489,14 @@ class Uplink:
                     # overlay in force, and holds up no punch.
                     if time.ticks_diff(time.ticks_ms(), self._next_at) >= 0:
                         self._next_at = time.ticks_add(time.ticks_ms(), _ROSTER_EVERY_MS)
-                        if self.roster is not None:
-                            try:
-                                await self.pull_roster()
-                            except Exception as e:
-                                info["roster_error"] = err = "%s: %s" % ("roster", e)
-                                self._error(err)
-                        if self.config_path is not None:
-                            try:
-                                await self.pull_config()
-                            except Exception as e:
-                                info["config_error"] = err = "%s: %s" % ("config", e)
-                                self._error(err)
+                        for name, pull, wanted in (("roster", self.pull_roster, self.roster),
+                                                   ("config", self.pull_config, self.config_path)):
+                            if wanted is not None:
+                                try:
+                                    await pull()
+                                except Exception as e:
+                                    info[name + "_error"] = err = "%s: %s" % (name, e)
+                                    self._error(err)
                     info["state"] = _IDLE
                     if time.ticks_diff(time.ticks_ms(), self._idle_since) > _IDLE_CLOSE_MS:
                         self.client.close()  # free the TLS session's memory while there is nothing to send
