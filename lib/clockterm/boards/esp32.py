@@ -180,13 +180,11 @@ class Watchdog:
     def __init__(self, timeout_ms):
         self.timeout_ms = timeout_ms
         self._wdt = None
-        self.feeds = 0
 
     def feed(self):
         if self._wdt is None:
             self._wdt = machine.WDT(timeout=self.timeout_ms)
         self._wdt.feed()
-        self.feeds += 1
 
     async def run(self):
         return

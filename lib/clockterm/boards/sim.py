@@ -34,14 +34,12 @@ class SimWatchdog:
         self.timeout_ms = timeout_ms
         self.path = path  # marker file written before the "reset", so the next boot knows
         self._fed = time.ticks_ms()
-        self.feeds = 0
 
     def feed(self):
         # A feed that comes too late does not save the board: the hardware would have reset already
         # (after a stalled event loop the feeding task can run before the checking one).
         self._check()
         self._fed = time.ticks_ms()
-        self.feeds += 1
 
     def _check(self):
         if time.ticks_diff(time.ticks_ms(), self._fed) > self.timeout_ms:
@@ -81,7 +79,6 @@ class Board:
         self.journal_flash = None
         self.rtc = self.indicator = self.link = self  # the roles this class plays itself
         self.control = None
-        self.last = None  # the last feedback (code, text)
         self.watchdog = SimWatchdog(board_cfg.get("watchdog_ms", 8000), state_dir + "/wdt_reset")
 
     # --- RTC: host clock + offset + drift (ppm); battery-backed, its state survives in rtc.json ------
@@ -124,7 +121,6 @@ class Board:
 
     def feedback(self, code, text):
         # code: "ok", "deny", "dup", "error"; text: the display's result line.
-        self.last = (code, text)
         print("[display] %s  [beep:%s]" % (text, code))
 
     def idle(self, items):
