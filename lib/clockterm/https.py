@@ -115,7 +115,7 @@ class Client:
             except Exception:
                 pass
 
-    async def request(self, method, path, body=None, headers="", room=0, sink=None):
+    async def request(self, method, path, body=None, headers="", room=0, sink=None, timeout_ms=0, max_body=0):
         """Send one request and return (status, headers, body); raises HTTPError (the connection is
         then closed).
 
@@ -126,6 +126,8 @@ class Client:
         room: the first `room` bytes of the body are scratch space, not body: the head is written into
           their end so that head and body leave in one write (one TLS record, one TCP segment). Two
           writes would let Nagle hold the second until the server's delayed ACK, about 40 ms.
+        timeout_ms, max_body: this request's own limits (0: the client's timeout_ms and max_body), e.g.
+          a long timeout for a roster download, a small body limit for a config overlay.
         sink: a function called with each piece (bytes, up to 512) of a 200 answer's body instead of
           collecting it: a large answer (a roster) never sits in RAM whole. It must not keep the
           piece; an exception from it aborts the exchange (connection closed).
@@ -143,8 +145,9 @@ class Client:
                         asyncio.open_connection(self.host, self.port, ssl=self._ctx,
                                                 server_hostname=self.host),
                         self.connect_timeout_ms))[1]  # one Stream for both directions
-                ans = await asyncio.wait_for_ms(self._exchange(method, path, body, headers, room, sink),
-                                                self.timeout_ms)
+                ans = await asyncio.wait_for_ms(
+                    self._exchange(method, path, body, headers, room, sink, max_body or self.max_body),
+                    timeout_ms or self.timeout_ms)
                 if ans is not None:
                     return ans
                 if not reused:
@@ -165,7 +168,7 @@ class Client:
             self.close()
             raise
 
-    async def _exchange(self, method, path, body, headers, room, sink):
+    async def _exchange(self, method, path, body, headers, room, sink, max_body):
         # One request on the open connection: its answer, or None when the connection turns out closed
         # before the first answer byte (a kept-alive one the server closed meanwhile).
         s = self.stream
@@ -234,7 +237,7 @@ class Client:
             chunked = True
         elif "content-length" in hdrs:
             size = int(hdrs["content-length"])
-            if size < 0 or (status == 200 and sink is None and size > self.max_body):
+            if size < 0 or (status == 200 and sink is None and size > max_body):
                 raise HTTPError("answer body too large")
         else:
             size = -1  # up to the close
@@ -258,7 +261,7 @@ class Client:
                 elif status != 200:  # a proxy's error page must not need a big block of heap
                     if len(body) < _ERR_BODY:
                         body.extend(part[:_ERR_BODY - len(body)])
-                elif len(body) + len(part) > self.max_body:
+                elif len(body) + len(part) > max_body:
                     raise HTTPError("answer body too large")
                 else:
                     body.extend(part)

@@ -316,7 +316,7 @@ class Uplink:
 
     # --- pulls: roster and config --------------------------------------------------------------
 
-    async def _get(self, name, accept, sink=None):
+    async def _get(self, name, accept, sink=None, timeout_ms=0, max_body=0):
         # Conditional GET of /v1/devices/<id>/<name> with the ETag kept in <fs_root>/<name>.etag:
         # (status, headers, body). A 401 drops the token (the next pull gets a new one).
         if not await self._ensure_token():
@@ -329,7 +329,8 @@ class Uplink:
                 hdrs += "If-None-Match: %s\r\n" % etag
         except OSError:
             pass
-        ans = await self.client.request("GET", "/v1/devices/%s/%s" % (self.device_id, name), None, hdrs, 0, sink)
+        ans = await self.client.request("GET", "/v1/devices/%s/%s" % (self.device_id, name), None, hdrs, 0, sink,
+                                        timeout_ms, max_body)
         if ans[0] == 401:
             self.token = None
         return ans
@@ -373,14 +374,9 @@ class Uplink:
                     w.add(parts[0], parts[1], parts[2] if len(parts) > 2 else "")
                 start = i + 1
 
-        c = self.client
-        # The token first, under the normal request timeout: only the roster itself gets the long one.
-        if not await self._ensure_token():
-            raise https.HTTPError("no token")
-        t = c.timeout_ms
-        c.timeout_ms = _ROSTER_TIMEOUT_MS
         try:
-            status, hdrs, _ = await self._get("roster", "text/tab-separated-values", feed)
+            # The long timeout is the roster request's own (a token request before it has the usual one).
+            status, hdrs, _ = await self._get("roster", "text/tab-separated-values", feed, _ROSTER_TIMEOUT_MS)
             if status == 401:
                 return False
             if status == 304:
@@ -393,7 +389,6 @@ class Uplink:
             badges = w.count
             w = None
         finally:
-            c.timeout_ms = t
             if w is not None:
                 w.abort()  # roster.new goes, the old roster stays
         self.roster.open()  # same loop turn as the rename: no lookup sees a closed roster
@@ -413,13 +408,7 @@ class Uplink:
         that its code costs heap only during a pull); its ETag follows in config.etag after the swap.
         The next boot applies it. Returns True when an overlay was accepted; raises (old overlay kept)
         when it is refused."""
-        c = self.client
-        mb = c.max_body
-        c.max_body = _CONFIG_MAX_BYTES
-        try:
-            status, hdrs, body = await self._get("config", "application/json")
-        finally:
-            c.max_body = mb
+        status, hdrs, body = await self._get("config", "application/json", None, 0, _CONFIG_MAX_BYTES)
         info = self.info
         if status == 401:
             return False
