@@ -360,3 +360,72 @@ def test_connects_on_a_fragmented_heap(central: Handle, tmp_path: Path) -> None:
     out = mp.mp_json(FRAGMENTED, args=[str(cfg)])
     assert out["fragmented"] and out["pins"] > 10, out  # the heap really had no 3 KB piece left
     assert out["status"] == 200, out
+
+
+TIMERS = r"""
+import sys, json, time, asyncio
+from clockterm import https
+url, ca, silent = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+async def attempt(c, path="/v1/health"):
+    t0 = time.ticks_ms()
+    try:
+        st = (await c.request("GET", path))[0]
+    except https.HTTPError as e:
+        st = str(e)
+    return st, time.ticks_diff(time.ticks_ms(), t0)
+
+async def main():
+    out = {}
+    # A server that takes the TCP connection and never answers the TLS handshake (which runs at the
+    # first write, under the request's timeout): a timeout, and no connection kept.
+    c = https.Client("https://127.0.0.1:%d" % silent, cafile=ca)
+    c.timeout_ms = 400
+    out["silent"] = await attempt(c)
+    out["silent_connected"] = c.stream is not None
+    # A request that ends in time leaves no timer behind: the task is not cancelled later.
+    c = https.Client(url, cafile=ca)
+    c.connect_timeout_ms = c.timeout_ms = 300
+    out["fast"] = (await attempt(c))[0]
+    try:
+        await asyncio.sleep_ms(700)
+        out["after"] = "not cancelled"
+    except asyncio.CancelledError:
+        out["after"] = "cancelled by a stale timer"
+    # A request cancelled from outside: CancelledError (not an HTTP timeout), the connection closed.
+    c.timeout_ms = 5000
+    t = asyncio.create_task(c.request("GET", "/v1/slow"))
+    await asyncio.sleep_ms(300)  # the central stalls: the request is waiting for its answer
+    t.cancel()
+    try:
+        await t
+        out["outside"] = "finished"
+    except asyncio.CancelledError:
+        out["outside"] = "cancelled"
+    except https.HTTPError as e:
+        out["outside"] = "HTTPError " + str(e)
+    out["outside_connected"] = c.stream is not None
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+def test_timeouts_are_own_timers_and_outside_cancel_stays_a_cancel(central: Handle) -> None:
+    """Connect and request timeouts come from a small timer task (no asyncio.wait_for_ms): a silent
+    TLS server times out at timeout_ms; a request done in time leaves no timer that cancels its
+    task later; a cancel from outside stays a CancelledError and closes the connection."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)  # the kernel completes the TCP handshake; nobody ever answers the ClientHello
+        central.set_faults(queue=[{"do": "stall", "s": 3, "path": "/v1/slow"}])
+        with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as f:
+            f.write(central.ca_path.read_text())
+        out = mp.mp_json(TIMERS, args=[central.url, f.name, str(silent.getsockname()[1])])
+    assert out["silent"][0] == "timeout" and 350 <= out["silent"][1] < 2000, out
+    assert not out["silent_connected"]
+    assert out["fast"] == 404 or out["fast"] == 200, out  # an answer, whatever the path gives
+    assert out["after"] == "not cancelled", out
+    assert out["outside"] == "cancelled" and not out["outside_connected"], out

@@ -18,10 +18,15 @@ import binascii
 import tls
 from micropython import const
 
+from clockterm import cancel_after
+
 _MAX_HEADERS = const(32)  # header lines per answer; more is a protocol error
 _MAX_LINE = const(512)  # bytes of a status, header or chunk-size line
 _JOIN_MAX = const(1024)  # bodies without head room up to this size are copied behind the head (one write)
 _CHUNK = const(512)  # bytes per read of an answer body
+# The answer headers kept: the ones this client and its users read
+_KEEP_HEADERS = const((b"content-length", b"transfer-encoding", b"connection", b"retry-after", b"etag",
+                       b"content-type", b"location"))
 _ERR_BODY = const(256)  # bytes kept of an answer other than 200 (its start says enough; the rest is read and dropped)
 
 
@@ -64,7 +69,7 @@ class Client:
 
     Tunables (instance attributes, set after construction):
       max_body            bytes of an answer body; larger -> HTTPError
-      connect_timeout_ms  TCP connect plus TLS handshake
+      connect_timeout_ms  TCP connect (the TLS handshake runs at the first write, under timeout_ms)
       timeout_ms          whole request: send plus complete answer (also bounds a trickling server)
     State: stream (the open connection, or None); counters: connections (opened; = TLS handshakes over
     https), requests.
@@ -131,23 +136,30 @@ class Client:
         sink: a function called with each piece (bytes, up to 512) of a 200 answer's body instead of
           collecting it: a large answer (a roster) never sits in RAM whole. It must not keep the
           piece; an exception from it aborts the exchange (connection closed).
-        The answer's headers come as a dict with lower-case names; its body as a bytearray (empty when
-        there is none, or when it went to the sink).
+        The answer's headers come as a dict with lower-case names, only those in _KEEP_HEADERS (the
+        ones read here and by the uplink); its body as a bytearray (empty when there is none, or when
+        it went to the sink).
         """
         self.requests += 1
+        me = asyncio.current_task()
+        timer = None
         try:
             while True:
                 reused = self.stream is not None
                 if not reused:
                     self.connections += 1
                     # ssl=None: plain http; with a context, the host name is checked against the certificate
-                    self.stream = (await asyncio.wait_for_ms(
-                        asyncio.open_connection(self.host, self.port, ssl=self._ctx,
-                                                server_hostname=self.host),
-                        self.connect_timeout_ms))[1]  # one Stream for both directions
-                ans = await asyncio.wait_for_ms(
-                    self._exchange(method, path, body, headers, room, sink, max_body or self.max_body),
-                    timeout_ms or self.timeout_ms)
+                    timer = asyncio.create_task(cancel_after(me, self.connect_timeout_ms))
+                    try:
+                        self.stream = (await asyncio.open_connection(self.host, self.port, ssl=self._ctx,
+                                                                     server_hostname=self.host))[1]
+                    finally:
+                        timer.cancel()
+                timer = asyncio.create_task(cancel_after(me, timeout_ms or self.timeout_ms))
+                try:
+                    ans = await self._exchange(method, path, body, headers, room, sink, max_body or self.max_body)
+                finally:
+                    timer.cancel()
                 if ans is not None:
                     return ans
                 if not reused:
@@ -158,14 +170,13 @@ class Client:
         except HTTPError:
             self.close()
             raise
-        except asyncio.TimeoutError:
-            self.close()
-            raise HTTPError("timeout")
         except (OSError, EOFError, ValueError, IndexError) as e:
             self.close()
             raise HTTPError("%s: %s" % (type(e).__name__, e))
-        except BaseException:  # cancellation, a sink's error: never leave a half-used connection behind
+        except BaseException as e:  # cancellation, a sink's error: never leave a half-used connection behind
             self.close()
+            if isinstance(e, asyncio.CancelledError) and timer is not None and timer.done():
+                raise HTTPError("timeout")  # our own timer cancelled us (one cancelled from outside: re-raised)
             raise
 
     async def _exchange(self, method, path, body, headers, room, sink, max_body):
@@ -218,7 +229,9 @@ class Client:
             i = line.find(b":")
             if i <= 0:
                 raise HTTPError("malformed header")
-            hdrs[line[:i].decode().strip().lower()] = line[i + 1:].decode().strip()
+            name = line[:i].strip().lower()
+            if name in _KEEP_HEADERS:  # the others (date, server ...) would only take heap
+                hdrs[name.decode()] = line[i + 1:].decode().strip()
         conn = hdrs.get("connection", "").lower()
         if conn == "close":
             keep = False

@@ -21,7 +21,7 @@ import struct
 import time
 from micropython import const
 
-from clockterm import log
+from clockterm import cancel_after, log
 
 try:
     import socket  # the one place the socket module is chosen; pass another in to replace it
@@ -110,11 +110,6 @@ def _select(items):
 def _wait_readable(sock):
     # asyncio's own readiness wait (what StreamReader.read does), usable on a UDP socket.
     yield asyncio.core._io_queue.queue_read(sock)
-
-
-async def _cancel_after(task, ms):
-    await asyncio.sleep_ms(ms)
-    task.cancel()
 
 
 class Supervisor:
@@ -213,7 +208,7 @@ class Supervisor:
                         return ignored
                     # (not asyncio.wait_for_ms: its two extra tasks and closure take ~0.7 KB while
                     # waiting; here one small timer task cancels this wait)
-                    timer = asyncio.create_task(_cancel_after(asyncio.current_task(), left))
+                    timer = asyncio.create_task(cancel_after(asyncio.current_task(), left))
                     try:
                         await _wait_readable(s)
                     except asyncio.CancelledError:
