@@ -227,7 +227,7 @@ class App:
         self.supervise("sntp", self.sntp.run)
         self.supervise("uplink", self.uplink.run)
         asyncio.create_task(self._housekeeping())
-        asyncio.create_task(board.watchdog.run())
+        asyncio.create_task(board.watchdog.watch())
         gc.collect()
         log.info("app", "terminal %s up (%s, firmware %s, heap free %d)"
                  % (self.device_id, board.name, VERSION, gc.mem_free()))
