@@ -1,13 +1,16 @@
-"""The app's housekeeping task under micropython: the watchdog is fed from the first turn while every
-critical task is alive, whatever its other duties (display, crash count) throw; a dead critical task
-stops the feeding."""
+"""The app's housekeeping loop under micropython (App.main with fakes around it): it is the
+supervisor, restarting a task that crashed or returned with backoff, its crash logged once; it feeds
+the watchdog from the first turn whatever its other duties (display, a failing restart) throw, and
+stops feeding once a critical task has crash-looped 20 times (a non-critical one does not count)."""
 
 from __future__ import annotations
 
-from mp import mp_json
+import json
+
+from mp import run_mp
 
 SCRIPT = r"""
-import asyncio, json
+import asyncio, json, time
 from clockterm import app, log
 
 class WDT:
@@ -15,15 +18,22 @@ class WDT:
     feeds = 0
     def feed(self):
         self.feeds += 1
+    async def watch(self):
+        return
 
 class Display:
     def idle(self, items):
         raise OSError(19)  # ENODEV: the display does not answer on its bus
 
 class Board:
+    name = "fake"
     fs_root = "/tmp"
+    control = None
+    link = None  # no run(): nothing to supervise
     watchdog = WDT()
     indicator = Display()
+    def readers(self):
+        return ()
 
 class Clock:
     def now(self):
@@ -37,43 +47,107 @@ class Journal:
     last_seq = 5
     acked_seq = 2
 
+starts = {"sntp": 0, "uplink": 0, "flaky": 0}
+
+class Sntp:  # crashes 10 ms after each start
+    async def run(self):
+        starts["sntp"] += 1
+        await asyncio.sleep_ms(10)
+        raise RuntimeError("boom")
+
+class Uplink:  # returns 10 ms after each start
+    async def run(self):
+        starts["uplink"] += 1
+        await asyncio.sleep_ms(10)
+
 class App(app.App):
-    def __init__(self):  # only what housekeeping uses, not a whole terminal
+    def __init__(self):  # only what main and housekeeping use, not a whole terminal
         self.board = Board()
+        self.device_id = "t-1"
         self.tasks = {}
+        self._sup = []
         self.stall_ms_max = 0
         self.clock = Clock()
         self.tz = TZ()
         self.journal = Journal()
+        self.sntp = Sntp()
+        self.uplink = Uplink()
+
+async def ended():
+    return
+
+def flaky():  # starts once; every restart then fails in the supervision step itself
+    starts["flaky"] += 1
+    if starts["flaky"] > 1:
+        raise ValueError("no start")
+    return ended()
 
 async def crash():
-    raise RuntimeError("boom")
+    raise RuntimeError("again")
+
+def snap(a, name):
+    return dict(a.tasks[name], starts=starts.get(name))
 
 async def main():
     a = App()
-    a.supervise("fine", lambda: asyncio.sleep(60))
-    asyncio.create_task(a._housekeeping())
+    w = Board.watchdog
+    t0 = time.ticks_ms()
+    asyncio.create_task(a.main())
+    await asyncio.sleep_ms(0)
+    a.supervise("flaky", flaky, critical=False)
     await asyncio.sleep_ms(30)
-    first = Board.watchdog.feeds
-    await asyncio.sleep_ms(400)
-    healthy = Board.watchdog.feeds
-    # A critical task that keeps crashing: 20 restarts and the feeding stops (fast restarts here).
-    a.supervise("bad", crash)
-    a.tasks["bad"]["restarts"] = 20
+    out = {"first": w.feeds}
+    await asyncio.sleep_ms(220)
+    out["at_250"] = {"sntp": snap(a, "sntp"), "uplink": snap(a, "uplink")}  # waiting out 500 ms
+    await asyncio.sleep_ms(750)
+    out["at_1000"] = {"sntp": snap(a, "sntp"), "uplink": snap(a, "uplink")}  # restarted; now 1000 ms
+    await asyncio.sleep_ms(900)
+    out["at_1900"] = {"sntp": snap(a, "sntp"), "uplink": snap(a, "uplink"), "flaky": snap(a, "flaky")}
+    out["healthy"] = w.feeds
+    out["healthy_ms"] = time.ticks_diff(time.ticks_ms(), t0)
+    # A non-critical task that crash-loops past 20 restarts: the feeding goes on.
+    a.supervise("optional", crash, critical=False)
+    a.tasks["optional"]["restarts"] = 19
     await asyncio.sleep_ms(100)
-    n = Board.watchdog.feeds
+    n = w.feeds
     await asyncio.sleep_ms(400)
-    print(json.dumps({"first": first, "healthy": healthy, "stopped": Board.watchdog.feeds - n,
-                      "errors": log.errors, "alive": a.tasks["fine"]["alive"]}))
+    out["optional"] = dict(a.tasks["optional"], fed=w.feeds - n)
+    # A critical one that reaches 20 restarts: no more feeding.
+    a.supervise("bad", crash)
+    a.tasks["bad"]["restarts"] = 19
+    await asyncio.sleep_ms(100)
+    n = w.feeds
+    await asyncio.sleep_ms(400)
+    out["bad"] = dict(a.tasks["bad"], fed=w.feeds - n)
+    print(json.dumps(out))
 
 asyncio.run(main())
 """
 
 
-def test_watchdog_fed_from_the_first_turn_whatever_the_display_throws() -> None:
-    out = mp_json(SCRIPT)
-    assert out["first"] >= 1, out  # armed at the first turn, not a quarter timeout later
-    assert out["healthy"] >= 6, out  # every 50 ms over 430 ms, the display failing all along
-    assert any("housekeeping: OSError" in e for e in out["errors"]), out  # said, not swallowed
-    assert out["alive"] is True
-    assert out["stopped"] == 0, out  # a crash-looping critical task: no more feeding
+def test_housekeeping_supervises_and_feeds_the_watchdog() -> None:
+    r = run_mp(SCRIPT)
+    lines = r.stdout.splitlines()
+    out = json.loads(lines[-1])
+    # The watchdog: armed at the first turn, then fed every 50 ms, the display failing all along.
+    assert out["first"] >= 1, out
+    assert out["healthy"] >= out["healthy_ms"] // 100, out  # due every 50 ms, looked at every 20
+    assert any(" E housekeeping: OSError" in ln for ln in lines), r.stdout  # said, not swallowed
+    # A crashing task: restarted after 500 ms, then 1000 ms; not alive while it waits.
+    assert out["at_250"]["sntp"] == {"restarts": 1, "alive": False, "critical": True, "starts": 1}, out
+    assert out["at_1000"]["sntp"] == {"restarts": 2, "alive": False, "critical": True, "starts": 2}, out
+    assert out["at_1900"]["sntp"]["starts"] == 3, out
+    # Each crash logged once, under the task's name, with its type and message.
+    crashes = [ln for ln in lines if "RuntimeError: boom" in ln and " E " in ln]
+    assert len(crashes) == 3 and all(" E sntp: RuntimeError: boom" in ln for ln in crashes), crashes
+    # A task that returns: said, and restarted with the same backoff.
+    assert out["at_250"]["uplink"] == {"restarts": 1, "alive": False, "critical": True, "starts": 1}, out
+    assert out["at_1000"]["uplink"]["starts"] == 2, out
+    assert out["at_1900"]["uplink"]["starts"] == 3, out
+    assert sum(" W uplink: task ended; restarting" in ln for ln in lines) == 3, r.stdout
+    # A restart that fails in the supervision step: logged, backed off like an end, feeding goes on.
+    assert any(" E housekeeping: ValueError: no start" in ln for ln in lines), r.stdout
+    assert out["at_1900"]["flaky"]["restarts"] >= 2, out
+    # Crash loops past 20 restarts: a non-critical one is no reason to stop feeding, a critical one is.
+    assert out["optional"]["restarts"] >= 20 and out["optional"]["fed"] >= 6, out
+    assert out["bad"]["restarts"] == 20 and out["bad"]["fed"] == 0, out

@@ -88,7 +88,9 @@ def test_three_crashes_in_a_row_lead_to_safe_mode(tmp_path: Path) -> None:
         assert flash_file(state, "crashes", remove=True) == "3"
         term.start()
         assert term.tap("04A1B2C3").startswith("OK 2 ")  # the punch of the first boot is still there
-        assert term.status()["tasks"]["sntp"]["alive"]
+        tasks = term.status()["tasks"]  # the supervised tasks, as STATUS shows them
+        assert tasks["sntp"] == {"restarts": 0, "alive": True, "critical": True}, tasks
+        assert set(tasks) == {"sntp", "uplink"}, tasks
     finally:
         term.stop()
 

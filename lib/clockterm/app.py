@@ -1,10 +1,11 @@
 # The composition root: builds the terminal from the board and the config, runs its tasks.
 #
 # One supervised task per concern (network link, SNTP, uplink, each reader; the control port is a
-# server); a task that dies is logged and restarted with backoff. One housekeeping task feeds the
-# watchdog only while every critical task is alive, and also measures loop stalls, refreshes the idle
-# display and clears the crash count (each of those guarded: none of them can stop the feeding).
-# A global asyncio exception handler logs what escapes.
+# server). The housekeeping loop, which main() runs once everything is started, is the supervisor: it
+# restarts a task that ended, with backoff, and feeds the watchdog unless a critical task is stuck in
+# a crash loop; it also measures loop stalls, refreshes the idle display and clears the crash count
+# (those duties guarded: none of them can stop the feeding). A global asyncio exception handler logs
+# what escapes a task, under the supervised task's name where it was one.
 
 import gc
 import json
@@ -51,7 +52,8 @@ class App:
         self.device_id = cfg["device_id"]
         self.cfg_error = cfg_error
         self.t0 = time.ticks_ms()
-        self.tasks = {}  # name -> {"restarts": n, "alive": bool, "critical": bool}
+        self.tasks = {}  # name -> {"restarts": n, "alive": bool, "critical": bool}: STATUS shows it
+        self._sup = []  # one record per supervised task (see supervise)
         self.stall_ms_max = 0
         board.configure(cfg)
         root = board.fs_root
@@ -100,71 +102,50 @@ class App:
     # --- supervision --------------------------------------------------------------------------
 
     def supervise(self, name, factory, critical=True):
-        """Run factory() as a task for ever: log a crash, back off, start it again."""
-        info = {"restarts": 0, "alive": False, "critical": critical}
+        """Run factory() as a task; housekeeping restarts it, with backoff, whenever it ends."""
+        info = {"restarts": 0, "alive": True, "critical": critical}
         self.tasks[name] = info
+        # What housekeeping needs to restart it (no coroutine of its own: a frame each for nothing):
+        # [name, info, factory, task, next backoff ms, start ticks while it runs / restart ticks while it waits]
+        self._sup.append([name, info, factory, asyncio.create_task(factory()), _RESTART_MIN_MS, time.ticks_ms()])
 
-        async def loop():
-            delay = _RESTART_MIN_MS
-            try:
-                while True:
-                    info["alive"] = True
-                    started = time.ticks_ms()
-                    try:
-                        await factory()
-                        log.warn(name, "task ended; restarting")
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception as e:
-                        log.exc(name, e)
+    def _restart(self, now):
+        # Housekeeping's supervision step: an ended task is counted, said (a crash was said already, by
+        # _on_loop_error, as it escaped) and started again once its backoff is over.
+        for r in self._sup:
+            info = r[1]
+            if info["alive"]:
+                if r[3].done():
+                    info["alive"] = False
                     info["restarts"] += 1
-                    if time.ticks_diff(time.ticks_ms(), started) > _RESTART_MAX_MS:
-                        delay = _RESTART_MIN_MS  # it ran a good while: not a crash loop
-                    await asyncio.sleep_ms(delay)
-                    delay = min(delay * 2, _RESTART_MAX_MS)
-            finally:
-                info["alive"] = False  # however the supervisor ends (cancelled, or itself failing)
+                    # What ended it, as MicroPython's asyncio keeps it: StopIteration for a return,
+                    # CancelledError (no Exception) for a cancel, else the crash, said already.
+                    e = r[3].data
+                    if isinstance(e, StopIteration) or not isinstance(e, Exception):
+                        log.warn(r[0], "task ended; restarting")
+                    if time.ticks_diff(now, r[5]) > _RESTART_MAX_MS:
+                        r[4] = _RESTART_MIN_MS  # it ran a good while: not a crash loop
+                    r[5] = time.ticks_add(now, r[4])
+                    r[4] = min(r[4] * 2, _RESTART_MAX_MS)
+            elif time.ticks_diff(now, r[5]) >= 0:
+                # Marked running before the start: a start that fails (no heap for the coroutine) is
+                # then found ended at the next turn, and backs off like any other end.
+                info["alive"] = True
+                r[5] = now
+                r[3] = asyncio.create_task(r[2]())
 
-        return asyncio.create_task(loop())
-
-    async def _housekeeping(self):
-        # One task for four small duties (a task each would cost heap for nothing):
-        # - the longest event-loop stall seen: how late a 20 ms sleep wakes up (a stall delays every
-        #   task, the tap path's control port and readers included);
-        # - the watchdog, fed every timeout/4 only while every critical task is alive and not stuck
-        #   in a crash loop;
-        # - the crash count, cleared once the terminal has run healthy for _HEALTHY_MS;
-        # - the idle display (local time, sync state, backlog), every _DISPLAY_MS.
-        board = self.board
-        wdt = board.watchdog
-        every = wdt.timeout_ms // 4
-        up = time.ticks_ms()
-        fed = time.ticks_add(up, -every)  # the first feed at the first turn: an ESP32 arms its WDT there
-        shown = time.ticks_add(up, -_DISPLAY_MS)  # and the idle display
-        healthy = False
-        while True:
-            t0 = time.ticks_ms()
-            await asyncio.sleep_ms(20)
-            now = time.ticks_ms()
-            late = time.ticks_diff(now, t0) - 20
-            if late > self.stall_ms_max:
-                self.stall_ms_max = late
-            if time.ticks_diff(now, fed) >= every:
-                fed = now
-                if all(t["alive"] and t["restarts"] < 20 for t in self.tasks.values() if t["critical"]):
-                    wdt.feed()
-            # The other duties may fail (a display that NACKs, a full filesystem): say it, and keep
-            # feeding the watchdog.
-            try:
-                if not healthy and time.ticks_diff(now, up) > _HEALTHY_MS:
-                    healthy = True
-                    if _crash_count(board):
-                        _crash_count(board, 0)  # written only when there is something to clear: spare the flash
-                if time.ticks_diff(now, shown) >= _DISPLAY_MS:
-                    shown = now
-                    self._idle()
-            except Exception as e:
-                log.exc("housekeeping", e)
+    def _on_loop_error(self, loop, context):
+        # The loop's exception handler: what escaped a task (a supervised task's crash among them).
+        e = context.get("exception")
+        f = context.get("future")
+        tag = "loop"
+        for r in self._sup:
+            if r[3] is f:  # kept until its restart, so this finds it even after housekeeping saw it end
+                tag = r[0]
+        if e is not None:
+            log.exc(tag, e)
+        else:
+            log.error(tag, context.get("message", "unknown error"))
 
     def _correct_presync(self, delta):
         # The first sync of this boot: record the correction of the punches stamped before it (same
@@ -215,8 +196,10 @@ class App:
     # --- run ----------------------------------------------------------------------------------
 
     async def main(self):
+        """Start the tasks, then run the housekeeping loop for ever (in this task: one more would cost
+        heap for nothing). It ends only by a bug of its own: the caller resets the board."""
         loop = asyncio.get_event_loop()
-        loop.set_exception_handler(_on_loop_error)
+        loop.set_exception_handler(self._on_loop_error)
         board = self.board
         if board.control is not None:
             await board.control.start(self.terminal.tap, self.status, self.out)
@@ -226,13 +209,51 @@ class App:
             self.supervise("link", board.link.run)
         self.supervise("sntp", self.sntp.run)
         self.supervise("uplink", self.uplink.run)
-        asyncio.create_task(self._housekeeping())
-        asyncio.create_task(board.watchdog.run())
+        wdt = board.watchdog
+        asyncio.create_task(wdt.watch())
         gc.collect()
         log.info("app", "terminal %s up (%s, firmware %s, heap free %d)"
                  % (self.device_id, board.name, VERSION, gc.mem_free()))
+        # Housekeeping, every 20 ms:
+        # - the longest event-loop stall seen: how late a 20 ms sleep wakes up (a stall delays every
+        #   task, the tap path's control port and readers included);
+        # - the watchdog, fed every timeout/4 unless a critical task is stuck in a crash loop (20
+        #   restarts); should this loop die, the feeding stops with it;
+        # - supervision: each task that ended is restarted once its backoff is over (_restart);
+        # - the crash count, cleared once the terminal has run healthy for _HEALTHY_MS;
+        # - the idle display (local time, sync state, backlog), every _DISPLAY_MS.
+        every = wdt.timeout_ms // 4
+        up = time.ticks_ms()
+        fed = time.ticks_add(up, -every)  # the first feed at the first turn: an ESP32 arms its WDT there
+        shown = time.ticks_add(up, -_DISPLAY_MS)  # and the idle display
+        healthy = False
         while True:
-            await asyncio.sleep(3600)
+            t0 = time.ticks_ms()
+            await asyncio.sleep_ms(20)
+            now = time.ticks_ms()
+            late = time.ticks_diff(now, t0) - 20
+            if late > self.stall_ms_max:
+                self.stall_ms_max = late
+            if time.ticks_diff(now, fed) >= every:
+                fed = now
+                for t in self.tasks.values():
+                    if t["critical"] and t["restarts"] >= 20:
+                        break
+                else:
+                    wdt.feed()
+            # The other duties may fail (a bug in a restart, a display that NACKs, a full filesystem):
+            # say it, and keep feeding the watchdog. Supervision first, so that they cannot starve it.
+            try:
+                self._restart(now)
+                if not healthy and time.ticks_diff(now, up) > _HEALTHY_MS:
+                    healthy = True
+                    if _crash_count(board):
+                        _crash_count(board, 0)  # written only when there is something to clear: spare the flash
+                if time.ticks_diff(now, shown) >= _DISPLAY_MS:
+                    shown = now
+                    self._idle()
+            except Exception as e:
+                log.exc("housekeeping", e)
 
 
 async def poll_reader(reader, tap):
@@ -260,16 +281,6 @@ def _max_block():
         except MemoryError:
             hi = mid
     return lo
-
-
-def _on_loop_error(loop, context):
-    e = context.get("exception")
-    if e is not None:
-        log.exc("loop", e)
-    else:
-        log.error("loop", context.get("message", "unknown error"))
-
-
 
 
 def _crash_count(board, add=None):

@@ -27,38 +27,12 @@ def _host_ms():
     return time.time_ns() // 1000000
 
 
-class SimWatchdog:
-    """Ends the process like a watchdog reset when it is not fed within timeout_ms."""
-
-    def __init__(self, timeout_ms, path):
-        self.timeout_ms = timeout_ms
-        self.path = path  # marker file written before the "reset", so the next boot knows
-        self._fed = time.ticks_ms()
-
-    def feed(self):
-        # A feed that comes too late does not save the board: the hardware would have reset already
-        # (after a stalled event loop the feeding task can run before the checking one).
-        self._check()
-        self._fed = time.ticks_ms()
-
-    def _check(self):
-        if time.ticks_diff(time.ticks_ms(), self._fed) > self.timeout_ms:
-            log.error("wdt", "not fed for %d ms: reset" % self.timeout_ms)
-            with open(self.path, "w") as f:
-                f.write("1")
-            sys.exit(3)
-
-    async def run(self):
-        while True:
-            await asyncio.sleep_ms(self.timeout_ms // 4)
-            self._check()
-
-
 class Board:
     """The sim board, built from the board config, the terminal config and the state folder.
 
     Its small parts are the board itself (a class each would cost heap for nothing): it is its own
-    RTC (now_ms/set_ms), indicator (feedback/idle), network link (status) and control port (start).
+    RTC (now_ms/set_ms), indicator (feedback/idle), network link (status), watchdog (timeout_ms,
+    feed/watch) and control port (start).
     """
 
     name = "sim"
@@ -77,9 +51,10 @@ class Board:
         fl = board_cfg["flash"]
         self.fs_flash = NorFlash(_SECTOR, fl["fs_kb"] * 1024 // _SECTOR, path=state_dir + "/fs.bin")
         self.journal_flash = None
-        self.rtc = self.indicator = self.link = self  # the roles this class plays itself
+        self.rtc = self.indicator = self.link = self.watchdog = self  # the roles this class plays itself
         self.control = None
-        self.watchdog = SimWatchdog(board_cfg.get("watchdog_ms", 8000), state_dir + "/wdt_reset")
+        self.timeout_ms = board_cfg.get("watchdog_ms", 8000)  # the watchdog's
+        self._fed = time.ticks_ms()
 
     # --- RTC: host clock + offset + drift (ppm); battery-backed, its state survives in rtc.json ------
 
@@ -130,6 +105,27 @@ class Board:
 
     def status(self):
         return {"type": "sim", "up": True}
+
+    # --- watchdog: ends the process like a watchdog reset when not fed within timeout_ms -------------
+
+    def feed(self):
+        # A feed that comes too late does not save the board: the hardware would have reset already
+        # (after a stalled event loop the feeding task can run before the checking one).
+        self._starved()
+        self._fed = time.ticks_ms()
+
+    def _starved(self):
+        if time.ticks_diff(time.ticks_ms(), self._fed) > self.timeout_ms:
+            log.error("wdt", "not fed for %d ms: reset" % self.timeout_ms)
+            with open(self.state_dir + "/wdt_reset", "w") as f:  # so that the next boot knows
+                f.write("1")
+            sys.exit(3)
+
+    async def watch(self):
+        # The checking task: the hardware counts down by itself; here a task must look.
+        while True:
+            await asyncio.sleep_ms(self.timeout_ms // 4)
+            self._starved()
 
     # --- control port: the tap injection port on 127.0.0.1 ------------------------------------------
     # `TAP <badge>` -> `OK <seq> <iso>` | `DENY <reason>` | `ERR <reason>`; `STATUS` -> one line of
