@@ -429,3 +429,59 @@ def test_timeouts_are_own_timers_and_outside_cancel_stays_a_cancel(central: Hand
     assert out["fast"] == 404 or out["fast"] == 200, out  # an answer, whatever the path gives
     assert out["after"] == "not cancelled", out
     assert out["outside"] == "cancelled" and not out["outside_connected"], out
+
+
+CLOSE = r"""
+import sys, json, asyncio
+from clockterm import https
+port = int(sys.argv[1])
+
+async def main():
+    c = https.Client("http://127.0.0.1:%d" % port)
+    status = (await c.request("GET", "/a"))[0]
+    kept = c.stream is not None
+    c.close()
+    print(json.dumps({"status": status, "kept": kept}))
+    await asyncio.sleep_ms(1500)  # alive, its objects not yet collected: the server must see the close now
+
+asyncio.run(main())
+"""
+
+
+def test_close_closes_the_connection_at_once() -> None:
+    # Client.close() must close the socket itself (asyncio's Stream.close() does not on MicroPython: only
+    # wait_closed() does); left to the GC, a dropped connection stays open on both ends (and on a board
+    # its TLS session's memory stays taken) until some later collection.
+    import socket
+    import threading
+    import time
+
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    seen: dict[str, float] = {}
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")  # keep-alive
+            t0 = time.monotonic()
+            conn.settimeout(5)
+            try:
+                eof = conn.recv(1) == b""
+            except OSError:
+                eof = False
+            seen["eof_after_s"] = time.monotonic() - t0 if eof else 99.0
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        out = mp.mp_json(CLOSE, args=[str(srv.getsockname()[1])])
+    finally:
+        t.join(6)
+        srv.close()
+    assert out == {"status": 200, "kept": True}
+    assert seen["eof_after_s"] < 1.0, seen  # at close(), not at the process's end 1.5 s later

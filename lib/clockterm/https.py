@@ -116,7 +116,10 @@ class Client:
         self.stream = None
         if s is not None:
             try:
-                s.close()
+                # The socket itself: MicroPython's asyncio Stream.close() does nothing (only the async
+                # wait_closed() closes), and a connection left to the GC stays open on both ends, its
+                # TLS session's memory taken, until some later collection.
+                s.s.close()
             except Exception:
                 pass
 
