@@ -1,4 +1,5 @@
-"""The tap path end to end on a sim terminal: roster, toggling, unknown badges, duplicates, full journal."""
+"""The tap path end to end on a sim terminal: roster, toggling, unknown badges, duplicates, full journal
+(whose error lines make a STATUS answer larger than the answer buffer)."""
 
 from __future__ import annotations
 
@@ -96,5 +97,15 @@ def test_full_journal_is_refused_with_memory_full(tmp_path):
         term.start()
         assert term.status()["journal"]["last_seq"] == oks
         assert term.tap("04A1B2C4") == "DENY memory full"
+        # Each refusal is an error line kept for STATUS (the last 8): the answer grows past the 2 KB
+        # answer buffer (app._OUT_BYTES) and still comes back whole, one line of JSON.
+        badges = [f"{i:020X}" for i in range(8)]
+        for b in badges:
+            assert term.tap(b) == "DENY memory full"
+        line = term.send("STATUS")
+        assert len(line) > 2048
+        st = json.loads(line)
+        assert [e.rsplit(" ", 2)[-2] for e in st["errors"]] == badges
+        assert st["journal"]["last_seq"] == oks and st["terminal"]["counts"]["full"] == 9
     finally:
         term.stop()

@@ -122,7 +122,7 @@ def test_request_buffer_shared_with_another_user(central: Handle) -> None:
     # punch still arrives intact, exactly once. Held across an await, its body would be garbage (400).
     central.set_faults(queue=[{"do": "close"}, {"do": "status", "code": 401}, {"do": "chunked"},
                               {"do": "status", "code": 500}, {"do": "close"}, {"do": "reset"}])
-    out = run(config(central, initial=300, taps=40, tap_every_ms=20, batch_max=50, shared_buf=3072))
+    out = run(config(central, initial=300, taps=40, tap_every_ms=20, batch_max=50, shared_buf=2048))
     assert out["acked"] == out["last"] == 340 and out["bad_acks"] == 0, out
     assert_exactly_once(central, 340)
     assert central.central.faults.queue == []  # every fault was met, the resends among them

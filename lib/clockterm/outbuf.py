@@ -1,7 +1,10 @@
 # A fixed output buffer for JSON answers: allocated once, so a big answer needs no big block of heap.
 #
 # json.dump(obj, buf) writes token by token; a heap that is fragmented (as a long-running terminal's
-# heap is) cannot always give json.dumps the contiguous block its growing string needs.
+# heap is) cannot always give json.dumps the contiguous block its growing string needs. An answer
+# larger than the buffer goes out in pieces: its user notes `n` before a piece, and on Overflow sets
+# `n` back to it (the piece's partial bytes dropped), hands what the buffer holds to its stream, and
+# writes the piece again into the emptied buffer.
 
 import io
 
@@ -25,7 +28,7 @@ class OutBuf(io.IOBase):
         b = s.encode() if isinstance(s, str) else s
         end = self.n + len(b)
         if end > len(self.buf):
-            raise Overflow("answer over %d bytes" % len(self.buf))
+            raise Overflow("over %d bytes" % len(self.buf))
         self.mv[self.n:end] = b
         self.n = end
         return len(b)

@@ -25,7 +25,7 @@ from clockterm import https, log
 _Q_UNSYNCED = const(0)
 _QUALITY_NAMES = const(("unsynced", "synced", "stale", "corrected"))  # by quality code (clock.py)
 _TOKEN_MARGIN_MS = const(30000)  # refresh a token this long before it expires
-_BATCH_BYTES = const(4096)  # the request buffer allocated when the creator lends none
+_BATCH_BYTES = const(2048)  # the request buffer allocated when the creator lends none
 _HEAD_ROOM = const(320)  # bytes in front of the body for the HTTP head (one write per request; a longer
 #                          head, e.g. a huge token, falls back to two writes)
 _RETRY_AFTER_MAX_S = const(900)  # cap on a server's Retry-After
@@ -196,7 +196,7 @@ class Uplink:
 
         The body starts at _HEAD_ROOM: the bytes in front of it take the HTTP head, so that the request
         leaves in one write. Punches go as compact rows (the "fields" order, see docs/central-api.yaml):
-        about 55 bytes each instead of 150 as objects, so a 4 KB buffer carries some 65 punches.
+        about 55 bytes each instead of 150 as objects, so a 2 KB buffer carries some 28 punches.
         """
         buf = self._buf
         first = last = 0

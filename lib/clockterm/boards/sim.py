@@ -163,7 +163,7 @@ class Board:
                     w.write(b"ERR line too long\n")
                     await w.drain()
                     continue
-                # The answer line goes into self.out (preallocated; STATUS is a few KB of JSON).
+                # The answer line goes into self.out (preallocated, shared: see start()).
                 out = self.out.reset()
                 try:
                     words = line.decode().split()
@@ -172,10 +172,47 @@ class Board:
                 if len(words) == 2 and words[0] == "TAP":
                     out.write(self.tap(words[1]))
                 elif len(words) == 1 and words[0] == "STATUS":
+                    # A few KB of JSON, more than the buffer: streamed one top-level member at a time.
+                    # A member that does not fit what is left hands the buffer to the stream and is
+                    # written again into the emptied one; before each await the buffer is handed over
+                    # and after it reset (the uplink or another client fills it meanwhile).
+                    sent = False
                     try:
-                        json.dump(self.app_status(), out)
-                    except Overflow as e:
-                        out.reset().write("ERR " + str(e))
+                        sep = "{"
+                        for k, v in self.app_status().items():
+                            while True:
+                                mark = out.n
+                                try:
+                                    out.write(sep)
+                                    json.dump(k, out)
+                                    out.write(":")
+                                    json.dump(v, out)
+                                    break
+                                except Overflow as e:
+                                    out.n = mark  # the member's partial bytes go
+                                    if mark == 0:
+                                        # Over the whole buffer: a stand-in keeps the line valid JSON.
+                                        out.write(sep)
+                                        json.dump(k, out)
+                                        out.write(':{"error":"%s"}' % e)
+                                        log.warn("sim", "STATUS %s: %s" % (k, e))
+                                        break
+                                    sent = True
+                                    w.write(out.view())
+                                    await w.drain()
+                                    out.reset()
+                            sep = ","
+                        if out.n > len(out.buf) - 2:  # no room left for the closing "}\n"
+                            sent = True
+                            w.write(out.view())
+                            await w.drain()
+                            out.reset()
+                        out.write("}")
+                    except Exception as e:
+                        if sent:
+                            raise  # part of the line is out: the connection closes on it
+                        log.exc("sim", e)
+                        out.reset().write("ERR status: %r" % (e,))
                 else:
                     out.write("ERR bad command")
                 out.write(b"\n")
