@@ -109,3 +109,65 @@ def test_full_journal_is_refused_with_memory_full(tmp_path):
         assert st["journal"]["last_seq"] == oks and st["terminal"]["counts"]["full"] == 9
     finally:
         term.stop()
+
+
+RING = r"""
+import gc, json, time
+from clockterm.terminal import Terminal
+
+class Clock:
+    def now(self):
+        return 1795600000000, 1, 0
+
+class TZ:
+    def offset_s(self, s):
+        return 0
+
+class Journal:
+    seq = 0
+    def append(self, p):
+        self.seq += 1
+        return self.seq
+
+class Indicator:
+    def feedback(self, code, text):
+        pass
+
+cfg = {"duplicate_window_s": 3600, "unknown_badge": "record", "kind_mode": "toggle"}
+t = Terminal(Clock(), Journal(), None, TZ(), Indicator(), cfg)
+out = {}
+def tap(b):
+    return t.tap(b).split()[0]
+# The ring's heap is taken at construction: filling it with 16 badges keeps no more.
+tap("V00")  # (the last result's text, kept for STATUS, exists from here on)
+gc.collect()
+before = gc.mem_alloc()
+for i in range(16):
+    tap("W%02dABCDEF" % i)
+gc.collect()
+out["full"] = gc.mem_alloc() - before
+# The same badge again: a duplicate; a badge that is a prefix of one remembered, or shares its prefix: not.
+out["first"] = [tap("ABC"), tap("ABC"), tap("AB"), tap("ABCD"), tap("ABD"), tap("abc")]
+# A badge of the longest length, then 15 others: still remembered; one more: its slot is taken again.
+long = "0123456789ABCDEF0123"
+tap(long)
+for i in range(15):
+    tap("X%02d" % i)
+out["still"] = tap(long)
+tap("Y00")
+out["evicted"] = tap(long)
+# The window: a duplicate only within duplicate_window_s.
+cfg["duplicate_window_s"] = 0
+out["expired"] = tap("Y00")
+print(json.dumps(out))
+"""
+
+
+def test_duplicate_window_ring_under_micropython() -> None:
+    from mp import mp_json
+
+    out = mp_json(RING)
+    assert out["first"] == ["OK", "DENY", "OK", "OK", "OK", "DENY"], out  # "abc" is "ABC" normalized
+    assert out["still"] == "DENY" and out["evicted"] == "OK", out
+    assert out["expired"] == "OK", out
+    assert out["full"] <= 256, out  # no heap kept per badge (as str objects: 16 x 64 bytes, 1120 seen)

@@ -13,6 +13,7 @@ from clockterm.punch import Punch
 
 _RECENT = const(16)  # badges remembered for the duplicate window
 _BADGE_MAX = const(20)
+_SLOT = const(21)  # a remembered badge: its length, then its bytes
 
 
 def normalize_badge(raw):
@@ -36,10 +37,12 @@ class Terminal:
         self.tz = tz
         self.indicator = indicator
         self.cfg = cfg  # duplicate_window_s, unknown_badge, kind_mode: read at each tap
-        # Duplicate window: the last _RECENT badges recorded, each followed by its ticks_ms, oldest
-        # first, in a list of fixed size (two out, two in per punch: no allocation), because a dict
-        # that grows needs ever larger blocks of a heap that is fragmented after months of running.
-        self._recent = [None, 0] * _RECENT
+        # Duplicate window: the last _RECENT badges recorded, in a ring of fixed slots allocated here
+        # (a badge kept as a str object costs 64 bytes of heap, and a dict that grows needs ever larger
+        # blocks of a heap that is fragmented after months of running), with their ticks_ms beside.
+        self._recent = bytearray(_RECENT * _SLOT)
+        self._recent_ms = [0] * _RECENT
+        self._slot = 0  # the slot the next punch's badge takes (the oldest)
         self.counts = {"ok": 0, "duplicate": 0, "unknown_denied": 0, "full": 0, "error": 0, "bad": 0}
         self.last_result = ""
         self.on_punch = None  # called after each durable punch (the uplink's kick); must not block
@@ -56,9 +59,13 @@ class Terminal:
         cfg = self.cfg
         now = time.ticks_ms()
         recent = self._recent
+        b = badge.encode()  # ASCII (normalize_badge), at most _BADGE_MAX bytes
+        n = len(b)
         dup = False
-        for i in range(0, 2 * _RECENT, 2):
-            if recent[i] == badge and time.ticks_diff(now, recent[i + 1]) < cfg["duplicate_window_s"] * 1000:
+        for i in range(_RECENT):
+            o = i * _SLOT
+            if recent[o] == n and time.ticks_diff(now, self._recent_ms[i]) < cfg["duplicate_window_s"] * 1000 \
+                    and recent[o + 1:o + 1 + n] == b:
                 dup = True
                 break
         person = None if dup or not self.roster else self.roster.lookup(badge)
@@ -114,10 +121,12 @@ class Terminal:
                         self.presync_first = seq
                     self.presync_last = seq
                 # Remember the badge for the duplicate window, and the person's in/out state.
-                recent.pop(0)
-                recent.pop(0)
-                recent.append(badge)
-                recent.append(now)
+                k = self._slot
+                o = k * _SLOT
+                recent[o] = n
+                recent[o + 1:o + 1 + n] = b
+                self._recent_ms[k] = now
+                self._slot = (k + 1) % _RECENT
                 if kind == "in" and person:
                     inside[i] |= bit
                 elif kind == "out" and person:
