@@ -53,7 +53,7 @@ DEVICE = "heap-001"
 # start_server / open_connection load); config is imported, then unloaded like app.run does.
 MODULES = ("asyncio", "asyncio.stream", "clockterm.log", "clockterm.epoch", "clockterm.punch", "clockterm.journal",
            "clockterm.clock", "clockterm.tz", "clockterm.roster", "clockterm.terminal",
-           "clockterm.sntp", "clockterm.https", "clockterm.uplink", "clockterm.outbuf",
+           "clockterm.sntp", "clockterm.https", "clockterm.uplink",
            "clockterm.boards.norflash", "clockterm.boards.sim", "clockterm.app")
 
 _IMPORT = """

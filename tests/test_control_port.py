@@ -13,7 +13,7 @@ BUF = 512  # the answer buffer of these runs: a fraction of the documents below
 SCRIPT = """
 import asyncio, json
 from clockterm.boards import sim
-from clockterm.outbuf import OutBuf
+from clockterm.app import OutBuf
 
 cfg = json.loads(%r)
 docs = cfg["docs"]

@@ -68,7 +68,7 @@ async def main():
         roster = Roster(cfg["fs_root"] + "/roster.bin")
     buf = None
     if cfg.get("shared_buf"):  # a buffer lent by the creator, as the control port's answer buffer would be
-        from clockterm.outbuf import OutBuf
+        from clockterm.app import OutBuf
 
         buf = OutBuf(cfg["shared_buf"])
     up = uplink.Uplink(j, clock, cfg["device"], cfg["url"], cfg["device"], cfg["secret"],

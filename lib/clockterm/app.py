@@ -8,6 +8,7 @@
 # what escapes a task, under the supervised task's name where it was one.
 
 import gc
+import io
 import json
 import sys
 import time
@@ -28,6 +29,39 @@ _HEALTHY_MS = const(600000)  # running this long clears the crash count
 # request buffer"); 2 KB carries about 28 punches per request, and a STATUS answer larger than it is
 # streamed in pieces (boards/sim.py).
 _OUT_BYTES = const(2048)
+
+
+class OutBuf(io.IOBase):
+    """The answer/request buffer: allocated once, so a big answer needs no big block of heap.
+
+    json.dump(obj, buf) writes token by token (io.IOBase gives the class the stream protocol that
+    json.dump needs on MicroPython); a fragmented heap cannot always give json.dumps the contiguous
+    block its growing string needs. A write past the end raises ValueError("over N bytes") and leaves
+    `n` as it was before that write. An answer larger than the buffer goes out in pieces: its user
+    notes `n` before a piece, and on ValueError sets `n` back to it (the piece's partial bytes
+    dropped), hands what the buffer holds to its stream, and writes the piece again into the emptied
+    buffer. (A class here, not a module of its own: a module costs its own heap.)"""
+
+    def __init__(self, size):
+        self.buf = bytearray(size)
+        self.mv = memoryview(self.buf)
+        self.n = 0
+
+    def reset(self):
+        self.n = 0
+        return self
+
+    def write(self, s):
+        b = s.encode() if isinstance(s, str) else s
+        end = self.n + len(b)
+        if end > len(self.buf):
+            raise ValueError("over %d bytes" % len(self.buf))
+        self.mv[self.n:end] = b
+        self.n = end
+        return len(b)
+
+    def view(self):
+        return self.mv[:self.n]
 
 
 def load_board():
@@ -86,7 +120,6 @@ class App:
         from clockterm import sntp
 
         self.sntp = sntp.Supervisor(self.clock, cfg["sntp"])
-        from clockterm.outbuf import OutBuf
         from clockterm.uplink import Uplink
 
         self.out = OutBuf(_OUT_BYTES)

@@ -16,7 +16,6 @@ from micropython import const
 
 from clockterm import log
 from clockterm.boards.norflash import NorFlash, mount_lfs
-from clockterm.outbuf import Overflow
 
 _SECTOR = const(4096)
 _LINE_MAX = const(64)  # longest control-port line accepted
@@ -133,7 +132,7 @@ class Board:
     # and thrown away (hostile input costs no heap).
 
     async def start(self, tap, status, out):
-        # out: the app's answer buffer (an OutBuf, shared with the uplink: filled and handed to the
+        # out: the app's answer buffer (an app.OutBuf, shared with the uplink: filled and handed to the
         # stream's write() with no await in between, so neither user ever sees the other's bytes).
         self.tap = tap
         self.app_status = status
@@ -188,7 +187,7 @@ class Board:
                                     out.write(":")
                                     json.dump(v, out)
                                     break
-                                except Overflow as e:
+                                except ValueError as e:  # OutBuf full (json.dump raises no ValueError itself)
                                     out.n = mark  # the member's partial bytes go
                                     if mark == 0:
                                         # Over the whole buffer: a stand-in keeps the line valid JSON.
