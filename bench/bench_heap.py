@@ -51,7 +51,7 @@ TAPS = 50
 DEVICE = "heap-001"
 # What a running sim terminal holds (app._MODULES, the board, asyncio and the stream module that
 # start_server / open_connection load); config is imported, then unloaded like app.run does.
-MODULES = ("asyncio", "asyncio.stream", "clockterm.log", "clockterm.epoch", "clockterm.punch", "clockterm.journal",
+MODULES = ("asyncio", "asyncio.stream", "clockterm.log", "clockterm.punch", "clockterm.journal",
            "clockterm.clock", "clockterm.tz", "clockterm.roster", "clockterm.terminal",
            "clockterm.sntp", "clockterm.https", "clockterm.uplink",
            "clockterm.boards.norflash", "clockterm.boards.sim", "clockterm.app")

@@ -18,7 +18,7 @@ SCRIPT = r"""
 import json, os, time, vfs
 from clockterm.boards.norflash import NorFlash
 from clockterm.journal import Journal, JournalFull
-from clockterm.epoch import iso_ms
+from clockterm.clock import iso_ms
 from clockterm.punch import Punch
 from clockterm.ring_lfs import LfsRing
 D = %r

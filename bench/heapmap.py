@@ -24,7 +24,7 @@ from clockterm_host import bundle  # noqa: E402
 from clockterm_host.defaults import default_config  # noqa: E402
 from clockterm_host.sim import free_port  # noqa: E402
 
-MODULES = ("clockterm.log", "clockterm.epoch", "clockterm.punch", "clockterm.journal",
+MODULES = ("clockterm.log", "clockterm.punch", "clockterm.journal",
            "clockterm.clock", "clockterm.tz", "clockterm.roster", "clockterm.terminal", "clockterm.sntp",
            "clockterm.https", "clockterm.uplink", "clockterm.boards.norflash",
            "clockterm.boards.sim", "clockterm.app")

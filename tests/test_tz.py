@@ -70,10 +70,10 @@ _MOD = (1 << 61) - 1
 
 # Runs in MicroPython: for each zone, the hours where (offset, abbreviation) change and a checksum
 # per year of every local time (so both offset_s/is_dst and the broken-down time are compared). The
-# local time is what the firmware shows and stamps: epoch.gmtime_ms of UTC ms + offset_s.
+# local time is what the firmware shows and stamps: clock.gmtime_ms of UTC ms + offset_s.
 _MP_SWEEP = """
 import json
-from clockterm import epoch
+from clockterm.clock import gmtime_ms
 from clockterm.tz import TZ
 specs = SPECS
 T0 = %d
@@ -93,7 +93,7 @@ for spec, step_s in specs:
             tr.append([(t - T0) // 3600, o, a])
             prev = (o, a)
         u = t * 1000 + 999
-        y, mo, d, h, mi, s, wd, yd = epoch.gmtime_ms(u + o * 1000)[:8]
+        y, mo, d, h, mi, s, wd, yd = gmtime_ms(u + o * 1000)[:8]
         ms = u %% 1000
         v = ((((((y * 13 + mo) * 32 + d) * 24 + h) * 60 + mi) * 60 + s) * 7 + wd) * 367 + yd
         v = v * 1000 + ms
@@ -261,12 +261,12 @@ print(json.dumps(out))
 def test_local_fields_and_abbrev() -> None:
     got = mp_json("""
 import json
-from clockterm import epoch
+from clockterm.clock import gmtime_ms
 from clockterm.tz import TZ
 z = TZ("<+0530>-5:30")
 b = TZ("CET-1CEST,M3.5.0,M10.5.0/3")
 u = 1767225600123
-loc = list(epoch.gmtime_ms(u + z.offset_s(u // 1000) * 1000)[:8]) + [u % 1000]
+loc = list(gmtime_ms(u + z.offset_s(u // 1000) * 1000)[:8]) + [u % 1000]
 def abbrev(z, t):
     return z.dst if z.is_dst(t) else z.std
 print(json.dumps([loc, abbrev(z, 0), abbrev(b, 1782864000), abbrev(b, 1767225600),
@@ -280,12 +280,12 @@ def test_year_edge_rules() -> None:
     """Transitions whose UTC instant lies in the previous UTC year (POSIX: rules are local)."""
     got = mp_json("""
 import json
-from clockterm import epoch
+from clockterm.clock import gmtime_ms
 from clockterm.tz import TZ
 z = TZ("AAA-3BBB-4,0/0,59/12")
 # DST starts 2021-01-01 00:00 local standard time = 2020-12-31 21:00 UTC
 u = 1609448400000
-loc = epoch.gmtime_ms(u + z.offset_s(u // 1000) * 1000)
+loc = gmtime_ms(u + z.offset_s(u // 1000) * 1000)
 print(json.dumps([z.dst if z.is_dst(1609448400 - 1) else z.std, z.dst if z.is_dst(1609448400) else z.std, loc[:4]]))
 """)
     assert got == ["AAA", "BBB", [2021, 1, 1, 1]]

@@ -195,9 +195,9 @@ class App:
 
     def _idle(self):
         utc_ms, q, _ = self.clock.now()
-        from clockterm import epoch
+        from clockterm.clock import gmtime_ms
 
-        t = epoch.gmtime_ms(utc_ms + self.tz.offset_s(utc_ms // 1000) * 1000)
+        t = gmtime_ms(utc_ms + self.tz.offset_s(utc_ms // 1000) * 1000)
         j = self.journal
         self.board.indicator.idle(("%02d:%02d %s" % (t[3], t[4], ("UNSYNCED", "SYNCED", "STALE", "")[q]),
                                    "backlog %d" % (j.last_seq - j.acked_seq)))
@@ -346,7 +346,7 @@ def run():
     # that the code objects pack together at the bottom of the heap instead of leaving holes between
     # them that later fragment it (a fragmented heap fails large allocations with plenty free).
     # (One string, split here: ten string constants would stay in the heap with this module, ~40 B each.)
-    for name in "epoch punch journal clock tz roster terminal sntp https uplink".split():
+    for name in "punch journal clock tz roster terminal sntp https uplink".split():
         __import__("clockterm." + name)
         gc.collect()
     board = load_board()

@@ -7,7 +7,8 @@
 import time
 from micropython import const
 
-from clockterm import epoch, log
+from clockterm import log
+from clockterm.clock import gmtime_ms, iso_ms
 from clockterm.journal import JournalFull
 from clockterm.punch import Punch
 
@@ -131,13 +132,13 @@ class Terminal:
                     inside[i] |= bit
                 elif kind == "out" and person:
                     inside[i] &= ~bit & 0xFF
-                t = epoch.gmtime_ms(utc_ms + offset_min * 60000)
+                t = gmtime_ms(utc_ms + offset_min * 60000)
                 if person:
                     text = "%s %02d:%02d %s" % (kind.upper(), t[3], t[4], person[1])
                 else:
                     text = "%02d:%02d UNKNOWN BADGE %s" % (t[3], t[4], badge)
                 count = code = "ok"
-                answer = "OK %d %s" % (seq, epoch.iso_ms(utc_ms))
+                answer = "OK %d %s" % (seq, iso_ms(utc_ms))
         self.counts[count] += 1
         self.last_result = text
         self.indicator.feedback(code, text)

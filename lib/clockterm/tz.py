@@ -1,7 +1,7 @@
 # Local time from POSIX TZ strings (with DST rules): for the display, work-day rules and punch offsets.
 #
 # Storage and the wire are UTC; this module only gives the offset of local time at a UTC instant
-# (local civil time is then epoch.gmtime_ms(utc_ms + offset_s * 1000)). The calendar arithmetic of
+# (local civil time is then clock.gmtime_ms(utc_ms + offset_s * 1000)). The calendar arithmetic of
 # the DST rules is done here on integers (days from 1970-01-01), not with time.mktime, so the
 # result does not depend on the port's epoch (1970 or 2000) nor on floats (single precision on the
 # ESP32).

@@ -7,7 +7,8 @@ import time
 import asyncio
 import machine
 
-from clockterm import epoch, log
+from clockterm import log
+from clockterm.clock import PORT_TO_UNIX_S, gmtime_ms
 
 
 
@@ -20,10 +21,10 @@ class RTC:
         self._rtc = machine.RTC()
 
     def now_ms(self):
-        return time.time_ns() // 1000000 + epoch.PORT_TO_UNIX_S * 1000
+        return time.time_ns() // 1000000 + PORT_TO_UNIX_S * 1000
 
     def set_ms(self, ms):
-        t = epoch.gmtime_ms(ms)
+        t = gmtime_ms(ms)
         # machine.RTC.datetime: (year, month, day, weekday, hour, minute, second, microsecond)
         self._rtc.datetime((t[0], t[1], t[2], t[6], t[3], t[4], t[5], (ms % 1000) * 1000))
 
