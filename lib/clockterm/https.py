@@ -7,6 +7,10 @@
 # from config (mbedTLS takes DER; PEM is converted here) and the host name checked through
 # server_hostname. Plain HTTP is used only when the URL says http://.
 #
+# A request body larger than the caller's buffer can be streamed through it in pieces (request's
+# `body`), each filled just before its write; the socket has TCP_NODELAY, so that Nagle does not hold
+# a piece back until the server's delayed ACK.
+#
 # Heap: one class besides the exception; an answer is a plain tuple (status, headers, body). The TLS
 # context (about 3 KB of mbedTLS state in one block) is made once, when the client is built at boot,
 # and serves every connection: made at each connect, it must find 3 KB in one piece in a heap that
@@ -27,6 +31,9 @@ _CHUNK = const(512)  # bytes per read of an answer body
 # The answer headers kept: the ones this client and its users read
 _KEEP_HEADERS = const((b"content-length", b"transfer-encoding", b"connection", b"retry-after", b"etag",
                        b"content-type", b"location"))
+_BAD_LENGTH = const("body pieces do not add up to its Content-Length")
+_IPPROTO_TCP = const(6)  # socket.IPPROTO_TCP and TCP_NODELAY (see Client._open)
+_TCP_NODELAY = const(1)
 _ERR_BODY = const(256)  # bytes kept of an answer other than 200 (its start says enough; the rest is read and dropped)
 
 
@@ -130,10 +137,18 @@ class Client:
         body: bytes-like, or a function that returns it. A function is called right before the
           write, in the same event-loop turn (and again if the request has to be sent again): a
           buffer it fills may be shared with other users that also fill and write it without an await.
+          A body larger than that buffer is streamed: the function returns a generator whose first
+          next() gives the body's length in bytes (the Content-Length) and each further next() fills
+          the buffer and gives the next piece (a memoryview of it, the first one with `room` in front).
+          Each piece is written in the turn its next() runs, and the drain that follows empties the
+          stream's own buffer before the next one. The pieces must add up to that length: a piece
+          that would pass it is not written, and more or fewer raise HTTPError (the connection closed,
+          so the server sees a short body and stores nothing). An exception from the generator
+          aborts the request the same way.
         headers: extra header lines, one str, each line ending in CRLF (Content-Type, Authorization ...).
-        room: the first `room` bytes of the body are scratch space, not body: the head is written into
-          their end so that head and body leave in one write (one TLS record, one TCP segment). Two
-          writes would let Nagle hold the second until the server's delayed ACK, about 40 ms.
+        room: the first `room` bytes of the body (of a streamed body's first piece) are scratch space,
+          not body: the head is written into their end so that head and body leave in one write (one
+          TLS record, one TCP segment).
         timeout_ms, max_body: this request's own limits (0: the client's timeout_ms and max_body), e.g.
           a long timeout for a roster download, a small body limit for a config overlay.
         sink: a function called with each piece (bytes, up to 512) of a 200 answer's body instead of
@@ -151,11 +166,9 @@ class Client:
                 reused = self.stream is not None
                 if not reused:
                     self.connections += 1
-                    # ssl=None: plain http; with a context, the host name is checked against the certificate
                     timer = asyncio.create_task(cancel_after(me, self.connect_timeout_ms))
                     try:
-                        self.stream = (await asyncio.open_connection(self.host, self.port, ssl=self._ctx,
-                                                                     server_hostname=self.host))[1]
+                        self.stream = await self._open()
                     finally:
                         timer.cancel()
                 timer = asyncio.create_task(cancel_after(me, timeout_ms or self.timeout_ms))
@@ -182,16 +195,61 @@ class Client:
                 raise HTTPError("timeout")  # our own timer cancelled us (one cancelled from outside: re-raised)
             raise
 
+    def _open(self):
+        # A connection: asyncio.open_connection's steps (awaited like it: a generator that yields to
+        # the loop's I/O queue), with TCP_NODELAY set on the socket before TLS wraps it, which
+        # open_connection gives no hook for. A streamed body is several writes, and Nagle would hold
+        # each one after the first until the server's delayed ACK (about 40 ms; on loopback, whose
+        # MSS is 64 KB, every piece is a small segment). The unix port's socket module lacks the
+        # names; 6 and 1 are their values on Linux, lwIP and BSD alike. A port that refuses the
+        # option still connects. The socket is closed on every failure, a connect timeout included.
+        import errno
+        import socket
+
+        from asyncio.stream import Stream
+
+        ai = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
+        s = socket.socket(ai[0], ai[1], ai[2])
+        try:
+            s.setblocking(False)
+            try:
+                s.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+            except OSError:
+                pass
+            try:
+                s.connect(ai[-1])
+            except OSError as e:
+                if e.errno != errno.EINPROGRESS:
+                    raise
+            if self._ctx is not None:  # the handshake runs at the first write; the host name is checked
+                s = self._ctx.wrap_socket(s, server_hostname=self.host, do_handshake_on_connect=False)
+                s.setblocking(False)
+            yield asyncio.core._io_queue.queue_write(s)  # connected (or failed: the first write says)
+        except BaseException:
+            s.close()
+            raise
+        return Stream(s)
+
     async def _exchange(self, method, path, body, headers, room, sink, max_body):
         # One request on the open connection: its answer, or None when the connection turns out closed
         # before the first answer byte (a kept-alive one the server closed meanwhile).
         s = self.stream
+        pieces = None
         if callable(body):
             body = body()
+            if not isinstance(body, (bytes, bytearray, memoryview)):  # streamed (see `body` in request)
+                pieces = body
+                size = next(pieces)
+                body = next(pieces)
         host = self.host if self.port in (80, 443) else "%s:%d" % (self.host, self.port)
         head = "%s %s%s HTTP/1.1\r\nHost: %s\r\n%s" % (method, self.prefix, path, host, headers)
         if body is not None:
-            head += "Content-Length: %d\r\n" % (len(body) - room)
+            sent = len(body) - room
+            if pieces is None:
+                size = sent
+            elif sent > size:
+                raise HTTPError(_BAD_LENGTH)
+            head += "Content-Length: %d\r\n" % size
         head = head.encode() + b"\r\n"
         # One write per request (see `room`). Without room, a small body is copied behind the head; a
         # large one is written separately rather than copied (heap). Stream.write sends at once what the
@@ -210,6 +268,24 @@ class Client:
             s.write(memoryview(body)[room:])
         body = head = None
         await s.drain()
+        if pieces is not None:
+            # The rest of a streamed body: each next() refills the buffer, and its write follows in the
+            # same turn; the drain keeps at most one piece in the stream's own buffer. A piece that
+            # would pass the announced length is never written.
+            try:
+                for body in pieces:
+                    sent += len(body)
+                    if sent > size:
+                        break
+                    s.write(body)
+                    await s.drain()
+            except OSError:
+                # A kept-alive connection that the server closed while it was idle takes the first
+                # write (into the socket) and fails a later one (the server's reset): as when no answer
+                # byte comes, request() sends again on a fresh connection (on a fresh one, it raises).
+                return None
+            if sent != size:  # request() closes the connection: the server sees a short body, stores nothing
+                raise HTTPError(_BAD_LENGTH)
 
         # The status line, then the header lines up to the blank line
         line = await s.readline()
