@@ -117,18 +117,57 @@ def test_fault_matrix_exactly_once(central: Handle) -> None:
 
 def test_request_buffer_shared_with_another_user(central: Handle) -> None:
     # The uplink's request buffer lent by its creator (an OutBuf, as the control port's) and overwritten
-    # by another user at every turn of the event loop: the uplink builds each request into it right
-    # before the write, and again for a resend (a kept-alive connection found closed, a 401), so every
-    # punch still arrives intact, exactly once. Held across an await, its body would be garbage (400).
+    # by another user at every turn of the event loop: the uplink fills each piece of a request into it
+    # right before that piece's write (a batch of 100 is three pieces, with a turn of the loop between
+    # them), and again for a resend (a kept-alive connection found closed, a 401), so every punch still
+    # arrives intact, exactly once. Held across an await, its body would be garbage (400).
     central.set_faults(queue=[{"do": "close"}, {"do": "status", "code": 401}, {"do": "chunked"},
                               {"do": "status", "code": 500}, {"do": "close"}, {"do": "reset"}])
-    out = run(config(central, initial=300, taps=40, tap_every_ms=20, batch_max=50, shared_buf=2048))
+    out = run(config(central, initial=300, taps=40, tap_every_ms=20, batch_max=100, shared_buf=2048))
     assert out["acked"] == out["last"] == 340 and out["bad_acks"] == 0, out
     assert_exactly_once(central, 340)
     assert central.central.faults.queue == []  # every fault was met, the resends among them
     assert "rejected" not in out["states"] and out["last_error"] is None, out
     assert out["clobbers"] > 100
-    assert out["batches"] >= 340 // 50
+    assert out["max_batch"] == 100 and out["batches"] >= 340 // 100  # batches over the buffer's size
+
+
+def test_batch_larger_than_the_request_buffer_goes_in_one_request(central: Handle) -> None:
+    # 100 punches are about 5.5 KB of body, the request buffer 2 KB: the batch is bounded by batch_max,
+    # not by the buffer. One request (its body streamed in pieces), one answer, one ack, every punch
+    # stored once.
+    out = run(config(central, initial=100, batch_max=100, shared_buf=2048))
+    assert out["acked"] == out["last"] == 100 and out["bad_acks"] == 0, out
+    assert out["batches"] == 1 and out["acks"] == 1 and out["requests"] == 2, out  # a token, one batch
+    assert central.admin("/stats")["punch_requests"] == 1
+    assert_exactly_once(central, 100)
+    assert out["last_error"] is None
+
+
+def test_rows_changed_between_the_passes_abort_the_request(central: Handle) -> None:
+    # A batch of 100 is sized from one read of the journal and sent from later ones. Here the punches
+    # change in between (a clock correction, as at the first sync, from the journal's third read on:
+    # the second piece): the rows grow, the body no longer matches its Content-Length, the request is
+    # aborted and the connection closed before the server has the whole body. Nothing is stored or
+    # acked from it; the batch goes again, as corrected, and is stored once.
+    out = run(config(central, initial=100, batch_max=100, correct_from_read=3))
+    assert out["acked"] == out["last"] == 100 and out["bad_acks"] == 0 and out["acks"] == 1, out
+    assert "backoff" in out["states"] and out["connections"] == 2, out
+    stats = central.admin("/stats")
+    assert stats["punches_inserted"] == 100 and stats.get("punches_duplicate", 0) == 0, stats
+    rows = [r for r in central.store.punches("term-1") if r["journal_id"] == "j1"]
+    assert [r["seq"] for r in rows] == list(range(1, 101))
+    assert all(r["quality"] == "corrected" and r["utc_ms"] == 1_780_000_000_007 + r["seq"] * 1000 for r in rows)
+
+
+def test_413_halves_a_streamed_batch(central: Handle) -> None:
+    # The central refuses the 100-punch batch (answering before it has read the body's later pieces):
+    # batch_max halves from the batch sent, 100 -> 50, and the punches go in two batches of 50.
+    central.set_faults(queue=[{"do": "status", "code": 413}])
+    out = run(config(central, initial=100, batch_max=100))
+    assert out["acked"] == out["last"] == 100 and out["bad_acks"] == 0, out
+    assert out["batch_max"] == 50 and out["batches"] == 2 and out["connections"] == 1, out
+    assert_exactly_once(central, 100)
 
 
 def test_bad_batch_is_paused_not_resent_blindly(central: Handle) -> None:

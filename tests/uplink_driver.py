@@ -22,6 +22,7 @@ class Journal:
         self.acked_seq = acked
         self.acks = 0
         self.bad_acks = 0
+        self.reads = 0  # pending() calls
 
     def append(self):
         self.last_seq += 1
@@ -31,9 +32,14 @@ class Journal:
         after = self.acked_seq if after_seq is None else after_seq
         n = 0
         seq = after + 1
+        self.reads += 1
+        corrected = self.reads >= cfg.get("correct_from_read", 1 << 30)  # a clock correction came
         while seq <= self.last_seq and (limit is None or n < limit):
             p = Punch(T0 + seq * 1000, f"B{seq:05d}", "in" if seq % 2 else "out", seq % 3, seq % 50,
                       f"E{seq % 7}" if seq % 5 else None, 60, seq, self.journal_id)
+            if corrected:
+                p.utc_ms += 7
+                p.quality = 3
             yield p
             n += 1
             seq += 1
@@ -103,6 +109,7 @@ async def main():
     deadline = cfg.get("deadline_ms", 20000)
     done_ms = None
     loops = 0
+    max_batch = 0
     while time.ticks_diff(time.ticks_ms(), t0) < deadline:
         now = time.ticks_ms()
         if taps and time.ticks_diff(now, next_tap) >= 0:
@@ -113,6 +120,9 @@ async def main():
         st = up.status()["state"]
         if not states or states[-1] != st:
             states.append(st)
+        b = up._batch  # the batch last built: the largest one shows whether batches outgrew the buffer
+        if b is not None and b[1] - b[0] + 1 > max_batch:
+            max_batch = b[1] - b[0] + 1
         loops += 1
         if loops % 20 == 0:  # live heap (after a collection), sampled every ~100 ms
             gc.collect()
@@ -133,7 +143,8 @@ async def main():
         other.cancel()
     st = up.status()
     st.update({"acked": j.acked_seq, "last": j.last_seq, "acks": j.acks, "bad_acks": j.bad_acks,
-               "states": states, "done_ms": done_ms, "heap_peak": peak, "clobbers": clobbers})
+               "states": states, "done_ms": done_ms, "heap_peak": peak, "clobbers": clobbers,
+               "max_batch": max_batch})
     st["config_module_loaded"] = "clockterm.config" in sys.modules  # imported only for a check
     if roster is not None:
         st["roster"] = roster.status()

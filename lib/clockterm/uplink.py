@@ -1,9 +1,9 @@
 # Uplink supervisor: sends journaled punches to the central API in batches; acks only what is stored.
 #
 # One task that never dies. It waits for a valid clock (TLS checks certificate dates), gets an OAuth2
-# client-credentials token, reads pending punches from the journal (after the durable ack point)
-# into one request buffer, bounded by count and bytes, POSTs them to /v1/punches and moves the
-# journal's durable ack only through the `stored_through` the server answered, and only when that
+# client-credentials token, POSTs pending punches from the journal (after the durable ack point) to
+# /v1/punches in batches bounded by count and bytes, streamed through one small request buffer, and
+# moves the journal's durable ack only through the `stored_through` the server answered, and only when that
 # seq lies inside the batch just sent. Errors follow docs/central-api.yaml: 401 refresh the token
 # once; 413 halve the batch; 429 wait Retry-After; 400 keep the batch and pause long (alert); other
 # failures back off exponentially with jitter, capped. The tap path never waits on any of this.
@@ -28,6 +28,9 @@ _TOKEN_MARGIN_MS = const(30000)  # refresh a token this long before it expires
 _BATCH_BYTES = const(2048)  # the request buffer allocated when the creator lends none
 _HEAD_ROOM = const(320)  # bytes in front of the body for the HTTP head (one write per request; a longer
 #                          head, e.g. a huge token, falls back to two writes)
+_BODY_MAX = const(16384)  # bytes of a batch's body at most (far below what a central refuses with 413)
+_NO_FIT = const("punch %d does not fit in the request buffer")
+_CHANGED = const("journal changed during a batch")
 _RETRY_AFTER_MAX_S = const(900)  # cap on a server's Retry-After
 _IDLE_CLOSE_MS = const(20000)  # close the kept-alive connection after this long with nothing to send
 _KICK_MS = const(50)  # the idle wait sees a kick() within this
@@ -49,10 +52,17 @@ _REJECTED = const("rejected")
 _DISABLED = const("disabled")  # no usable CA or URL in the config
 
 
+def _row(p):
+    # One punch as a compact row (bytes), in the order of _BATCH_HEAD's fields
+    return json.dumps([p.seq, p.badge, p.kind, p.utc_ms, p.utc_offset_min, _QUALITY_NAMES[p.quality],
+                       p.uncertainty_ms, p.employee], separators=(",", ":")).encode()
+
+
 class Uplink:
     """Supervisor for one central API. Tunables are attributes (units in the names):
 
-    batch_max          punches per request (config central.batch_max; halved on 413, min 1)
+    batch_max          punches per request (config central.batch_max; halved on 413, min 1); a batch
+                       is also cut at _BODY_MAX bytes of body
     interval_ms        idle poll for new punches (config central.interval_s); a kick() ends the wait
                        within _KICK_MS
     backoff_min_ms / backoff_max_ms    exponential backoff range (jittered 50..100 %)
@@ -60,12 +70,12 @@ class Uplink:
     Fixed limits are the _CONSTANTS above (head room, Retry-After cap, idle close, pull schedule).
 
     buf: the request buffer, a bytearray or an OutBuf (its bytearray is used); when None, one of
-    _BATCH_BYTES is allocated here, at boot, while the heap still has large free blocks. Its length
-    bounds a batch: HTTP head room plus the JSON body. The uplink uses it only within one event-loop
-    turn: the batch is built into it right before the write (https.Client.request calls _build), and
-    once Stream.write returns the buffer is free again (a retry builds the batch again). So it can be
-    shared with another user that also fills and writes it without an await in between (the control
-    port's answers).
+    _BATCH_BYTES is allocated here, at boot, while the heap still has large free blocks. A batch
+    larger than it goes through it in pieces (_build); its length only sets how many writes a batch
+    takes. The uplink uses it only within one event-loop turn: each piece is filled right before its
+    write (https.Client.request drives _build), and once Stream.write returns the buffer is free again
+    (a retry builds the batch again). So it can be shared with another user that also fills and
+    writes it without an await in between (the control port's answers).
     """
 
     batch_max = 200
@@ -191,47 +201,88 @@ class Uplink:
     # --- batch ---------------------------------------------------------------------------------
 
     def _build(self):
-        """Fill the request buffer from the journal and return the request's part of it (a memoryview,
-        head room first); the batch's (first seq, last seq, journal id) go to self._batch.
+        """The batch as a streamed body for https.Client.request: a generator that first gives the
+        body's length in bytes, then the body in pieces, each a memoryview of the request buffer
+        (the first with _HEAD_ROOM bytes in front, where the client writes the HTTP head, so that a
+        batch that fits the buffer leaves in one write). The batch's (first seq, last seq, journal id)
+        go to self._batch.
 
-        The body starts at _HEAD_ROOM: the bytes in front of it take the HTTP head, so that the request
-        leaves in one write. Punches go as compact rows (the "fields" order, see docs/central-api.yaml):
-        about 55 bytes each instead of 150 as objects, so a 2 KB buffer carries some 28 punches.
+        Punches go as compact rows (the "fields" order, see docs/central-api.yaml), about 55 bytes
+        each instead of 150 as objects. A batch is bounded by batch_max punches, one journal and
+        _BODY_MAX bytes, not by the buffer: the first next() reads the pending punches once to size
+        the batch, putting into the buffer the rows that fit behind the head room; each later piece
+        reads the rest again from the journal (after the last row sent, a new reader per piece: no
+        journal reader lives across the client's awaits) and encodes them into the emptied buffer,
+        whole rows only. Nothing else changes those punches between the passes (the uplink sends
+        only once the clock is synced, and the presync corrections are made at the first sync); if a
+        row came out otherwise anyway, the client's length check aborts the request, and the batch
+        goes again from the same ack point.
         """
         buf = self._buf
-        first = last = 0
-        jid = None
-        n = 0
+        end = len(buf)
         pos = _HEAD_ROOM
+        size = 2  # the body's bytes: the closing ]} and the rest as they come
+        n = put = 0  # rows in the batch; of them, in the first piece
+        first = last = after = 0  # after: the seq of the last row in the buffer
+        jid = None
         for p in self.journal.pending(None, self.batch_max):
             if jid is None:
                 jid = p.journal_id
                 head = (_BATCH_HEAD % (json.dumps(self.device_id), json.dumps(jid))).encode()
                 buf[pos:pos + len(head)] = head
                 pos += len(head)
+                size += len(head)
+                first = p.seq
             elif p.journal_id != jid:
                 break  # one journal per batch
-            item = json.dumps([p.seq, p.badge, p.kind, p.utc_ms, p.utc_offset_min, _QUALITY_NAMES[p.quality],
-                               p.uncertainty_ms, p.employee], separators=(",", ":")).encode()
-            need = len(item) + (1 if n else 0) + 2  # comma, and the closing ]}
-            if pos + need > len(buf):
-                if n == 0:
-                    raise ValueError("punch %d does not fit in the request buffer" % p.seq)
+            item = _row(p)
+            k = len(item) + (1 if n else 0)  # with the comma before it
+            if n and size + k > _BODY_MAX:
                 break
-            if n:
-                buf[pos] = 0x2C  # ,
-                pos += 1
-            buf[pos:pos + len(item)] = item
-            pos += len(item)
-            if n == 0:
-                first = p.seq
+            if put == n and pos + k <= end:  # rows go into the first piece while they fit, in order
+                if n:
+                    buf[pos] = 0x2C  # ,
+                buf[pos + k - len(item):pos + k] = item
+                pos += k
+                put += 1
+                after = p.seq
+            elif n == 0:
+                raise ValueError(_NO_FIT % p.seq)
+            size += k
             last = p.seq
             n += 1
         if n == 0:
             raise ValueError("no punch pending")  # only the uplink acks: cannot follow a pending peek
-        buf[pos:pos + 2] = b"]}"
         self._batch = first, last, jid
-        return memoryview(buf)[:pos + 2]
+        p = item = head = None  # not held across the client's awaits
+        yield size
+        n -= put  # rows still to send
+        while n:
+            yield memoryview(buf)[:pos]
+            pos = 0
+            for p in self.journal.pending(after, n):
+                item = _row(p)
+                k = len(item) + 1
+                if pos + k > end:
+                    if pos == 0:
+                        raise ValueError(_NO_FIT % p.seq)
+                    break
+                buf[pos] = 0x2C
+                buf[pos + 1:pos + k] = item
+                pos += k
+                after = p.seq
+                n -= 1
+            else:
+                if n:
+                    raise ValueError(_CHANGED)
+            p = item = None
+        if after != last:
+            raise ValueError(_CHANGED)
+        if pos + 2 > end:
+            yield memoryview(buf)[:pos]
+            pos = 0
+        buf[pos:pos + 2] = b"]}"
+        yield memoryview(buf)[:pos + 2]
 
     async def send_once(self):
         """One attempt: returns 0 when nothing is pending, else the ms to wait before the next attempt
@@ -246,7 +297,7 @@ class Uplink:
             if not await self._ensure_token():
                 return self._backoff()
             info["state"] = _SENDING
-            # The batch is built by the client right before its write (see `buf`)
+            # The batch is streamed by the client, each piece built right before its write (see `buf`)
             status, hdrs, body = await self.client.request(
                 "POST", "/v1/punches", self._build,
                 "Authorization: Bearer %s\r\nContent-Type: application/json\r\n" % self.token, _HEAD_ROOM)
