@@ -31,7 +31,7 @@ _CHUNK = const(512)  # bytes per read of an answer body
 # The answer headers kept: the ones this client and its users read
 _KEEP_HEADERS = const((b"content-length", b"transfer-encoding", b"connection", b"retry-after", b"etag",
                        b"content-type", b"location"))
-_BAD_LENGTH = const("body pieces do not add up to its Content-Length")
+_BAD_LENGTH = const("body not of its Content-Length")
 _IPPROTO_TCP = const(6)  # socket.IPPROTO_TCP and TCP_NODELAY (see Client._open)
 _TCP_NODELAY = const(1)
 _ERR_BODY = const(256)  # bytes kept of an answer other than 200 (its start says enough; the rest is read and dropped)
@@ -286,6 +286,7 @@ class Client:
                 return None
             if sent != size:  # request() closes the connection: the server sees a short body, stores nothing
                 raise HTTPError(_BAD_LENGTH)
+            pieces = None  # its frame is not kept while the answer is awaited
 
         # The status line, then the header lines up to the blank line
         line = await s.readline()

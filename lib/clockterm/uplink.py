@@ -30,7 +30,7 @@ _HEAD_ROOM = const(320)  # bytes in front of the body for the HTTP head (one wri
 #                          head, e.g. a huge token, falls back to two writes)
 _BODY_MAX = const(16384)  # bytes of a batch's body at most (far below what a central refuses with 413)
 _NO_FIT = const("punch %d does not fit in the request buffer")
-_CHANGED = const("journal changed during a batch")
+_CHANGED = const("journal changed")
 _RETRY_AFTER_MAX_S = const(900)  # cap on a server's Retry-After
 _IDLE_CLOSE_MS = const(20000)  # close the kept-alive connection after this long with nothing to send
 _KICK_MS = const(50)  # the idle wait sees a kick() within this
@@ -50,12 +50,6 @@ _SENDING = const("sending")
 _BACKOFF = const("backoff")
 _REJECTED = const("rejected")
 _DISABLED = const("disabled")  # no usable CA or URL in the config
-
-
-def _row(p):
-    # One punch as a compact row (bytes), in the order of _BATCH_HEAD's fields
-    return json.dumps([p.seq, p.badge, p.kind, p.utc_ms, p.utc_offset_min, _QUALITY_NAMES[p.quality],
-                       p.uncertainty_ms, p.employee], separators=(",", ":")).encode()
 
 
 class Uplink:
@@ -235,7 +229,9 @@ class Uplink:
                 first = p.seq
             elif p.journal_id != jid:
                 break  # one journal per batch
-            item = _row(p)
+            # The punch as a compact row, in the order of _BATCH_HEAD's fields (as again below)
+            item = json.dumps([p.seq, p.badge, p.kind, p.utc_ms, p.utc_offset_min, _QUALITY_NAMES[p.quality],
+                               p.uncertainty_ms, p.employee], separators=(",", ":")).encode()
             k = len(item) + (1 if n else 0)  # with the comma before it
             if n and size + k > _BODY_MAX:
                 break
@@ -261,7 +257,8 @@ class Uplink:
             yield memoryview(buf)[:pos]
             pos = 0
             for p in self.journal.pending(after, n):
-                item = _row(p)
+                item = json.dumps([p.seq, p.badge, p.kind, p.utc_ms, p.utc_offset_min, _QUALITY_NAMES[p.quality],
+                                   p.uncertainty_ms, p.employee], separators=(",", ":")).encode()
                 k = len(item) + 1
                 if pos + k > end:
                     if pos == 0:
