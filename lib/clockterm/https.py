@@ -32,7 +32,7 @@ _CHUNK = const(512)  # bytes per read of an answer body
 _KEEP_HEADERS = const((b"content-length", b"transfer-encoding", b"connection", b"retry-after", b"etag",
                        b"content-type", b"location"))
 _BAD_LENGTH = const("body not of its Content-Length")
-_IPPROTO_TCP = const(6)  # socket.IPPROTO_TCP and TCP_NODELAY (see Client._open)
+_IPPROTO_TCP = const(6)  # socket.IPPROTO_TCP and TCP_NODELAY (see Client.request)
 _TCP_NODELAY = const(1)
 _ERR_BODY = const(256)  # bytes kept of an answer other than 200 (its start says enough; the rest is read and dropped)
 
@@ -168,9 +168,24 @@ class Client:
                     self.connections += 1
                     timer = asyncio.create_task(cancel_after(me, self.connect_timeout_ms))
                     try:
-                        self.stream = await self._open()
+                        self.stream = (await asyncio.open_connection(self.host, self.port))[1]
                     finally:
                         timer.cancel()
+                    # TCP_NODELAY on the socket before TLS wraps it (open_connection, given the
+                    # context, would wrap it before anyone could set it). A streamed body is several
+                    # writes, and Nagle would hold each one after the first until the server's delayed
+                    # ACK (about 40 ms; on loopback, whose MSS is 64 KB, every piece is a small segment).
+                    # The unix port's socket module lacks the names; 6 and 1 are their values on
+                    # Linux, lwIP and BSD alike. A port that refuses the option still connects.
+                    s = self.stream.s
+                    try:
+                        s.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+                    except OSError:
+                        pass
+                    if self._ctx is not None:  # the handshake runs at the first write; the host name is checked
+                        s = self._ctx.wrap_socket(s, server_hostname=self.host, do_handshake_on_connect=False)
+                        s.setblocking(False)
+                        self.stream.s = s
                 timer = asyncio.create_task(cancel_after(me, timeout_ms or self.timeout_ms))
                 try:
                     ans = await self._exchange(method, path, body, headers, room, sink, max_body or self.max_body)
@@ -194,41 +209,6 @@ class Client:
             if isinstance(e, asyncio.CancelledError) and timer is not None and timer.done():
                 raise HTTPError("timeout")  # our own timer cancelled us (one cancelled from outside: re-raised)
             raise
-
-    def _open(self):
-        # A connection: asyncio.open_connection's steps (awaited like it: a generator that yields to
-        # the loop's I/O queue), with TCP_NODELAY set on the socket before TLS wraps it, which
-        # open_connection gives no hook for. A streamed body is several writes, and Nagle would hold
-        # each one after the first until the server's delayed ACK (about 40 ms; on loopback, whose
-        # MSS is 64 KB, every piece is a small segment). The unix port's socket module lacks the
-        # names; 6 and 1 are their values on Linux, lwIP and BSD alike. A port that refuses the
-        # option still connects. The socket is closed on every failure, a connect timeout included.
-        import errno
-        import socket
-
-        from asyncio.stream import Stream
-
-        ai = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
-        s = socket.socket(ai[0], ai[1], ai[2])
-        try:
-            s.setblocking(False)
-            try:
-                s.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
-            except OSError:
-                pass
-            try:
-                s.connect(ai[-1])
-            except OSError as e:
-                if e.errno != errno.EINPROGRESS:
-                    raise
-            if self._ctx is not None:  # the handshake runs at the first write; the host name is checked
-                s = self._ctx.wrap_socket(s, server_hostname=self.host, do_handshake_on_connect=False)
-                s.setblocking(False)
-            yield asyncio.core._io_queue.queue_write(s)  # connected (or failed: the first write says)
-        except BaseException:
-            s.close()
-            raise
-        return Stream(s)
 
     async def _exchange(self, method, path, body, headers, room, sink, max_body):
         # One request on the open connection: its answer, or None when the connection turns out closed
