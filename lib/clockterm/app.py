@@ -26,9 +26,9 @@ _CRASH_LIMIT = const(3)  # crashes in a row that put the terminal into safe mode
 _HEALTHY_MS = const(600000)  # running this long clears the crash count
 # The answer buffer, allocated at boot while the heap still has large free blocks: the control port's
 # (or endpoint's) answers and the uplink's requests are built in it in turn (docs/uplink.md, "The
-# request buffer"); 2 KB carries about 28 punches per request, and a STATUS answer larger than it is
-# streamed in pieces (boards/sim.py).
-_OUT_BYTES = const(2048)
+# request buffer"): a batch larger than it is streamed through it in pieces (uplink), and so is a STATUS
+# answer (boards/sim.py); it must hold the HTTP head, one punch row, and the largest STATUS member.
+_OUT_BYTES = const(1536)
 
 
 class OutBuf(io.IOBase):

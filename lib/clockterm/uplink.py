@@ -25,7 +25,7 @@ from clockterm import https, log
 _Q_UNSYNCED = const(0)
 _QUALITY_NAMES = const(("unsynced", "synced", "stale", "corrected"))  # by quality code (clock.py)
 _TOKEN_MARGIN_MS = const(30000)  # refresh a token this long before it expires
-_BATCH_BYTES = const(2048)  # the request buffer allocated when the creator lends none
+_BATCH_BYTES = const(1536)  # the request buffer allocated when the creator lends none
 _HEAD_ROOM = const(320)  # bytes in front of the body for the HTTP head (one write per request; a longer
 #                          head, e.g. a huge token, falls back to two writes)
 _BODY_MAX = const(16384)  # bytes of a batch's body at most (far below what a central refuses with 413)
