@@ -137,9 +137,10 @@ class Client:
         body: bytes-like, or a function that returns it. A function is called right before the
           write, in the same event-loop turn (and again if the request has to be sent again): a
           buffer it fills may be shared with other users that also fill and write it without an await.
-          A body larger than that buffer is streamed: the function returns a generator whose first
-          next() gives the body's length in bytes (the Content-Length) and each further next() fills
-          the buffer and gives the next piece (a memoryview of it, the first one with `room` in front).
+          A body larger than that buffer is streamed: the function returns a generator that gives
+          the body's length in bytes (the Content-Length; None before it, for a turn of the event loop
+          while the length is worked out), then, at each further next(), fills the buffer and gives
+          the next piece (a memoryview of it, the first one with `room` in front).
           Each piece is written in the turn its next() runs, and the drain that follows empties the
           stream's own buffer before the next one. The pieces must add up to that length: a piece
           that would pass it is not written, and more or fewer raise HTTPError (the connection closed,
@@ -220,6 +221,9 @@ class Client:
             if not isinstance(body, (bytes, bytearray, memoryview)):  # streamed (see `body` in request)
                 pieces = body
                 size = next(pieces)
+                while size is None:  # not yet: let the loop run
+                    await asyncio.sleep_ms(0)
+                    size = next(pieces)
                 body = next(pieces)
         host = self.host if self.port in (80, 443) else "%s:%d" % (self.host, self.port)
         head = "%s %s%s HTTP/1.1\r\nHost: %s\r\n%s" % (method, self.prefix, path, host, headers)

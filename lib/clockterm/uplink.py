@@ -29,7 +29,7 @@ _BATCH_BYTES = const(1536)  # the request buffer allocated when the creator lend
 _HEAD_ROOM = const(320)  # bytes in front of the body for the HTTP head (one write per request; a longer
 #                          head, e.g. a huge token, falls back to two writes)
 _BODY_MAX = const(16384)  # bytes of a batch's body at most (far below what a central refuses with 413)
-_NO_FIT = const("punch %d does not fit in the request buffer")
+_TURN_ROWS = const(32)  # punches sized per event-loop turn (about what a piece of the 2 KB buffer holds)
 _CHANGED = const("journal changed")
 _RETRY_AFTER_MAX_S = const(900)  # cap on a server's Retry-After
 _IDLE_CLOSE_MS = const(20000)  # close the kept-alive connection after this long with nothing to send
@@ -195,84 +195,85 @@ class Uplink:
     # --- batch ---------------------------------------------------------------------------------
 
     def _build(self):
-        """The batch as a streamed body for https.Client.request: a generator that first gives the
-        body's length in bytes, then the body in pieces, each a memoryview of the request buffer
-        (the first with _HEAD_ROOM bytes in front, where the client writes the HTTP head, so that a
-        batch that fits the buffer leaves in one write). The batch's (first seq, last seq, journal id)
-        go to self._batch.
+        """The batch as a streamed body for https.Client.request: a generator that gives None while it
+        sizes the batch (a turn of the event loop after each _TURN_ROWS punches), then the body's
+        length in bytes, then the body in pieces, each a memoryview of the request buffer (the first
+        with _HEAD_ROOM bytes in front, where the client writes the HTTP head, so that a batch that
+        fits the buffer leaves in one write). The batch's (first seq, last seq, journal id) go to
+        self._batch.
 
         Punches go as compact rows (the "fields" order, see docs/central-api.yaml), about 55 bytes
         each instead of 150 as objects. A batch is bounded by batch_max punches, one journal and
-        _BODY_MAX bytes, not by the buffer: the first next() reads the pending punches once to size
-        the batch, putting into the buffer the rows that fit behind the head room; each later piece
-        reads the rest again from the journal (after the last row sent, a new reader per piece: no
-        journal reader lives across the client's awaits) and encodes them into the emptied buffer,
-        whole rows only. Nothing else changes those punches between the passes (the uplink sends
-        only once the clock is synced, and the presync corrections are made at the first sync); if a
-        row came out otherwise anyway, the client's length check aborts the request, and the batch
-        goes again from the same ack point.
+        _BODY_MAX bytes, not by the buffer. The sizing pass reads the pending punches and counts
+        their rows' bytes, with nothing in the buffer, so it may let the loop run; then each piece
+        reads its punches again (after the last row sent) and encodes them into the emptied buffer,
+        whole rows only. Every read is a new journal reader that ends before the next yield (none
+        lives across the client's awaits), and no turn does more than about a buffer's worth of
+        punches: a large batch does not stall the loop (the tap path). Nothing else changes those
+        punches between the reads (the uplink sends only once the clock is synced, and the presync
+        corrections are made at the first sync); if a row came out otherwise anyway, the client's
+        length check aborts the request, and the batch goes again from the same ack point.
         """
-        buf = self._buf
-        end = len(buf)
-        pos = _HEAD_ROOM
         size = 2  # the body's bytes: the closing ]} and the rest as they come
-        n = put = 0  # rows in the batch; of them, in the first piece
-        first = last = after = 0  # after: the seq of the last row in the buffer
+        n = first = last = 0
         jid = None
-        for p in self.journal.pending(None, self.batch_max):
-            if jid is None:
-                jid = p.journal_id
-                head = (_BATCH_HEAD % (json.dumps(self.device_id), json.dumps(jid))).encode()
-                buf[pos:pos + len(head)] = head
-                pos += len(head)
-                size += len(head)
-                first = p.seq
-            elif p.journal_id != jid:
-                break  # one journal per batch
-            # The punch as a compact row, in the order of _BATCH_HEAD's fields (as again below)
-            item = json.dumps([p.seq, p.badge, p.kind, p.utc_ms, p.utc_offset_min, _QUALITY_NAMES[p.quality],
-                               p.uncertainty_ms, p.employee], separators=(",", ":")).encode()
-            k = len(item) + (1 if n else 0)  # with the comma before it
-            if n and size + k > _BODY_MAX:
-                break
-            if put == n and pos + k <= end:  # rows go into the first piece while they fit, in order
-                if n:
-                    buf[pos] = 0x2C  # ,
-                buf[pos + k - len(item):pos + k] = item
-                pos += k
-                put += 1
-                after = p.seq
-            elif n == 0:
-                raise ValueError(_NO_FIT % p.seq)
-            size += k
-            last = p.seq
-            n += 1
+        while True:
+            n0 = n
+            lim = min(_TURN_ROWS, self.batch_max - n)
+            for p in self.journal.pending(last if n else None, lim):
+                if jid is None:
+                    jid = p.journal_id
+                    first = p.seq
+                    size += len((_BATCH_HEAD % (json.dumps(self.device_id), json.dumps(jid))).encode())
+                elif p.journal_id != jid:
+                    break  # one journal per batch
+                # The punch as a compact row, in the order of _BATCH_HEAD's fields (as again below)
+                k = len(json.dumps([p.seq, p.badge, p.kind, p.utc_ms, p.utc_offset_min, _QUALITY_NAMES[p.quality],
+                                    p.uncertainty_ms, p.employee], separators=(",", ":")).encode())
+                k += 1 if n else 0  # the comma before it
+                if n and size + k > _BODY_MAX:
+                    break
+                size += k
+                last = p.seq
+                n += 1
+            p = None
+            if n - n0 < lim or n >= self.batch_max:
+                break  # the journal, the batch or the body ended
+            yield None  # the buffer is not in use yet: the loop may run
         if n == 0:
             raise ValueError("no punch pending")  # only the uplink acks: cannot follow a pending peek
         self._batch = first, last, jid
-        p = item = head = None  # not held across the client's awaits
         yield size
-        n -= put  # rows still to send
-        while n:
-            yield memoryview(buf)[:pos]
-            pos = 0
+        buf = self._buf
+        end = len(buf)
+        pos = _HEAD_ROOM
+        item = (_BATCH_HEAD % (json.dumps(self.device_id), json.dumps(jid))).encode()
+        buf[pos:pos + len(item)] = item
+        pos += len(item)
+        after = None  # the seq of the last row in the buffer
+        while True:
             for p in self.journal.pending(after, n):
                 item = json.dumps([p.seq, p.badge, p.kind, p.utc_ms, p.utc_offset_min, _QUALITY_NAMES[p.quality],
                                    p.uncertainty_ms, p.employee], separators=(",", ":")).encode()
-                k = len(item) + 1
+                k = len(item) if after is None else len(item) + 1
                 if pos + k > end:
                     if pos == 0:
-                        raise ValueError(_NO_FIT % p.seq)
+                        raise ValueError("punch %d does not fit in the request buffer" % p.seq)
                     break
-                buf[pos] = 0x2C
-                buf[pos + 1:pos + k] = item
+                if after is not None:
+                    buf[pos] = 0x2C  # ,
+                buf[pos + k - len(item):pos + k] = item
                 pos += k
                 after = p.seq
                 n -= 1
             else:
                 if n:
                     raise ValueError(_CHANGED)
-            p = item = None
+            p = item = None  # not held across the client's awaits
+            if not n:
+                break
+            yield memoryview(buf)[:pos]
+            pos = 0
         if after != last:
             raise ValueError(_CHANGED)
         if pos + 2 > end:
