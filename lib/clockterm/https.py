@@ -235,9 +235,10 @@ class Client:
                 raise HTTPError(_BAD_LENGTH)
             head += "Content-Length: %d\r\n" % size
         head = head.encode() + b"\r\n"
-        # One write per request (see `room`). Without room, a small body is copied behind the head; a
-        # large one is written separately rather than copied (heap). Stream.write sends at once what the
-        # socket takes and copies the rest: once it returns, the body's buffer is free again.
+        # The head and the body (a streamed body's first piece) in one write (see `room`). Without room,
+        # a small body is copied behind the head; a large one is written separately rather than copied
+        # (heap). Stream.write sends at once what the socket takes and copies the rest: once it
+        # returns, the body's buffer is free again.
         n = len(head)
         if body is None:
             s.write(head)

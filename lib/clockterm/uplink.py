@@ -26,10 +26,10 @@ _Q_UNSYNCED = const(0)
 _QUALITY_NAMES = const(("unsynced", "synced", "stale", "corrected"))  # by quality code (clock.py)
 _TOKEN_MARGIN_MS = const(30000)  # refresh a token this long before it expires
 _BATCH_BYTES = const(1536)  # the request buffer allocated when the creator lends none
-_HEAD_ROOM = const(320)  # bytes in front of the body for the HTTP head (one write per request; a longer
-#                          head, e.g. a huge token, falls back to two writes)
+_HEAD_ROOM = const(320)  # bytes in front of the body for the HTTP head (a batch that fits the buffer is
+#                          one write; a longer head, e.g. a huge token, falls back to a write of its own)
 _BODY_MAX = const(16384)  # bytes of a batch's body at most (far below what a central refuses with 413)
-_TURN_ROWS = const(32)  # punches sized per event-loop turn (about what a piece of the 2 KB buffer holds)
+_TURN_ROWS = const(32)  # punches sized per event-loop turn (about what a piece of the buffer holds)
 _CHANGED = const("journal changed")
 _RETRY_AFTER_MAX_S = const(900)  # cap on a server's Retry-After
 _IDLE_CLOSE_MS = const(20000)  # close the kept-alive connection after this long with nothing to send
