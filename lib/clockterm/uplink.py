@@ -9,8 +9,8 @@
 # failures back off exponentially with jitter, capped. The tap path never waits on any of this.
 # When idle it also pulls the roster and the central's config overlay (conditional GETs, ETags on flash).
 #
-# Heap: one class; the status counters live in the status document itself (one dict, updated in
-# place); fixed limits are const() (no names, no dict entries); no asyncio.Event (its module costs
+# Heap: one class; the status counters are attributes, and status() makes its document with keyword
+# names (a dict literal's keys over 9 characters are string constants, ~40 B each); fixed limits are const() (no names, no dict entries); no asyncio.Event (its module costs
 # about 1 KB): kick() sets a flag that the idle wait looks at every _KICK_MS. Attribute and argument
 # names reuse names the firmware interns anyway where they fit (fs_root, config_path, failures ...).
 
@@ -86,26 +86,20 @@ class Uplink:
         self.device_id = device_id
         self.client_id = client_id
         self.client_secret = client_secret
-        # The status document (status()), kept here and updated in place; the counters are this boot's
-        self.info = {
-            "state": _IDLE,
-            "backlog": 0,
-            "last_error": None,
-            "last_ok": None,  # utc_ms of the last stored batch
-            "sent": 0,  # punches acknowledged by the server
-            "batches": 0,  # requests answered 200
-            "batch_max": 0,
-            "connections": 0,
-            "requests": 0,
-            "rejected_seq": None,  # first seq of a batch answered 400
-            "roster_pulls": 0,  # roster answers 200 applied
-            "roster_error": None,
-            "config_checks": 0,  # config answers 200 or 304
-            "config_pulls": 0,  # new overlays accepted (200, valid)
-            "config_writes": 0,  # of those, written to flash (a changed overlay)
-            "config_pending": False,
-            "config_error": None,
-        }
+        # The status (status() makes the document; its names are keyword names, not string constants
+        # that would each cost heap); the counters are this boot's
+        self.state = _IDLE
+        self.last_error = None
+        self.last_ok = None  # utc_ms of the last stored batch
+        self.sent = 0  # punches acknowledged by the server
+        self.batches = 0  # requests answered 200
+        self.rejected_seq = None  # first seq of a batch answered 400
+        self.roster_pulls = 0  # roster answers 200 applied
+        self.roster_error = None
+        self.config_checks = 0  # config answers 200 or 304
+        self.config_pulls = 0  # new overlays accepted (200, valid)
+        self.config_writes = 0  # of those, written to flash (a changed overlay)
+        self.config_error = None
         # Pulls from central (docs/uplink.md), ETags on flash in fs_root: the roster, when one is given
         # to keep current; the config overlay, when the local config's path is known (checked against
         # it, kept on flash for the next boot, which applies it).
@@ -121,8 +115,8 @@ class Uplink:
             self.client = client or https.Client(url, cadata=cadata, cafile=cafile)
         except (OSError, ValueError) as e:
             # No usable CA or URL: punches stay safe in the journal, the uplink says why it idles.
-            self.info["state"] = _DISABLED
-            self.info["last_error"] = msg = "central: %s (%s)" % (e, cafile or url)
+            self.state = _DISABLED
+            self.last_error = msg = "central: %s (%s)" % (e, cafile or url)
             log.error("uplink", msg)
         if batch_max:
             self.batch_max = batch_max
@@ -143,19 +137,19 @@ class Uplink:
         self._kicked = True
 
     def status(self):
-        """The status document: the uplink's own dict, brought up to date (read it, do not keep it)."""
-        info = self.info
+        """The status document, made at each call."""
         j = self.journal
         c = self.client
-        info["backlog"] = j.last_seq - j.acked_seq
-        info["batch_max"] = self.batch_max
-        info["connections"] = c.connections if c else 0
-        info["requests"] = c.requests if c else 0
-        info["config_pending"] = self.config_pending
-        return info
+        return dict(state=self.state, backlog=j.last_seq - j.acked_seq, last_error=self.last_error,
+                    last_ok=self.last_ok, sent=self.sent, batches=self.batches, batch_max=self.batch_max,
+                    connections=c.connections if c else 0, requests=c.requests if c else 0,
+                    rejected_seq=self.rejected_seq, roster_pulls=self.roster_pulls, roster_error=self.roster_error,
+                    config_checks=self.config_checks, config_pulls=self.config_pulls,
+                    config_writes=self.config_writes, config_pending=self.config_pending,
+                    config_error=self.config_error)
 
     def _error(self, msg):
-        self.info["last_error"] = msg
+        self.last_error = msg
         log.warn("uplink", msg)
 
     # --- token ---------------------------------------------------------------------------------
@@ -289,12 +283,11 @@ class Uplink:
             break
         else:
             return 0
-        info = self.info
         refreshed = False
         while True:
             if not await self._ensure_token():
                 return self._backoff()
-            info["state"] = _SENDING
+            self.state = _SENDING
             # The batch is streamed by the client, each piece built right before its write (see `buf`)
             status, hdrs, body = await self.client.request(
                 "POST", "/v1/punches", self._build,
@@ -327,12 +320,12 @@ class Uplink:
                 self._error(why)
                 return self._backoff()
             self.journal.ack(stored)  # durable before we believe it
-            info["sent"] += stored - first + 1
-            info["batches"] += 1
+            self.sent += stored - first + 1
+            self.batches += 1
             self.failures = 0
-            info["last_error"] = None
-            info["rejected_seq"] = None
-            info["last_ok"] = self.clock.now()[0]
+            self.last_error = None
+            self.rejected_seq = None
+            self.last_ok = self.clock.now()[0]
             return 1 if stored < last else -1  # -1: sent, look again at once
         if status == 413:
             if self.batch_max > 1:
@@ -341,22 +334,22 @@ class Uplink:
                 return -1
             status = 400  # a single punch too large: as good as rejected
         if status == 400:
-            info["state"] = _REJECTED
-            info["rejected_seq"] = first
+            self.state = _REJECTED
+            self.rejected_seq = first
             self._error("HTTP 400 for seq %d..%d: batch rejected, paused: %s" % (first, last, bytes(body[:80])))
             return self.rejected_pause_ms
         if status == 429:
             ra = hdrs.get("retry-after")
             self._error("HTTP %d" % status)
             if ra is not None and ra.isdigit():
-                info["state"] = _BACKOFF
+                self.state = _BACKOFF
                 return max(1, min(int(ra), _RETRY_AFTER_MAX_S) * 1000)
             return self._backoff()
         self._error("HTTP %d" % status)
         return self._backoff()
 
     def _backoff(self):
-        self.info["state"] = _BACKOFF
+        self.state = _BACKOFF
         self.failures += 1
         d = self.backoff_min_ms << min(self.failures - 1, 20)
         if d > self.backoff_max_ms:
@@ -429,7 +422,7 @@ class Uplink:
             if status == 401:
                 return False
             if status == 304:
-                self.info["roster_error"] = None
+                self.roster_error = None
                 return False
             if status != 200:
                 raise https.HTTPError("HTTP %d" % status)
@@ -445,8 +438,8 @@ class Uplink:
         if new:
             with open("%s/%s.etag" % (self.fs_root, "roster"), "w") as f:
                 f.write(new)
-        self.info["roster_pulls"] += 1
-        self.info["roster_error"] = None
+        self.roster_pulls += 1
+        self.roster_error = None
         log.info("uplink", "roster applied: %d badges" % badges)
         return True
 
@@ -458,16 +451,15 @@ class Uplink:
         The next boot applies it. Returns True when an overlay was accepted; raises (old overlay kept)
         when it is refused."""
         status, hdrs, body = await self._get("config", "application/json", None, 0, _CONFIG_MAX_BYTES)
-        info = self.info
         if status == 401:
             return False
         if status == 304:
-            info["config_checks"] += 1
-            info["config_error"] = None
+            self.config_checks += 1
+            self.config_error = None
             return False
         if status != 200:
             raise https.HTTPError("HTTP %d" % status)
-        info["config_checks"] += 1
+        self.config_checks += 1
         new = hdrs.get("etag")
         hdrs = None
         import sys
@@ -490,13 +482,13 @@ class Uplink:
         if self._cfg_crc == -1:
             self._cfg_crc = old  # only the uplink writes the file: the first pull sees the boot's overlay
         if crc != old:
-            info["config_writes"] += 1
+            self.config_writes += 1
         self.config_pending = crc != self._cfg_crc
         if new:  # after the swap: a cut before it leaves the old ETag, and the overlay is fetched again
             with open("%s/%s.etag" % (self.fs_root, "config"), "w") as f:
                 f.write(new)
-        info["config_pulls"] += 1
-        info["config_error"] = None
+        self.config_pulls += 1
+        self.config_error = None
         log.info("uplink", "config overlay accepted; applies at the next boot: %s" % self.config_pending)
         return True
 
@@ -506,11 +498,10 @@ class Uplink:
         """The supervisor task: never returns, never raises (except cancellation)."""
         while self.client is None:
             await asyncio.sleep(3600)  # disabled until a config with a usable CA (a reboot)
-        info = self.info
         while True:
             try:
                 if self.clock.now()[1] == _Q_UNSYNCED:
-                    info["state"] = _WAIT_CLOCK
+                    self.state = _WAIT_CLOCK
                 else:
                     try:
                         wait = await self.send_once()
@@ -533,9 +524,10 @@ class Uplink:
                                 try:
                                     await pull()
                                 except Exception as e:
-                                    info[name + "_error"] = err = "%s: %s" % (name, e)
+                                    err = "%s: %s" % (name, e)
+                                    setattr(self, name + "_error", err)
                                     self._error(err)
-                    info["state"] = _IDLE
+                    self.state = _IDLE
                     if time.ticks_diff(time.ticks_ms(), self._idle_since) > _IDLE_CLOSE_MS:
                         self.client.close()  # free the TLS session's memory while there is nothing to send
                 # Wait: up to interval_ms, or until a kick() (also one that came while busy)
