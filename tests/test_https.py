@@ -689,7 +689,8 @@ with open(sys.argv[1]) as f:
 c = https.Client(cfg["url"], cafile=cfg["ca"])
 buf = bytearray(1536)  # the terminal's request buffer, allocated at boot like the client
 ROOM = 320
-HEAD = b'{"device_id":"term-1","journal_id":"jfrag","fields":["seq","badge","kind","utc_ms","utc_offset_min","quality","uncertainty_ms","employee_id"],"rows":['
+HEAD = (b'{"device_id":"term-1","journal_id":"jfrag","fields":["seq","badge","kind","utc_ms",'
+        b'"utc_offset_min","quality","uncertainty_ms","employee_id"],"rows":[')
 
 def row(i):
     return b'%s[%d,"F%05d","in",%d,0,"synced",3,null]' % (b"," if i else b"", i + 1, i, 1780000000000 + i)
@@ -717,7 +718,8 @@ async def main():
     c.close()  # the batch goes on a fresh connection: its TLS handshake still to do
 """ + "\n".join("    " + ln for ln in mp.fragment_heap(1000, 1400).strip().splitlines()) + r"""
     try:
-        st, _, ans = await c.request("POST", "/v1/punches", body, "Authorization: Bearer %s\r\nContent-Type: application/json\r\n" % token, ROOM)
+        hdrs = "Authorization: Bearer %s\r\nContent-Type: application/json\r\n" % token
+        st, _, ans = await c.request("POST", "/v1/punches", body, hdrs, ROOM)
         res = [st, json.loads(ans).get("stored_through")]
     except Exception as e:
         res = repr(e)
