@@ -60,6 +60,11 @@ class Uplink:  # returns 10 ms after each start
         starts["uplink"] += 1
         await asyncio.sleep_ms(10)
 
+class Terminal:
+    expired = 0
+    def expire(self):
+        Terminal.expired += 1
+
 class App(app.App):
     def __init__(self):  # only what main and housekeeping use, not a whole terminal
         self.board = Board()
@@ -72,6 +77,7 @@ class App(app.App):
         self.journal = Journal()
         self.sntp = Sntp()
         self.uplink = Uplink()
+        self.terminal = Terminal()
 
 async def ended():
     return
@@ -119,6 +125,7 @@ async def main():
     n = w.feeds
     await asyncio.sleep_ms(400)
     out["bad"] = dict(a.tasks["bad"], fed=w.feeds - n)
+    out["expired"] = Terminal.expired  # the duplicate window's slots, although the display fails
     print(json.dumps(out))
 
 asyncio.run(main())
@@ -131,6 +138,7 @@ def test_housekeeping_supervises_and_feeds_the_watchdog() -> None:
     out = json.loads(lines[-1])
     # The watchdog: armed at the first turn, then fed every 50 ms, the display failing all along.
     assert out["first"] >= 1, out
+    assert out["expired"] >= 1, out
     assert out["healthy"] >= out["healthy_ms"] // 100, out  # due every 50 ms, looked at every 20
     assert any(" E housekeeping: OSError" in ln for ln in lines), r.stdout  # said, not swallowed
     # A crashing task: restarted after 500 ms, then 1000 ms; not alive while it waits.

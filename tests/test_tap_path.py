@@ -97,7 +97,7 @@ def test_full_journal_is_refused_with_memory_full(tmp_path):
         term.start()
         assert term.status()["journal"]["last_seq"] == oks
         assert term.tap("04A1B2C4") == "DENY memory full"
-        # Each refusal is an error line kept for STATUS (the last 8): the answer grows past the 2 KB
+        # Each refusal is an error line kept for STATUS (the last 8): the answer grows past the 1.5 KB
         # answer buffer (app._OUT_BYTES) and still comes back whole, one line of JSON.
         badges = [f"{i:020X}" for i in range(8)]
         for b in badges:
@@ -171,3 +171,66 @@ def test_duplicate_window_ring_under_micropython() -> None:
     assert out["still"] == "DENY" and out["evicted"] == "OK", out
     assert out["expired"] == "OK", out
     assert out["full"] <= 256, out  # no heap kept per badge (as str objects: 16 x 64 bytes, 1120 seen)
+
+
+WRAP = r"""
+import json, time
+from clockterm import terminal
+
+class T:  # time with an ESP32's ticks: ms wrapping every 2**30
+    PERIOD = 1 << 30
+    ms = 0
+    def ticks_ms(self):
+        return T.ms % T.PERIOD
+    def ticks_diff(self, a, b):
+        d = (a - b) % T.PERIOD
+        return d - T.PERIOD if d >= T.PERIOD // 2 else d
+terminal.time = T()
+
+class Clock:
+    def now(self):
+        return 1795600000000 + T.ms, 1, 0
+
+class TZ:
+    def offset_s(self, s):
+        return 0
+
+class Journal:
+    seq = 0
+    def append(self, p):
+        self.seq += 1
+        return self.seq
+
+class Indicator:
+    def feedback(self, code, text):
+        pass
+
+DAY = 86400000
+t = terminal.Terminal(Clock(), Journal(), None, TZ(), Indicator(), {"duplicate_window_s": 60, "unknown_badge": "record",
+                                                                  "kind_mode": "toggle"})
+out = [t.tap("04A1B2C3").split()[0]]
+T.ms = 7 * DAY  # half a wrap on, ticks_diff to the slot is negative
+out.append(t.tap("04A1B2C3").split()[0])
+T.ms += 30000  # and the window still works
+out.append(t.tap("04A1B2C3").split()[0])
+# With housekeeping's expire() every few seconds, a slot never lives to see a wrap:
+t2 = terminal.Terminal(Clock(), Journal(), None, TZ(), Indicator(), {"duplicate_window_s": 60,
+                                                                   "unknown_badge": "record", "kind_mode": "toggle"})
+T.ms = 0
+t2.tap("04D5E6F7")
+T.ms = 61000
+t2.expire()
+T.ms = (1 << 30) + 100  # a whole wrap later: ticks_diff would say 100 ms
+expired = t2.tap("04D5E6F7").split()[0]
+print(json.dumps({"taps": out, "after_wrap": expired}))
+"""
+
+
+def test_duplicate_window_survives_ticks_wrapping() -> None:
+    # ticks_ms wraps every ~12.4 days on an ESP32 (2**30 ms; never on this 64-bit host): a badge
+    # tapped again a week later must not be taken for a duplicate of its last punch.
+    from mp import mp_json
+
+    out = mp_json(WRAP)
+    assert out["taps"] == ["OK", "OK", "DENY"], out
+    assert out["after_wrap"] == "OK", out

@@ -255,7 +255,8 @@ class App:
         #   restarts); should this loop die, the feeding stops with it;
         # - supervision: each task that ended is restarted once its backoff is over (_restart);
         # - the crash count, cleared once the terminal has run healthy for _HEALTHY_MS;
-        # - the idle display (local time, sync state, backlog), every _DISPLAY_MS.
+        # - the duplicate window's expired slots, and the idle display (local time, sync state,
+        #   backlog), every _DISPLAY_MS.
         every = wdt.timeout_ms // 4
         up = time.ticks_ms()
         fed = time.ticks_add(up, -every)  # the first feed at the first turn: an ESP32 arms its WDT there
@@ -285,6 +286,7 @@ class App:
                         _crash_count(board, 0)  # written only when there is something to clear: spare the flash
                 if time.ticks_diff(now, shown) >= _DISPLAY_MS:
                     shown = now
+                    self.terminal.expire()  # the duplicate window's old slots (ticks wrap)
                     self._idle()
             except Exception as e:
                 log.exc("housekeeping", e)

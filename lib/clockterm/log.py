@@ -4,6 +4,7 @@ import time
 from micropython import const
 
 _KEEP = const(8)  # last error lines kept for the status endpoint
+_KEEP_CHARS = const(150)  # of each: 8 of them fit the 1.5 KB answer buffer as one STATUS member
 
 _t0 = time.ticks_ms()
 errors = []  # last _KEEP error lines, oldest first
@@ -28,7 +29,7 @@ def warn(tag, msg):
 def error(tag, msg):
     counts["error"] += 1
     line = _emit("E", tag, msg)
-    errors.append(line)
+    errors.append(line[:_KEEP_CHARS])  # the console has it whole
     if len(errors) > _KEEP:
         errors.pop(0)
 

@@ -63,9 +63,10 @@ class Terminal:
         b = badge.encode()  # ASCII (normalize_badge), at most _BADGE_MAX bytes
         n = len(b)
         dup = False
+        window = cfg["duplicate_window_s"] * 1000
         for i in range(_RECENT):
             o = i * _SLOT
-            if recent[o] == n and time.ticks_diff(now, self._recent_ms[i]) < cfg["duplicate_window_s"] * 1000 \
+            if recent[o] == n and 0 <= time.ticks_diff(now, self._recent_ms[i]) < window \
                     and recent[o + 1:o + 1 + n] == b:
                 dup = True
                 break
@@ -143,6 +144,16 @@ class Terminal:
         self.last_result = text
         self.indicator.feedback(code, text)
         return answer
+
+    def expire(self):
+        """Forget the badges whose duplicate window is over. Called by housekeeping every few seconds:
+        ticks_ms wraps (every ~12 days on an ESP32), so a slot left for days would look recent again
+        and refuse a real punch as a duplicate."""
+        now = time.ticks_ms()
+        window = self.cfg["duplicate_window_s"] * 1000
+        for i in range(_RECENT):
+            if not 0 <= time.ticks_diff(now, self._recent_ms[i]) < window:
+                self._recent[i * _SLOT] = 0  # an empty slot: no badge has length 0
 
     def status(self):
         return {"counts": self.counts, "last_result": self.last_result}

@@ -1,0 +1,27 @@
+"""The firmware's log under micropython: error lines kept for STATUS are bounded, the console gets them whole."""
+
+from __future__ import annotations
+
+from mp import run_mp
+
+SCRIPT = r"""
+import json
+from clockterm import log
+for i in range(10):
+    log.error("t", "%d " % i + "x" * 400)
+print(json.dumps({"kept": log.errors, "counts": log.counts}))
+"""
+
+
+def test_error_lines_kept_for_status_are_bounded() -> None:
+    import json
+
+    r = run_mp(SCRIPT)
+    lines = r.stdout.splitlines()
+    out = json.loads(lines[-1])
+    assert len(out["kept"]) == 8 and all(len(e) == 150 for e in out["kept"]), out
+    assert [e.split(" E t: ")[1].split()[0] for e in out["kept"]] == [str(i) for i in range(2, 10)]
+    assert out["counts"]["error"] == 10
+    # 8 kept lines as one JSON member fit the 1.5 KB answer buffer (STATUS streams member by member)
+    assert len(json.dumps(out["kept"])) < 1536
+    assert sum(1 for ln in lines[:-1] if len(ln) > 400) == 10  # the console has every line whole
