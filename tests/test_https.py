@@ -740,3 +740,107 @@ def test_streamed_body_on_a_fresh_tls_connection_in_a_fragmented_heap(central: H
     out = mp.mp_json(FRAG_STREAM, args=[str(cfg)])
     assert out["fragmented"], out
     assert out["result"] == [200, 100], out
+
+
+LEAK = r"""
+import sys, json, gc, os, asyncio
+from clockterm import https
+port = int(sys.argv[1])
+
+async def main():
+    c = https.Client("http://127.0.0.1:%d" % port)
+    c.connect_timeout_ms = 300
+    gc.collect()
+    before = len(os.listdir("/proc/self/fd"))
+    errors = []
+    for _ in range(4):
+        try:
+            await c.request("GET", "/")
+            errors.append("answered")
+        except https.HTTPError as e:
+            errors.append(str(e))
+    gc.collect()
+    print(json.dumps({"errors": errors, "fds_added": len(os.listdir("/proc/self/fd")) - before}))
+
+asyncio.run(main())
+"""
+
+
+def test_a_connect_that_times_out_leaves_no_socket_open() -> None:
+    # A listener whose accept queue is full drops the client's SYN: the connect hangs until
+    # connect_timeout_ms. Each such attempt must close its socket (asyncio.open_connection's stayed
+    # open: one more per retry toward an unreachable central, and a board has only a few).
+    import socket
+
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    fillers = []
+    try:
+        for _ in range(4):  # fill the accept queue (never accepted)
+            f = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            f.setblocking(False)
+            try:
+                f.connect(srv.getsockname())
+            except BlockingIOError:
+                pass
+            fillers.append(f)
+        out = mp.mp_json(LEAK, args=[str(srv.getsockname()[1])])
+    finally:
+        for f in fillers:
+            f.close()
+        srv.close()
+    assert out["errors"] == ["timeout"] * 4, out
+    assert out["fds_added"] == 0, out
+
+
+EARLY = r"""
+import json, asyncio
+from clockterm import https
+
+class Stream:  # the server answered 413 early, then stopped reading: the second piece's write fails
+    def __init__(self):
+        self.writes = 0
+        self.lines = [b"HTTP/1.1 413 Payload Too Large\r\n", b"Content-Length: 2\r\n", b"\r\n"]
+        self.s = self
+    def write(self, b):
+        self.writes += 1
+        if self.writes > 1:
+            raise OSError(104)  # ECONNRESET
+    async def drain(self):
+        pass
+    async def readline(self):
+        return self.lines.pop(0)
+    async def read(self, n):
+        return b"no"
+    def close(self):
+        pass
+
+buf = bytearray(100)
+
+def body():
+    yield 150  # the length: three pieces of 50
+    for i in range(3):
+        buf[:] = b"x" * 100
+        yield memoryview(buf)[:50 if i else 100]  # the first with 50 bytes of room
+
+async def main():
+    c = https.Client("http://127.0.0.1:9")  # nothing listens there: a resend could not connect
+    c.stream = Stream()
+    try:
+        st, _, ans = await c.request("POST", "/v1/punches", body, "", 50)
+        out = [st, bytes(ans).decode(), c.stream is None]
+    except https.HTTPError as e:
+        out = str(e)
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+def test_an_early_answer_to_a_streamed_body_is_read() -> None:
+    # A server may answer (401, 413 for the Content-Length) before it has read the whole body and
+    # close; a later piece's write then fails. The answer must still be read, so that the uplink
+    # refreshes its token or halves its batch, instead of taking it for a dropped connection.
+    out = mp.mp_json(EARLY)
+    assert out == [413, "no", True], out  # and the connection is not kept

@@ -19,6 +19,8 @@
 
 import asyncio
 import binascii
+import errno
+import socket
 import tls
 from micropython import const
 
@@ -167,22 +169,33 @@ class Client:
                 reused = self.stream is not None
                 if not reused:
                     self.connections += 1
-                    timer = asyncio.create_task(cancel_after(me, self.connect_timeout_ms))
-                    try:
-                        self.stream = (await asyncio.open_connection(self.host, self.port))[1]
-                    finally:
-                        timer.cancel()
-                    # TCP_NODELAY on the socket before TLS wraps it (open_connection, given the
-                    # context, would wrap it before anyone could set it). A streamed body is several
-                    # writes, and Nagle would hold each one after the first until the server's delayed
-                    # ACK (about 40 ms; on loopback, whose MSS is 64 KB, every piece is a small segment).
-                    # The unix port's socket module lacks the names; 6 and 1 are their values on
-                    # Linux, lwIP and BSD alike. A port that refuses the option still connects.
-                    s = self.stream.s
+                    # Connected here rather than by asyncio.open_connection: its socket, made in its
+                    # own frame, stayed open when the connect timed out or was cancelled (a socket per
+                    # retry toward an unreachable central; lwIP has only a few). Here the Stream holds
+                    # it from the start, and request()'s error paths close it.
+                    ai = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
+                    s = socket.socket(ai[0], ai[1], ai[2])
+                    self.stream = asyncio.StreamWriter(s, {})
+                    s.setblocking(False)
+                    # TCP_NODELAY: a streamed body is several writes, and Nagle would hold each one
+                    # after the first until the server's delayed ACK (about 40 ms; on loopback, whose
+                    # MSS is 64 KB, every piece is a small segment). The unix port's socket module
+                    # lacks the names; 6 and 1 are their values on Linux, lwIP and BSD alike. A port
+                    # that refuses the option still connects.
                     try:
                         s.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
                     except OSError:
                         pass
+                    try:
+                        s.connect(ai[-1])
+                    except OSError as e:
+                        if e.errno != errno.EINPROGRESS:
+                            raise
+                    timer = asyncio.create_task(cancel_after(me, self.connect_timeout_ms))
+                    try:
+                        yield asyncio.core._io_queue.queue_write(s)  # connected (or failed: the first write says)
+                    finally:
+                        timer.cancel()
                     if self._ctx is not None:  # the handshake runs at the first write; the host name is checked
                         s = self._ctx.wrap_socket(s, server_hostname=self.host, do_handshake_on_connect=False)
                         s.setblocking(False)
@@ -225,6 +238,7 @@ class Client:
         # before the first answer byte (a kept-alive one the server closed meanwhile).
         s = self.stream
         pieces = None
+        partial = False  # a streamed body broken off by the server
         if callable(body):
             body = body()
             if not isinstance(body, (bytes, bytearray, memoryview)):  # streamed (see `body` in request)
@@ -291,16 +305,23 @@ class Client:
                     s.write(body)
                     await s.drain()
             except OSError:
-                # A kept-alive connection that the server closed while it was idle takes the first
-                # write (into the socket) and fails a later one (the server's reset): as when no answer
-                # byte comes, request() sends again on a fresh connection (on a fresh one, it raises).
-                return None
-            if sent != size:  # request() closes the connection: the server sees a short body, stores nothing
-                raise HTTPError(_BAD_LENGTH)
+                # The server stopped reading: it may have answered early (a 401, a 413 for the
+                # Content-Length) and closed, so its answer is read all the same below; with none, it
+                # is a kept-alive connection the server closed while idle (the first write went into
+                # the socket, a later one met the reset), sent again on a fresh one by request().
+                partial = True
+            else:
+                if sent != size:  # request() closes the connection: the server sees a short body, stores nothing
+                    raise HTTPError(_BAD_LENGTH)
             pieces = None  # its frame is not kept while the answer is awaited
 
         # The status line, then the header lines up to the blank line
-        line = await s.readline()
+        try:
+            line = await s.readline()
+        except OSError:
+            if not partial:
+                raise
+            line = b""
         if not line:
             return None
         parts = line.split(None, 2)
@@ -324,7 +345,7 @@ class Client:
             if b" " not in name and _KEEP_HEADERS.find(b" " + name + b" ") >= 0:  # the others (date ...) only take heap
                 hdrs[name.decode()] = line[i + 1:].decode().strip()
         conn = hdrs.get("connection", "").lower()
-        if conn == "close":
+        if conn == "close" or partial:
             keep = False
         elif conn == "keep-alive":
             keep = True
