@@ -268,21 +268,21 @@ class Clock:
     def status(self):
         ms, q, unc = self.now()
         last = self._last
-        return {
-            "synced": q == _Q_SYNCED,
-            "quality": "synced" if q == _Q_SYNCED else "stale" if q == _Q_STALE else "unsynced",
-            "utc_ms": ms,
-            "offset_ms": self.offset_ms,
-            "last_sync": self.last_sync_ms,
-            "server": last and last[4],
-            "stratum": last and last[5],
-            "delay_ms": last and last[3] / 1000,
-            "drift_ppm": self._ppb / 1000,
-            "drift_measured": self.drift_measured,
-            "uncertainty_ms": unc,
-            "source": self.source,
-            "syncs": self.syncs,
-            "steps": self.steps,
-            "presync_delta_ms": self.presync_delta_ms,
-            "alerts": self.alerts(),
-        }
+        return dict(
+            synced=q == _Q_SYNCED,
+            quality="synced" if q == _Q_SYNCED else "stale" if q == _Q_STALE else "unsynced",
+            utc_ms=ms,
+            offset_ms=self.offset_ms,
+            last_sync=self.last_sync_ms,
+            server=last and last[4],
+            stratum=last and last[5],
+            delay_ms=last and last[3] / 1000,
+            drift_ppm=self._ppb / 1000,
+            drift_measured=self.drift_measured,
+            uncertainty_ms=unc,
+            source=self.source,
+            syncs=self.syncs,
+            steps=self.steps,
+            presync_delta_ms=self.presync_delta_ms,
+            alerts=self.alerts(),
+        )

@@ -452,24 +452,24 @@ class Journal:
             warnings.append("memory 80%")
         if self.ack_unsaved:
             warnings.append("ack not yet saved")
-        return {
-            "backend": getattr(self.store, "name", "raw"),
-            "journal_id": self.journal_id,
-            "capacity": int(self.n * usable / avg),
-            "used": max(0, self.last_seq - oldest_seq + 1),
-            "pending": self.last_seq - self.acked_seq,
-            "fill_pct": fill,
-            "last_seq": self.last_seq,
-            "acked_seq": self.acked_seq,
-            "oldest_seq": oldest_seq,
-            "oldest_ms": oldest_ms,
-            "corrupt_skipped": self.corrupt_skipped,
-            "dropped": self.dropped,
-            "full_policy": self.policy,
-            "warnings": warnings,
-            "segments": self.n,
-            "segment_bytes": self.ss,
-        }
+        return dict(
+            backend=getattr(self.store, "name", "raw"),
+            journal_id=self.journal_id,
+            capacity=int(self.n * usable / avg),
+            used=max(0, self.last_seq - oldest_seq + 1),
+            pending=self.last_seq - self.acked_seq,
+            fill_pct=fill,
+            last_seq=self.last_seq,
+            acked_seq=self.acked_seq,
+            oldest_seq=oldest_seq,
+            oldest_ms=oldest_ms,
+            corrupt_skipped=self.corrupt_skipped,
+            dropped=self.dropped,
+            full_policy=self.policy,
+            warnings=warnings,
+            segments=self.n,
+            segment_bytes=self.ss,
+        )
 
     def close(self):
         self.store.ioctl(_SYNC, 0)

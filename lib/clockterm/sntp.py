@@ -433,17 +433,16 @@ class Supervisor:
                     a = "%s:%d" % (sk.inet_ntop(sk.AF_INET, ip), port)
                 except (AttributeError, ValueError, OSError, TypeError):
                     a = repr(bytes(a))
-            servers.append({"name": s[_S_NAME], "addr": a, "polls": s[_S_POLLS],
-                            "good": s[_S_GOOD], "last_reject": s[_S_REJECT], "dropped": s[_S_DROPPED],
-                            "min_poll_s": s[_S_MIN_POLL], "delay_ms": s[_S_DELAY_MS],
-                            "offset_ms": s[_S_OFFSET_MS], "stratum": s[_S_STRATUM]})
-        return {
-            "state": self.state,
-            "failures": self.failures,
-            "rounds": self.rounds,
-            "last_error": self.last_error,
-            "next_poll_s": (left if left > 0 else 0) // 1000,
-            "servers": servers,
-            "rejects": self.rejects,
-            "alerts": self.clock.alerts(),
-        }
+            servers.append(dict(name=s[_S_NAME], addr=a, polls=s[_S_POLLS], good=s[_S_GOOD],
+                                last_reject=s[_S_REJECT], dropped=s[_S_DROPPED], min_poll_s=s[_S_MIN_POLL],
+                                delay_ms=s[_S_DELAY_MS], offset_ms=s[_S_OFFSET_MS], stratum=s[_S_STRATUM]))
+        return dict(
+            state=self.state,
+            failures=self.failures,
+            rounds=self.rounds,
+            last_error=self.last_error,
+            next_poll_s=(left if left > 0 else 0) // 1000,
+            servers=servers,
+            rejects=self.rejects,
+            alerts=self.clock.alerts(),
+        )

@@ -156,4 +156,4 @@ class Terminal:
                 self._recent[i * _SLOT] = 0  # an empty slot: no badge has length 0
 
     def status(self):
-        return {"counts": self.counts, "last_result": self.last_result}
+        return dict(counts=self.counts, last_result=self.last_result)
