@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +89,38 @@ def upload(seqs: range, journal: str = "j1") -> dict[str, Any]:
             ],
         },
     }
+
+
+@contextlib.contextmanager
+def local_server(handle: Callable[[socket.socket], None], conns: int = 1) -> Iterator[int]:
+    """A plain TCP server on loopback, on a thread: handle(conn) for each of `conns` connections in turn.
+    Yields its port; joins the thread and closes the server after."""
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(conns)
+
+    def serve() -> None:
+        for _ in range(conns):
+            conn, _ = srv.accept()
+            with conn:
+                handle(conn)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield srv.getsockname()[1]
+    finally:
+        t.join(6)
+        srv.close()
+
+
+def read_request(conn: socket.socket, body_len: int, data: bytes = b"") -> tuple[bytes, bytes]:
+    """The next request's head and its first body_len body bytes (data: bytes already read); the head
+    without its blank line."""
+    while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < body_len:
+        data += conn.recv(65536)
+    head, body = data.split(b"\r\n\r\n", 1)
+    return head, body
 
 
 @pytest.fixture(scope="module")
@@ -244,30 +279,15 @@ def test_head_room_sends_head_and_body_in_one_write(room: int) -> None:
     # With room, the head is written into the free bytes in front of the body and the request leaves
     # in one write; without, a body over the copy limit is a second write (which Nagle can hold back
     # until the server's delayed ACK). The server sees the same request either way.
-    import socket
-    import threading
-
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
     got: dict[str, bytes] = {}
 
-    def serve() -> None:
-        conn, _ = srv.accept()
-        with conn:
-            data = conn.recv(65536)
-            while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < 3000:
-                data += conn.recv(65536)
-            got["all"] = data
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+    def handle(conn: socket.socket) -> None:
+        head, body = read_request(conn, 3000)
+        got["all"] = head + b"\r\n\r\n" + body
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
 
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    try:
-        out = mp.mp_json(ONE_WRITE, args=[str(srv.getsockname()[1]), str(room)])
-    finally:
-        t.join(5)
-        srv.close()
+    with local_server(handle) as port:
+        out = mp.mp_json(ONE_WRITE, args=[str(port), str(room)])
     assert (out["status"], out["body"]) == (200, "ok")
     head, body = got["all"].split(b"\r\n\r\n", 1)
     assert head.startswith(b"POST /api/x HTTP/1.1\r\n") and b"Content-Length: 3000" in head
@@ -301,32 +321,15 @@ asyncio.run(main())
 def test_body_function_called_again_when_a_kept_alive_connection_was_closed() -> None:
     # The server answers with keep-alive, then closes the idle connection: the next request finds it
     # closed (no answer byte) and goes once more on a fresh connection, its body built anew.
-    import socket
-    import threading
-
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(2)
     got: list[bytes] = []
 
-    def serve() -> None:
-        for _ in range(2):
-            conn, _ = srv.accept()
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < 6:  # b"body N"
-                    data += conn.recv(65536)
-                got.append(data.split(b"\r\n\r\n", 1)[1])
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(got) + b"k" * len(got))
-            # closed right after the answer: the client's next request on it finds it closed
+    def handle(conn: socket.socket) -> None:
+        got.append(read_request(conn, 6)[1])  # b"body N"
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(got) + b"k" * len(got))
+        # closed right after the answer: the client's next request on it finds it closed
 
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    try:
-        out = mp.mp_json(STALE, args=[str(srv.getsockname()[1])])
-    finally:
-        t.join(5)
-        srv.close()
+    with local_server(handle, 2) as port:
+        out = mp.mp_json(STALE, args=[str(port)])
     assert out["answers"] == [[200, "k"], [200, "kk"]]
     assert out["connections"] == 2 and out["calls"] == 3  # the second request built twice, sent once
     assert got == [b"body 1", b"body 3"]
@@ -415,7 +418,6 @@ def test_timeouts_are_own_timers_and_outside_cancel_stays_a_cancel(central: Hand
     """Connect and request timeouts come from a small timer task (no asyncio.wait_for_ms): a silent
     TLS server times out at timeout_ms; a request done in time leaves no timer that cancels its
     task later; a cancel from outside stays a CancelledError and closes the connection."""
-    import socket
 
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
@@ -452,37 +454,23 @@ def test_close_closes_the_connection_at_once() -> None:
     # Client.close() must close the socket itself (asyncio's Stream.close() does not on MicroPython: only
     # wait_closed() does); left to the GC, a dropped connection stays open on both ends (and on a board
     # its TLS session's memory stays taken) until some later collection.
-    import socket
-    import threading
     import time
 
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
     seen: dict[str, float] = {}
 
-    def serve() -> None:
-        conn, _ = srv.accept()
-        with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += conn.recv(4096)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")  # keep-alive
-            t0 = time.monotonic()
-            conn.settimeout(5)
-            try:
-                eof = conn.recv(1) == b""
-            except OSError:
-                eof = False
-            seen["eof_after_s"] = time.monotonic() - t0 if eof else 99.0
+    def handle(conn: socket.socket) -> None:
+        read_request(conn, 0)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")  # keep-alive
+        t0 = time.monotonic()
+        conn.settimeout(5)
+        try:
+            eof = conn.recv(1) == b""
+        except OSError:
+            eof = False
+        seen["eof_after_s"] = time.monotonic() - t0 if eof else 99.0
 
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    try:
-        out = mp.mp_json(CLOSE, args=[str(srv.getsockname()[1])])
-    finally:
-        t.join(6)
-        srv.close()
+    with local_server(handle) as port:
+        out = mp.mp_json(CLOSE, args=[str(port)])
     assert out == {"status": 200, "kept": True}
     assert seen["eof_after_s"] < 1.0, seen  # at close(), not at the process's end 1.5 s later
 
@@ -598,31 +586,14 @@ asyncio.run(main())
 def test_streamed_body_sent_again_when_a_kept_alive_connection_was_closed() -> None:
     # As for a body in one write: the server closed the idle kept-alive connection; the first piece
     # goes into the socket, a later write fails (the server's reset): sent again, whole, on a fresh one.
-    import socket
-    import threading
-
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(2)
     got: list[bytes] = []
 
-    def serve() -> None:
-        for _ in range(2):
-            conn, _ = srv.accept()
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < 3000:
-                    data += conn.recv(65536)
-                got.append(data.split(b"\r\n\r\n", 1)[1])
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(got) + b"k" * len(got))
+    def handle(conn: socket.socket) -> None:
+        got.append(read_request(conn, 3000)[1])
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(got) + b"k" * len(got))
 
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    try:
-        out = mp.mp_json(STALE_STREAMED, args=[str(srv.getsockname()[1])])
-    finally:
-        t.join(5)
-        srv.close()
+    with local_server(handle, 2) as port:
+        out = mp.mp_json(STALE_STREAMED, args=[str(port)])
     assert out["answers"] == [[200, "k"], [200, "kk"]]
     assert out["connections"] == 2 and out["calls"] == 3  # the second request built twice, sent once
     assert got == [b"0" * 1000 + b"1" * 1000 + b"2" * 1000] * 2
@@ -655,31 +626,17 @@ asyncio.run(main())
 def test_streamed_pieces_are_not_held_back_by_nagle() -> None:
     # The client's socket has TCP_NODELAY: without it, each piece after the first waits for the
     # server's delayed ACK (about 40 ms: 10 requests of 4 pieces took 440 ms here, with it 2 ms).
-    import socket
-    import threading
 
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-
-    def serve() -> None:
-        conn, _ = srv.accept()
+    def handle(conn: socket.socket) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # the answer is not held either
         data = b""
-        with conn:
-            for _ in range(11):
-                while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < 4000:
-                    data += conn.recv(65536)
-                data = data.split(b"\r\n\r\n", 1)[1][4000:]
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        for _ in range(11):
+            _, body = read_request(conn, 4000, data)
+            data = body[4000:]
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    try:
-        out = mp.mp_json(NAGLE, args=[str(srv.getsockname()[1])])
-    finally:
-        t.join(5)
-        srv.close()
+    with local_server(handle) as port:
+        out = mp.mp_json(NAGLE, args=[str(port)])
     assert out["connections"] == 1 and out["ms"] < 150, out
 FRAG_STREAM = r"""
 import sys, json, gc, asyncio
@@ -770,7 +727,6 @@ def test_a_connect_that_times_out_leaves_no_socket_open() -> None:
     # A listener whose accept queue is full drops the client's SYN: the connect hangs until
     # connect_timeout_ms. Each such attempt must close its socket (asyncio.open_connection's stayed
     # open: one more per retry toward an unreachable central, and a board has only a few).
-    import socket
 
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.bind(("127.0.0.1", 0))
