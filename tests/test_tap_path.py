@@ -111,10 +111,8 @@ def test_full_journal_is_refused_with_memory_full(tmp_path):
         term.stop()
 
 
-RING = r"""
-import gc, json, time
-from clockterm.terminal import Terminal
-
+# The parts a Terminal is built from, as small fakes (no flash, no network): for the scripts below.
+FAKES = r"""
 class Clock:
     def now(self):
         return 1795600000000, 1, 0
@@ -133,8 +131,17 @@ class Indicator:
     def feedback(self, code, text):
         pass
 
-cfg = {"duplicate_window_s": 3600, "unknown_badge": "record", "kind_mode": "toggle"}
-t = Terminal(Clock(), Journal(), None, TZ(), Indicator(), cfg)
+def terminal(window_s):
+    from clockterm.terminal import Terminal
+    return Terminal(Clock(), Journal(), None, TZ(), Indicator(),
+                    {"duplicate_window_s": window_s, "unknown_badge": "record", "kind_mode": "toggle"})
+"""
+
+RING = FAKES + r"""
+import gc, json, time
+
+t = terminal(3600)
+cfg = t.cfg
 out = {}
 def tap(b):
     return t.tap(b).split()[0]
@@ -173,9 +180,9 @@ def test_duplicate_window_ring_under_micropython() -> None:
     assert out["full"] <= 256, out  # no heap kept per badge (as str objects: 16 x 64 bytes, 1120 seen)
 
 
-WRAP = r"""
-import json, time
-from clockterm import terminal
+WRAP = FAKES + r"""
+import json
+from clockterm import terminal as term_mod
 
 class T:  # time with an ESP32's ticks: ms wrapping every 2**30
     PERIOD = 1 << 30
@@ -185,37 +192,17 @@ class T:  # time with an ESP32's ticks: ms wrapping every 2**30
     def ticks_diff(self, a, b):
         d = (a - b) % T.PERIOD
         return d - T.PERIOD if d >= T.PERIOD // 2 else d
-terminal.time = T()
-
-class Clock:
-    def now(self):
-        return 1795600000000 + T.ms, 1, 0
-
-class TZ:
-    def offset_s(self, s):
-        return 0
-
-class Journal:
-    seq = 0
-    def append(self, p):
-        self.seq += 1
-        return self.seq
-
-class Indicator:
-    def feedback(self, code, text):
-        pass
+term_mod.time = T()
 
 DAY = 86400000
-t = terminal.Terminal(Clock(), Journal(), None, TZ(), Indicator(), {"duplicate_window_s": 60, "unknown_badge": "record",
-                                                                  "kind_mode": "toggle"})
+t = terminal(60)
 out = [t.tap("04A1B2C3").split()[0]]
 T.ms = 7 * DAY  # half a wrap on, ticks_diff to the slot is negative
 out.append(t.tap("04A1B2C3").split()[0])
 T.ms += 30000  # and the window still works
 out.append(t.tap("04A1B2C3").split()[0])
 # With housekeeping's expire() every few seconds, a slot never lives to see a wrap:
-t2 = terminal.Terminal(Clock(), Journal(), None, TZ(), Indicator(), {"duplicate_window_s": 60,
-                                                                   "unknown_badge": "record", "kind_mode": "toggle"})
+t2 = terminal(60)
 T.ms = 0
 t2.tap("04D5E6F7")
 T.ms = 61000
