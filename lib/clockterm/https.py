@@ -225,20 +225,13 @@ class Client:
                 raise HTTPError("timeout")  # our own timer cancelled us (one cancelled from outside: re-raised)
             raise
 
-    def _head(self, method, path, headers, length):
-        # The request head (bytes), with a Content-Length when length is not None.
-        host = self.host if self.port in (80, 443) else "%s:%d" % (self.host, self.port)
-        head = "%s %s%s HTTP/1.1\r\nHost: %s\r\n%s" % (method, self.prefix, path, host, headers)
-        if length is not None:
-            head += "Content-Length: %d\r\n" % length
-        return head.encode() + b"\r\n"
-
     async def _exchange(self, method, path, body, headers, room, sink, max_body, fresh=False):
         # One request on the open connection: its answer, or None when the connection turns out closed
         # before the first answer byte (a kept-alive one the server closed meanwhile).
         s = self.stream
         pieces = None
         partial = False  # a streamed body broken off by the server
+        size = None  # the Content-Length
         if callable(body):
             body = body()
             if not isinstance(body, (bytes, bytearray, memoryview)):  # streamed (see `body` in request)
@@ -247,40 +240,30 @@ class Client:
                 while size is None:  # not yet: let the loop run
                     await asyncio.sleep_ms(0)
                     size = next(pieces)
-                if fresh and self._ctx is not None:
-                    # A fresh TLS connection does its handshake at the first write, and what the socket
-                    # does not take meanwhile Stream.write copies into a bytes object of its own: the
-                    # head goes first, alone (a few hundred bytes), and the drain that follows ends the
-                    # handshake. The first piece, the size of the buffer, then needs no block of heap
-                    # (a fragmented heap could not give one: a MemoryError at every retry).
-                    s.write(self._head(method, path, headers, size))
-                    await s.drain()
-                    body = next(pieces)  # the first piece: its room is not needed now
-                    sent = len(body) - room
-                    if sent > size:
-                        raise HTTPError(_BAD_LENGTH)
-                    s.write(memoryview(body)[room:])
-                    body = None
-                    await s.drain()
-                else:
-                    body = next(pieces)
-        head = b""  # (none left to write after the handshake's head-first writes)
-        if body is not None or pieces is None:
-            if body is not None:
-                sent = len(body) - room
-                if pieces is None:
-                    size = sent
-                elif sent > size:
-                    raise HTTPError(_BAD_LENGTH)
-            head = self._head(method, path, headers, None if body is None else size)
+                # A fresh TLS connection does its handshake at the first write, and what the socket
+                # does not take meanwhile Stream.write copies into a bytes object of its own: there the
+                # head goes first, alone (a few hundred bytes), and the drain that follows ends the
+                # handshake. The first piece, the size of the buffer, then needs no block of heap (a
+                # fragmented heap could not give one: a MemoryError at every retry).
+                body = None if fresh and self._ctx is not None else next(pieces)
+        if body is not None:
+            sent = len(body) - room
+            if size is None:
+                size = sent
+            elif sent > size:
+                raise HTTPError(_BAD_LENGTH)
+        host = self.host if self.port in (80, 443) else "%s:%d" % (self.host, self.port)
+        head = "%s %s%s HTTP/1.1\r\nHost: %s\r\n%s" % (method, self.prefix, path, host, headers)
+        if size is not None:
+            head += "Content-Length: %d\r\n" % size
+        head = head.encode() + b"\r\n"
         # The head and the body (a streamed body's first piece) in one write (see `room`). Without room,
         # a small body is copied behind the head; a large one is written separately rather than copied
         # (heap). Stream.write sends at once what the socket takes and copies the rest: once it
         # returns, the body's buffer is free again.
         n = len(head)
         if body is None:
-            if head:
-                s.write(head)
+            s.write(head)
         elif room >= n:
             mv = memoryview(body)
             mv[room - n:room] = head
@@ -290,19 +273,22 @@ class Client:
         else:
             s.write(head)
             s.write(memoryview(body)[room:])
+        first = pieces is not None and body is None  # the first piece is still to write, its room unused
         body = head = None
-        if n:
-            await s.drain()
+        await s.drain()
         if pieces is not None:
             # The rest of a streamed body: each next() refills the buffer, and its write follows in the
             # same turn; the drain keeps at most one piece in the stream's own buffer. A piece that
             # would pass the announced length is never written.
+            if first:
+                sent = -room
             try:
                 for body in pieces:
                     sent += len(body)
                     if sent > size:
                         break
-                    s.write(body)
+                    s.write(memoryview(body)[room:] if first else body)
+                    first = False
                     await s.drain()
             except OSError:
                 # The server stopped reading: it may have answered early (a 401, a 413 for the

@@ -10,9 +10,10 @@
 # When idle it also pulls the roster and the central's config overlay (conditional GETs, ETags on flash).
 #
 # Heap: one class; the status counters are attributes, and status() makes its document with keyword
-# names (a dict literal's keys over 9 characters are string constants, ~40 B each); fixed limits are const() (no names, no dict entries); no asyncio.Event (its module costs
-# about 1 KB): kick() sets a flag that the idle wait looks at every _KICK_MS. Attribute and argument
-# names reuse names the firmware interns anyway where they fit (fs_root, config_path, failures ...).
+# names (a dict literal's keys over 9 characters are string constants, ~40 B each); fixed limits are
+# const() (no names, no dict entries); no asyncio.Event (its module costs about 1 KB): kick() sets a
+# flag that the idle wait looks at every _KICK_MS. Attribute and argument names reuse names the
+# firmware interns anyway where they fit (fs_root, config_path, failures ...).
 
 import asyncio
 import json
@@ -51,6 +52,17 @@ _BACKOFF = const("backoff")
 _REJECTED = const("rejected")
 _DISABLED = const("disabled")  # no usable CA or URL in the config
 
+
+def _batch_head(device_id, jid):
+    # The batch's JSON up to its first row (bytes)
+    return (_BATCH_HEAD % (json.dumps(device_id), json.dumps(jid))).encode()
+
+
+def _row(p):
+    # A punch as a compact row (bytes), in the order of _BATCH_HEAD's fields: the one encoding of both
+    # passes of Uplink._build, whose Content-Length depends on their giving the same bytes.
+    return json.dumps([p.seq, p.badge, p.kind, p.utc_ms, p.utc_offset_min, _QUALITY_NAMES[p.quality],
+                       p.uncertainty_ms, p.employee], separators=(",", ":")).encode()
 
 class Uplink:
     """Supervisor for one central API. Tunables are attributes (units in the names):
@@ -218,13 +230,10 @@ class Uplink:
                 if jid is None:
                     jid = p.journal_id
                     first = p.seq
-                    size += len((_BATCH_HEAD % (json.dumps(self.device_id), json.dumps(jid))).encode())
+                    size += len(_batch_head(self.device_id, jid))  # not kept: made again below
                 elif p.journal_id != jid:
                     break  # one journal per batch
-                # The punch as a compact row, in the order of _BATCH_HEAD's fields (as again below)
-                k = len(json.dumps([p.seq, p.badge, p.kind, p.utc_ms, p.utc_offset_min, _QUALITY_NAMES[p.quality],
-                                    p.uncertainty_ms, p.employee], separators=(",", ":")).encode())
-                k += 1 if n else 0  # the comma before it
+                k = len(_row(p)) + (1 if n else 0)  # and the comma before it
                 if n and size + k > _BODY_MAX:
                     break
                 size += k
@@ -241,14 +250,13 @@ class Uplink:
         buf = self._buf
         end = len(buf)
         pos = _HEAD_ROOM
-        item = (_BATCH_HEAD % (json.dumps(self.device_id), json.dumps(jid))).encode()
+        item = _batch_head(self.device_id, jid)
         buf[pos:pos + len(item)] = item
         pos += len(item)
         after = None  # the seq of the last row in the buffer
         while True:
             for p in self.journal.pending(after, n):
-                item = json.dumps([p.seq, p.badge, p.kind, p.utc_ms, p.utc_offset_min, _QUALITY_NAMES[p.quality],
-                                   p.uncertainty_ms, p.employee], separators=(",", ":")).encode()
+                item = _row(p)
                 k = len(item) if after is None else len(item) + 1
                 if pos + k > end:
                     if pos == 0:
