@@ -31,7 +31,7 @@ bundle: $(STAMP)
 
 test: setup
 	$(VENV)/bin/ruff check
-	$(VENV)/bin/pytest -q -m "not soak"
+	$(VENV)/bin/pytest -q -m "not soak" -n 4
 
 soak: setup
 	$(VENV)/bin/pytest -q -m soak
