@@ -17,13 +17,13 @@ import re
 import socket
 import ssl
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import mp
 import pytest
+from canned import answering
 from clockterm_host.central import Handle
 
 DRIVER = (Path(__file__).parent / "answers_mp.py").read_text()
@@ -31,70 +31,13 @@ _TOKEN = b'{"access_token":"t0k2","expires_in":3600}'
 TOKEN_ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(_TOKEN), _TOKEN)
 
 
-@contextlib.contextmanager
-def answering(answers: list[bytes]) -> Iterator[int]:
-    """A loopback server on a thread: the i-th connection's request is read whole and answered with
-    answers[i], then the connection is closed. A token request (an uplink that dropped its token) is
-    answered with a good token on the same connection, and does not use up an answer."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(8)
-    srv.settimeout(20)
-
-    def read(conn: socket.socket, data: bytes) -> tuple[bytes, bytes] | None:
-        while b"\r\n\r\n" not in data:
-            more = conn.recv(65536)
-            if not more:
-                return None
-            data += more
-        head, rest = data.split(b"\r\n\r\n", 1)
-        m = re.search(rb"(?i)content-length: *(\d+)", head)
-        n = int(m[1]) if m else 0
-        while len(rest) < n:
-            more = conn.recv(65536)
-            if not more:
-                return None
-            rest += more
-        return head, rest[n:]
-
-    def serve() -> None:
-        i = 0
-        while i < len(answers):
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(10)
-                data = b""
-                try:
-                    while True:
-                        got = read(conn, data)
-                        if got is None:
-                            break  # closed without a request (a kept-alive connection found closed)
-                        head, data = got
-                        if head.startswith(b"POST /v1/oauth/token"):
-                            conn.sendall(TOKEN_ANSWER)
-                            continue
-                        conn.sendall(answers[i])
-                        i += 1
-                        conn.shutdown(socket.SHUT_WR)
-                        conn.recv(1)  # the client's close (or its next request: not for this connection)
-                        break
-                except OSError:
-                    pass
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    try:
-        yield srv.getsockname()[1]
-    finally:
-        srv.close()
-        t.join(10)
+def token_aside(head: bytes) -> bytes | None:
+    """A good token for an uplink that asks for one (it dropped its token after a 401)."""
+    return TOKEN_ANSWER if head.startswith(b"POST /v1/oauth/token") else None
 
 
 def run_cases(answers: list[bytes], mode: str) -> dict[str, Any]:
-    with answering(answers) as port, tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+    with answering(answers, token_aside) as port, tempfile.NamedTemporaryFile("w", suffix=".json") as f:
         json.dump({"port": port, "cases": len(answers), "mode": mode}, f)
         f.flush()
         r = mp.run_mp(DRIVER, args=[f.name], timeout=900)
