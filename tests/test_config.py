@@ -47,6 +47,27 @@ CASES = [
     (_mutate("sntp.servers", ["ok", 5]), "sntp.servers[1]: expected a non-empty string, got int"),
     (_mutate("terminal.kind_mode", "sideways"), "terminal.kind_mode: 'sideways' is not one of"),
     (_mutate("central.url", "ftp://x.example"), "central.url: must start with https://"),
+    (_mutate("central.url", "http://127.0.0.1:8443"), "central.url: must start with https://"),
+    (_mutate("central.url", "https://"), "central.url: bad host ''"),
+    (_mutate("central.url", "https://central.example.com:99999/v1"), "central.url: bad port '99999'"),
+    (_mutate("central.url", "https://central.example.com:"), "central.url: bad port"),
+    (_mutate("central.url", "https://exa mple.com"), "central.url: bad host 'exa mple.com'"),
+    (_mutate("central.url", "https://-central.example.com"), "central.url: bad host"),
+    (_mutate("central.url", "https://10.0.0.256"), "central.url: bad host '10.0.0.256'"),
+    (_mutate("central.url", "https://[zz::1]:8443"), "central.url: bad IPv6 address 'zz::1'"),
+    (_mutate("sntp.servers", ["pool.ntp.org:abc"]), "sntp.servers[0]: 'pool.ntp.org:abc' is not a host"),
+    (_mutate("sntp.servers", ["ok.example", "1.2.3"]), "sntp.servers[1]: '1.2.3' is not a host"),
+    (_mutate("sntp.servers", ["ntp.example:0"]), "sntp.servers[0]"),
+    (_mutate("network.static_ip", "10.0.0.1/33"), "network.static_ip: '10.0.0.1/33' is not an IPv4 address"),
+    (_mutate("network.gateway", "10.0.0.x"), "network.gateway: '10.0.0.x' is not an IPv4 address"),
+    (_mutate("network.dns", "1.2.3.4.5"), "network.dns: '1.2.3.4.5' is not an IPv4 address"),
+    (_mutate("device_id", "term\r\nX-Injected: 1"), "device_id: control character in the text"),
+    (_mutate("network.wifi_password", "pass\x00word"), "network.wifi_password: control character"),
+    (_mutate("sntp.servers", ["pool.ntp.org\t"]), "sntp.servers[0]: control character"),
+    (_mutate("endpoint.tokens", [{"token": "x" * 20 + "\n", "scopes": ["read"]}]), "endpoint.tokens[0].token: control"),
+    (_mutate("sim", "fast"), "sim: expected object, got string"),
+    (_mutate("network", [1]), "network: expected object, got list"),
+    (_mutate("central", "https://x.example"), "central: expected object, got string"),
     (_mutate("sim.rtc_drift_ppm", "fast"), "sim.rtc_drift_ppm: expected number, got string"),
     (_mutate("endpoint.tokens", [{"token": "short", "scopes": ["read"]}]), "endpoint.tokens[0].token"),
     (_mutate("endpoint.tokens", [{"token": "x" * 20, "scopes": ["root"]}]), "endpoint.tokens[0].scopes"),
@@ -67,6 +88,14 @@ def test_bad_fields_are_named():
     got = _check_all([doc for doc, _ in CASES])
     for (_, want), msg in zip(CASES, got, strict=True):
         assert want in msg, (want, msg)
+
+
+def test_addresses_that_can_be_used_pass():
+    docs = [_mutate("central.url", url) for url in ("https://[::1]:8443/api", "https://central.example.com/v1/",
+                                                     "https://10.1.2.3", "https://localhost:8443")]
+    docs += [_mutate("network.static_ip", "192.168.1.20/24"), _mutate("network.static_ip", "192.168.1.20"),
+             _mutate("sntp.servers", ["pool.ntp.org", "192.168.1.1:1123", "ntp-1.example.com"])]
+    assert _check_all(docs) == ["ok"] * len(docs)
 
 
 def test_optional_fields_may_be_absent_or_null():

@@ -4,6 +4,11 @@
 # Every field is checked against _SPEC below; an error names the field by its dotted path
 # ("sntp.port: expected int, got str"). On the device a config that fails keeps the last good one
 # (saved beside it after each successful load) in force and the error is reported in the status.
+# A file is refused before it is parsed when it could not be a config or would take the heap: over
+# _FILE_MAX_BYTES, not UTF-8, a byte order mark, a NUL, or more objects and lists than a config has
+# (MicroPython's json takes heap for each level of nesting: a small file of "[[[[..." would need more
+# than the board has). Fields the validator does not know are ignored here (a newer config on an older
+# firmware); `clockterm config --check` refuses them on the host, with the name that was meant.
 
 import json
 from micropython import const
@@ -61,6 +66,8 @@ _SPEC = const(
     "sim.journal_kb int? 16 65536\n"
 )
 
+_FILE_MAX_BYTES = const(8192)  # a config (a few KB with 16 endpoint tokens) or the central's overlay
+_CONTAINERS_MAX = const(100)  # objects and lists in one file (a full config has about 45)
 # Indexed by kind.
 _KIND_WORDS = const(("", "int", "num", "str", "bool", "strs", "dict", "tokens"))
 _TYPE_NAMES = const(("", "int", "number", "string", "bool", "list of strings", "object", "list of tokens"))
@@ -121,6 +128,7 @@ def _check(path, kind, a, b, allowed, v):
             raise ConfigError("%s: length %d is out of range %d..%d" % (path, len(v), a, b))
         if allowed and v not in allowed:
             raise ConfigError("%s: %r is not one of %s" % (path, v, ", ".join(allowed)))
+        _text(path, v)
         return
     if base == _STRS:
         if not isinstance(v, list):
@@ -130,6 +138,7 @@ def _check(path, kind, a, b, allowed, v):
         for i, s in enumerate(v):
             if not isinstance(s, str) or not s:
                 raise ConfigError("%s[%d]: expected a non-empty string, got %s" % (path, i, _type_name(s)))
+            _text("%s[%d]" % (path, i), s)
         return
     if base == _TOKENS:
         if not isinstance(v, list) or len(v) > b:
@@ -141,6 +150,7 @@ def _check(path, kind, a, b, allowed, v):
             tok = t.get("token")
             if not isinstance(tok, str) or len(tok) < 16:
                 raise ConfigError("%s.token: expected a string of at least 16 characters" % p)
+            _text(p + ".token", tok)
             scopes = t.get("scopes")
             if not isinstance(scopes, list) or not scopes or any(s not in _SCOPES for s in scopes):
                 raise ConfigError("%s.scopes: expected a non-empty list of %s" % (p, ", ".join(_SCOPES)))
@@ -149,14 +159,82 @@ def _check(path, kind, a, b, allowed, v):
         raise ConfigError(bad)
 
 
+def _text(path, v):
+    # A string field holds no control character: an escaped "\r\n" in a device id or a URL would end
+    # the line of a request it goes into, and a NUL cuts it on the way to a C library.
+    b = v.encode()
+    if b and (min(b) < 32 or b.find(b"\x7f") >= 0):
+        raise ConfigError("%s: control character in the text" % path)
+
+
+def _ipv4(v, prefix=False):
+    # True for a dotted-quad IPv4 address ("192.168.1.20"; with prefix also "192.168.1.20/24").
+    if prefix and "/" in v:
+        v, bits = v.split("/", 1)
+        if not (bits.isdigit() and int(bits) <= 32):
+            return False
+    parts = v.split(".")
+    return len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts)
+
+
+def _host(h):
+    # True for a host name (letters, digits, inner '-' in dot-separated labels) or an IPv4 address.
+    if h.replace(".", "").isdigit():
+        return _ipv4(h)
+    if not 0 < len(h) <= 253:
+        return False
+    for label in h.split("."):
+        if not label or len(label) > 63 or label[0] == "-" or label[-1] == "-":
+            return False
+        for c in label:
+            if not (c.isalpha() or c.isdigit() or c == "-") or ord(c) > 127:
+                return False
+    return True
+
+
+def _port(p):
+    return p.isdigit() and 0 < int(p) < 65536
+
+
+def _url(url):
+    # Why central.url cannot be used (None: it can): https only, a host, a port in range.
+    if not url.startswith("https://"):
+        return "must start with https:// (a terminal never sends over an unverified connection)"
+    hostport = url[8:].split("/", 1)[0]
+    port = ""
+    if hostport.startswith("["):  # [v6]:port
+        host, _, tail = hostport[1:].partition("]")
+        if not host or any(not (c.isdigit() or "a" <= c.lower() <= "f" or c == ":") for c in host):
+            return "bad IPv6 address %r" % host
+        if tail:
+            if tail[0] != ":":
+                return "bad host %r" % hostport
+            port = tail[1:]
+    else:
+        host, sep, port = hostport.partition(":")
+        if not _host(host):
+            return "bad host %r" % host
+        if sep and not port:
+            port = "x"
+    if port and not _port(port):
+        return "bad port %r" % port
+    return None
+
+
 def validate(doc):
     """Check a parsed config; raise ConfigError naming the first bad field. Returns doc."""
     if not isinstance(doc, dict):
         raise ConfigError("config: expected a JSON object, got %s" % _type_name(doc))
     for path, kind, a, b, allowed in _fields():
         v = doc
-        for part in path.split("."):  # a missing parent object counts as a missing field
-            v = v.get(part) if isinstance(v, dict) else None
+        i = 0
+        while v is not None and i < len(path):  # a missing parent object counts as a missing field
+            if not isinstance(v, dict):  # a section that is not an object
+                raise ConfigError("%s: expected object, got %s" % (path[:i - 1], _type_name(v)))
+            j = path.find(".", i)
+            j = len(path) if j < 0 else j
+            v = v.get(path[i:j])
+            i = j + 1
         if v is None:
             if kind & _OPT:
                 continue
@@ -167,10 +245,20 @@ def validate(doc):
     try:
         tz.TZ(doc["tz"])
     except ValueError as e:
-        raise ConfigError("tz: %s" % e)
-    url = doc["central"]["url"]
-    if not (url.startswith("https://") or url.startswith("http://")):
-        raise ConfigError("central.url: must start with https:// (or http:// for a lab)")
+        raise ConfigError("tz: %s" % e) from None
+    why = _url(doc["central"]["url"])
+    if why:
+        raise ConfigError("central.url: " + why)
+    for i, name in enumerate(doc["sntp"]["servers"]):
+        host, sep, port = name.partition(":")  # "host" or "host:port"
+        if not _host(host) or sep and not _port(port):
+            raise ConfigError("sntp.servers[%d]: %r is not a host name or address (with :port)" % (i, name))
+    net = doc.get("network") or {}
+    for key in ("static_ip", "gateway", "dns"):
+        v = net.get(key)
+        if v is not None and not _ipv4(v, key == "static_ip"):
+            raise ConfigError("network.%s: %r is not an IPv4 address (a.b.c.d%s)"
+                              % (key, v, " or a.b.c.d/bits" if key == "static_ip" else ""))
     return doc
 
 
@@ -220,6 +308,41 @@ def merge_overlay(local, overlay):
     return validate(doc)
 
 
+def read(path, what="config"):
+    """The text of a config file on flash; ConfigError naming `what` and why when it cannot be one
+    (OSError when it cannot be read). Only _FILE_MAX_BYTES are read, whatever the file's size."""
+    with open(path, "rb") as f:
+        data = f.read(_FILE_MAX_BYTES + 1)
+    if len(data) > _FILE_MAX_BYTES:
+        raise ConfigError("%s: over %d bytes" % (what, _FILE_MAX_BYTES))
+    try:
+        return data.decode()
+    except UnicodeError:
+        raise ConfigError("%s: not UTF-8 text" % what) from None
+
+
+def loads(text, what="config"):
+    """The JSON document in text (str or bytes), refused with a ConfigError naming `what` and why when it
+    starts with a byte order mark, holds a NUL, nests more objects and lists than a config has, or is
+    not JSON."""
+    if not isinstance(text, str):
+        try:
+            text = bytes(text).decode()
+        except UnicodeError:
+            raise ConfigError("%s: not UTF-8 text" % what) from None
+    if text[:1] == "\ufeff":
+        raise ConfigError("%s: starts with a byte order mark (save it as UTF-8 without one)" % what)
+    i = text.find("\x00")
+    if i >= 0:
+        raise ConfigError("%s: NUL character at %d" % (what, i))
+    if text.count("[") + text.count("{") > _CONTAINERS_MAX:
+        raise ConfigError("%s: more than %d objects and lists" % (what, _CONTAINERS_MAX))
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise ConfigError("%s: not valid JSON (%s)" % (what, e.args[0] if e.args else "syntax error")) from None
+
+
 def save_overlay(body, path, local_path, good_path=None):
     """The central's overlay (bytes, as pulled) checked over the local config and, when accepted,
     written to path through a temp file and a rename; not rewritten when its bytes are already there.
@@ -227,22 +350,23 @@ def save_overlay(body, path, local_path, good_path=None):
     Returns (CRC32 of the file before or None, CRC32 of body). Raises ConfigError naming the refused
     field, or when the local config cannot be read (nothing to check against); nothing is written."""
     import binascii
+    import os
 
-    try:
-        overlay = json.loads(body)
-    except ValueError:
-        raise ConfigError("overlay: not valid JSON")
+    overlay = loads(body, "overlay")
     # The local config (or its last good copy), parsed from the file as it is read: a running
-    # terminal's heap may no longer hold its 1-3 KB of text in one piece.
+    # terminal's heap may no longer hold its 1-3 KB of text in one piece. (Its size is looked at
+    # first; a file changed since boot that nests deeper than a config fails with MemoryError.)
     local = err = None
     for p in (local_path, good_path):
         if p:
             try:
+                if os.stat(p)[6] > _FILE_MAX_BYTES:
+                    raise ConfigError("config: over %d bytes" % _FILE_MAX_BYTES)
                 with open(p) as f:
                     try:
                         local = json.load(f)
-                    except ValueError as e:
-                        raise ConfigError("config: not valid JSON (%s)" % (e.args[0] if e.args else "syntax error"))
+                    except (ValueError, MemoryError) as e:  # UnicodeError is a ValueError
+                        raise ConfigError("config: not valid JSON (%r)" % (e,)) from None
                 validate(local)
                 break
             except OSError as e:
@@ -261,8 +385,6 @@ def save_overlay(body, path, local_path, good_path=None):
         old = None
     crc = binascii.crc32(body)
     if crc != old:
-        import os
-
         tmp = path + ".tmp"
         with open(tmp, "wb") as f:
             f.write(body)
@@ -272,16 +394,7 @@ def save_overlay(body, path, local_path, good_path=None):
 
 def parse(text):
     """Parse and validate config text; ConfigError on broken JSON or a bad field."""
-    try:
-        doc = json.loads(text)
-    except ValueError as e:
-        raise ConfigError("config: not valid JSON (%s)" % (e.args[0] if e.args else "syntax error"))
-    return validate(doc)
-
-
-def _read(path):
-    with open(path) as f:
-        return f.read()
+    return validate(loads(text))
 
 
 def load(path, good_path=None):
@@ -293,7 +406,7 @@ def load(path, good_path=None):
     """
     err = None
     try:
-        text = _read(path)
+        text = read(path)
         doc = parse(text)
     except OSError as e:
         err = ConfigError("config: cannot read %s (%s)" % (path, e))
@@ -305,7 +418,7 @@ def load(path, good_path=None):
         return doc, None
     if good_path:
         try:
-            return parse(_read(good_path)), err
+            return parse(read(good_path, "last good config")), err
         except (OSError, ConfigError):
             pass
     raise err
@@ -314,9 +427,9 @@ def load(path, good_path=None):
 def _save_good(good_path, text):
     # Write atomically (temp file, then rename) and only when it changed, to spare the flash.
     try:
-        if _read(good_path) == text:
+        if read(good_path) == text:
             return
-    except OSError:
+    except (OSError, ConfigError):
         pass
     import os
 

@@ -32,6 +32,8 @@ from clockterm import punch
 _HDR = const(48)  # header bytes reserved at the start of each segment
 _HFMT = const("<2sBBIIIIHhIIIq")  # magic ver flags jid gen base_seq ms_lo ms_hi off acked cfrom cthrough cdelta
 _HLEN = const(44)  # packed size of _HFMT; CRC16 follows
+_SEQ_LIMIT = const(0x7FFFFFFF)  # a seq floor read from its file must be under this (the header keeps u32 seqs)
+_FLOOR_BYTES = const(12)  # read of the seq floor file (a few digits)
 _MAGIC = const(b"CJ")
 _VER = const(1)
 _WIN = const(256)  # read window: holds any record (<= 254 bytes)
@@ -252,8 +254,12 @@ class Journal:
         floor = max(seq_floor, self.last_seq)
         if self._floor_path:
             try:
-                with open(self._floor_path) as f:
-                    floor = max(floor, int(f.read()))
+                # A few digits, whatever the file's size; a floor the header cannot hold (a damaged
+                # file) is no floor: the new journal id keeps the seqs apart from any before it
+                with open(self._floor_path, "rb") as f:
+                    n = int(f.read(_FLOOR_BYTES))
+                if 0 <= n < _SEQ_LIMIT:
+                    floor = max(floor, n)
             except (OSError, ValueError):
                 pass
         self._dirty = True
