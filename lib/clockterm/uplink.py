@@ -399,10 +399,12 @@ class Uplink:
             raise https.HTTPError("no token")
         hdrs = "Authorization: Bearer %s\r\nAccept: %s\r\n" % (self.token, accept)
         try:
-            with open("%s/%s.etag" % (self.fs_root, name)) as f:
+            with open("%s/%s.etag" % (self.fs_root, name), "rb") as f:
                 etag = f.read(200).strip()
-            if etag:
-                hdrs += "If-None-Match: %s\r\n" % etag
+            # As the answer's header gave it (visible ASCII): a damaged file is no ETag, the whole
+            # answer comes again (and its ETag replaces the file)
+            if etag and min(etag) > 32 and max(etag) < 127:
+                hdrs += "If-None-Match: %s\r\n" % etag.decode()
         except OSError:
             pass
         ans = await self.client.request("GET", "/v1/devices/%s/%s" % (self.device_id, name), None, hdrs, 0, sink,
