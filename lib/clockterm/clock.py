@@ -101,9 +101,9 @@ class Clock:
                 raise ValueError("over %d bytes" % _STORE_BYTES)
             st = json.loads(st)
             int(st["utc_ms"])
-            for k in ("utc_ms", "drift_ppb", "unc_ms", "sync_ms"):
-                v = st.get(k, 0)
-                if isinstance(v, bool) or not isinstance(v, int) or not 0 <= abs(v) < _STORE_MAX:
+            for k in st:  # save() writes numbers only
+                v = st[k]
+                if isinstance(v, bool) or not isinstance(v, int) or not abs(v) < _STORE_MAX:
                     raise ValueError(k)
             self._ppb = st.get("drift_ppb", 0)
             if abs(self._ppb) > _DRIFT_MAX_PPB:

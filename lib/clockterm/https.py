@@ -151,7 +151,7 @@ class Client:
         self.connections = 0
         self.requests = 0
         # The read buffer: the answer's bytes from _rp to _re are read from the connection, not yet used
-        self._rb = bytearray(_READ_BYTES)
+        self._buf = bytearray(_READ_BYTES)
         self._rp = self._re = 0
 
     def close(self):
@@ -209,7 +209,7 @@ class Client:
                     # could pass for this request's answer) or its close (the server ended it while
                     # idle). A read that would block says so; it never waits.
                     try:
-                        reused = self.stream.s.readinto(self._rb) is None
+                        reused = self.stream.s.readinto(self._buf) is None
                     except OSError:
                         reused = False
                     if not reused:
@@ -378,7 +378,7 @@ class Client:
     async def _fill(self):
         # More of the answer into the read buffer, behind the unread bytes (moved to its front first).
         # Returns how many came: 0 when the server closed the connection.
-        b = self._rb
+        b = self._buf
         p, e = self._rp, self._re
         if p:
             mv = memoryview(b)
@@ -397,7 +397,7 @@ class Client:
         # its CRLF. It must end in CRLF and hold no other CR nor control byte (HTAB allowed). Never more
         # than the read buffer is held: a longer line fails, except a header line (header=True) whose
         # name is not one kept, which is read through (up to _DROP_LINE_MAX bytes) and dropped: None.
-        b = self._rb
+        b = self._buf
         dropped = -1  # bytes of a long line dropped so far (-1: not dropping)
         while True:
             p, e = self._rp, self._re
@@ -535,7 +535,7 @@ class Client:
         # size bytes of the body (-1: up to the close) through the read buffer: to the sink, into body
         # (up to max_body), or for an answer other than 200 its first _ERR_BODY bytes (a proxy's error
         # page must not need a big block of heap) and the rest dropped.
-        b = self._rb
+        b = self._buf
         while size:
             if self._rp == self._re and not await self._fill():
                 if size < 0:
