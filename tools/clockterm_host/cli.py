@@ -16,7 +16,7 @@ from .defaults import default_config
 log = logging.getLogger("clockterm")
 
 # Subcommands contributed by other host modules: each has register(subparsers).
-EXTENSIONS = ["clockterm_host.central.cli", "clockterm_host.firmware"]
+EXTENSIONS = ["clockterm_host.central.cli", "clockterm_host.firmware", "clockterm_host.deploy"]
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
