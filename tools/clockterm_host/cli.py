@@ -16,7 +16,8 @@ from .defaults import default_config
 log = logging.getLogger("clockterm")
 
 # Subcommands contributed by other host modules: each has register(subparsers).
-EXTENSIONS = ["clockterm_host.central.cli", "clockterm_host.firmware", "clockterm_host.deploy"]
+EXTENSIONS = ["clockterm_host.central.cli", "clockterm_host.firmware", "clockterm_host.deploy",
+              "clockterm_host.provision", "clockterm_host.check", "clockterm_host.recover"]
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:

@@ -7,7 +7,8 @@ What it is: socat makes the pty (`--port`, a symlink to /dev/pts/N) and runs thi
 runs the unix port with tools/clockterm_host/vboard_device/vboot.py and passes bytes both ways. The
 board's flash is a folder (`<dir>/flash`): the partition table of the board (partitions.bin, as
 `clockterm flash` writes it) and one file per data partition (romfs.bin, journal.bin, vfs.bin: the
-filesystem, LittleFS as on the board, mounted at /). `<dir>/hw/pins_low` lists pins held low at power-up (the
+filesystem, LittleFS as on the board, mounted at /). What the board prints is also appended to
+`<dir>/console.log`. `<dir>/hw/pins_low` lists pins held low at power-up (the
 safe-mode button).
 
 What it does as the firmware does: ROMFS mounted at /rom when the partition holds an image, and
@@ -74,6 +75,7 @@ class Relay:
         self.raw = False  # the host's last mode switch: Ctrl-A (raw REPL) or Ctrl-B (friendly)
         self.at_repl = False  # the interpreter shows its REPL (no program running)
         self.proc: subprocess.Popen | None = None
+        self.console = open(self.root / "console.log", "ab")  # noqa: SIM115 - lives as long as the relay
 
     def _spawn(self, mode: str, reset_cause: int) -> None:
         env = dict(os.environ, VBOARD_FLASH=str(self.root / "flash"), VBOARD_HW=str(self.root / "hw"),
@@ -89,6 +91,8 @@ class Relay:
 
     def _out(self, data: bytes) -> None:
         os.write(1, data)
+        self.console.write(data)
+        self.console.flush()
 
     def _from_host(self, data: bytes) -> None:
         for i in range(len(data)):

@@ -19,16 +19,13 @@ class Partition:
     RUNNING = 1
     TYPE_APP = 0
     TYPE_DATA = 1
-    _opened = {}
 
     def __init__(self, entry, block_size=_SECTOR):
         self.type, self.subtype, self.addr, self.size, self.label = entry
         self.block_size = block_size
         self._f = None
         if self.type == TYPE_DATA:
-            self._f = Partition._opened.get(self.label)
-            if self._f is None:
-                self._f = Partition._opened[self.label] = open(_FLASH + "/" + self.label + ".bin", "r+b")
+            self._f = _FILES[self.label]
 
     @classmethod
     def find(cls, type=TYPE_APP, subtype=255, label=None, block_size=_SECTOR):
@@ -95,3 +92,5 @@ def _read_table():
 
 
 _TABLE = _read_table()
+# Each data partition's file, opened now: the filesystem mounted at / hides the host's folders later.
+_FILES = {e[4]: open(_FLASH + "/" + e[4] + ".bin", "r+b") for e in _TABLE if e[0] == TYPE_DATA}
