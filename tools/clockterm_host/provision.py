@@ -223,7 +223,8 @@ def cmd_provision(a: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("provision", help="device id, network, central and credentials, time zone, time servers, "
-                                         "endpoint tokens: validated, then written on the board (or a sim state)")
+                                         "endpoint tokens: validated, then written on the board (or a sim state)",
+                          allow_abbrev=False)  # "--wifi-password X" must not pass as --wifi-password-file X
     where = s.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", help="serial port of a deployed board")
     where.add_argument("--state", help="state folder of a sim terminal (with --board sim)")
