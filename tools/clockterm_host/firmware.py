@@ -300,3 +300,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--no-romfs", action="store_true", help="the table for an image without ROMFS")
     t.add_argument("--out", help="write the binary table (for offset 0x8000) to this file")
     t.set_defaults(func=cmd_partitions)
+    j = fs.add_parser("package-json", help="rewrite firmware/package.json (mip) from lib/")
+    j.set_defaults(func=cmd_package_json)
+    n = fs.add_parser("inputs", help="the custom image build's inputs: board folders, frozen sources")
+    n.add_argument("--out", default=str(REPO / "build" / "firmware"))
+    n.set_defaults(func=cmd_inputs)
+
+
+def cmd_package_json(a: argparse.Namespace) -> int:
+    from . import package
+
+    print(package.write_package_json())
+    return 0
+
+
+def cmd_inputs(a: argparse.Namespace) -> int:
+    from . import package
+
+    for p in package.firmware_inputs(Path(a.out)):
+        print(p)
+    return 0
