@@ -56,8 +56,10 @@ test: setup
 soak: setup
 	$(VENV)/bin/pytest -q -m soak
 
+# make sim TERMINALS=3: a fleet, with a live panel of the terminals and the central.
+TERMINALS ?= 1
 sim: setup
-	$(VENV)/bin/clockterm sim
+	$(VENV)/bin/clockterm sim --terminals $(TERMINALS)
 
 bench: setup
 	$(PY) -m bench
