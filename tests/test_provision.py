@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from clockterm_host import cli
+from clockterm_host import cli, recover
+from clockterm_host.device import DeviceError
 from clockterm_host.runner import Terminal
 from clockterm_host.sim import free_port
 from clockterm_host.sntp_server import SntpServer
@@ -112,6 +113,12 @@ def test_journal_reset_refused_with_unsent_punches_then_forced_after_export(tmp_
     old_id = re.search(r"^journal +(\w+):", r.stdout, re.M).group(1)
     r = ct("recover", "reset-journal", *st)
     assert r.returncode == 2 and "holds 3 unsent punches; refused" in r.stderr
+    # The board refuses too, whoever asks: without force, and forced with another count than it holds.
+    target = recover.Target(None, str(tmp_path / "st"))
+    with pytest.raises(DeviceError, match="journal holds 3 unsent punches: export them"):
+        target.run("reset_journal()")
+    with pytest.raises(DeviceError, match="not the 2 exported"):
+        target.run("reset_journal(True, 2)")
     assert "3 unsent" in ct("recover", "status", *st).stdout
     out = tmp_path / "unsent.jsonl"
     r = ct("recover", "reset-journal", *st, "--force", "--out", str(out))

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from clockterm_host import REPO, vboard
+from clockterm_host import REPO, deploy, vboard
 from clockterm_host.central import start_background
-from clockterm_host.device import Session
+from clockterm_host.device import Session, local_files
 from clockterm_host.sntp_server import SntpServer
 
 BOARD = "m5stack-atom-wiegand"
@@ -171,6 +171,11 @@ def test_lib_layout_copies_by_hash_and_removes_stale_files(tmp_path):
         assert re.search(rf"{total} of {total} files copied", r.stdout)
         _on_board(vb.port, "with open('/lib/clockterm/old.mpy','w') as f:\n f.write('x')\n"
                   "with open('/lib/clockterm/app.mpy','wb') as f:\n f.write(b'M')", reset=False)
+        out = REPO / "build" / "device" / BOARD
+        files = local_files(out, "lib")
+        assert deploy.verify(vb.port, 115200, files) == ["/lib/clockterm/app.mpy: differs on the board"]
+        files["/lib/clockterm/gone.mpy"] = out / "boot.py"
+        assert "/lib/clockterm/gone.mpy: missing on the board" in deploy.verify(vb.port, 115200, files)
         r = ct("deploy", "--board", BOARD, "--port", vb.port, "--layout", "lib")
         assert r.returncode == 0, r.stdout + r.stderr
         assert "removing 1 stale files" in r.stdout and "1 of" in r.stdout and "/lib/clockterm/app.mpy" in r.stdout
