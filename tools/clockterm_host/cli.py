@@ -17,7 +17,8 @@ from .defaults import CENTRAL_STATE, DEVICE_ID, SIM_SNTP_PORT, default_config, f
 log = logging.getLogger("clockterm")
 
 # Subcommands contributed by other host modules: each has register(subparsers).
-EXTENSIONS = ["clockterm_host.central.cli"]
+EXTENSIONS = ["clockterm_host.central.cli", "clockterm_host.firmware", "clockterm_host.deploy",
+              "clockterm_host.provision", "clockterm_host.check", "clockterm_host.recover"]
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
@@ -110,7 +111,7 @@ def cmd_timeserver(args: argparse.Namespace) -> int:
 def cmd_sim(args: argparse.Namespace) -> int:
     from . import sim
 
-    return sim.main(Path(args.state), args.control_port)
+    return sim.main(Path(args.state), args.control_port, terminals=args.terminals)
 
 
 def cmd_roster_install(args: argparse.Namespace) -> int:
@@ -159,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sim", help="a local time server, central API and terminal; type badges to tap")
     s.add_argument("--state", default=str(REPO / "build" / "sim"), help="state folder")
     s.add_argument("--control-port", type=port_number, default=0, help="tap control port (default: a free one)")
+    s.add_argument("--terminals", type=int, default=1, help="how many terminals (a fleet: a live panel shows them)")
     s.set_defaults(func=cmd_sim)
 
     s = sub.add_parser("timeserver", help="an SNTP server serving this machine's clock (for sim terminals)")
