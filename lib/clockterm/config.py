@@ -172,58 +172,26 @@ def _text(path, v):
         raise ConfigError("%s: control character in the text" % path)
 
 
-def _ipv4(v, prefix=False):
-    # True for a dotted-quad IPv4 address ("192.168.1.20"; with prefix also "192.168.1.20/24").
-    if prefix and "/" in v:
-        v, bits = v.split("/", 1)
-        if not (bits.isdigit() and int(bits) <= 32):
+def _addr(v, kind):
+    # True when v is usable as an address of this kind: 0 an IPv4 address (a.b.c.d), 1 an IPv4 address
+    # with "/bits" allowed (a static IP), 2 a host name (dot-separated labels of letters, digits and
+    # inner '-') or IPv4 address, with ":port" allowed.
+    if kind and ("/" if kind == 1 else ":") in v:
+        v, n = v.split("/" if kind == 1 else ":", 1)
+        if not (n.isdigit() and (int(n) <= 32 if kind == 1 else 0 < int(n) < 65536)):
             return False
     parts = v.split(".")
-    return len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts)
-
-
-def _host(h):
-    # True for a host name (letters, digits, inner '-' in dot-separated labels) or an IPv4 address.
-    if h.replace(".", "").isdigit():
-        return _ipv4(h)
-    if not 0 < len(h) <= 253:
+    if kind < 2 or v.replace(".", "").isdigit():
+        return len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts)
+    if not 0 < len(v) <= 253:
         return False
-    for label in h.split("."):
-        if not label or len(label) > 63 or label[0] == "-" or label[-1] == "-":
+    for p in parts:
+        if not 0 < len(p) < 64 or p[0] == "-" or p[-1] == "-":
             return False
-        for c in label:
-            if not (c.isalpha() or c.isdigit() or c == "-") or ord(c) > 127:
+        for c in p:
+            if not (c.isalpha() or c.isdigit() or c == "-"):  # (ASCII only: MicroPython's isalpha)
                 return False
     return True
-
-
-def _port(p):
-    return p.isdigit() and 0 < int(p) < 65536
-
-
-def _url(url):
-    # Why central.url cannot be used (None: it can): https only, a host, a port in range.
-    if not url.startswith("https://"):
-        return "must start with https:// (a terminal never sends over an unverified connection)"
-    hostport = url[8:].split("/", 1)[0]
-    port = ""
-    if hostport.startswith("["):  # [v6]:port
-        host, _, tail = hostport[1:].partition("]")
-        if not host or any(not (c.isdigit() or "a" <= c.lower() <= "f" or c == ":") for c in host):
-            return "bad IPv6 address %r" % host
-        if tail:
-            if tail[0] != ":":
-                return "bad host %r" % hostport
-            port = tail[1:]
-    else:
-        host, sep, port = hostport.partition(":")
-        if not _host(host):
-            return "bad host %r" % host
-        if sep and not port:
-            port = "x"
-    if port and not _port(port):
-        return "bad port %r" % port
-    return None
 
 
 def validate(doc):
@@ -251,19 +219,29 @@ def validate(doc):
         tz.TZ(doc["tz"])
     except ValueError as e:
         raise ConfigError("tz: %s" % e) from None
-    why = _url(doc["central"]["url"])
-    if why:
-        raise ConfigError("central.url: " + why)
-    for i, name in enumerate(doc["sntp"]["servers"]):
-        host, sep, port = name.partition(":")  # "host" or "host:port"
-        if not _host(host) or sep and not _port(port):
-            raise ConfigError("sntp.servers[%d]: %r is not a host name or address (with :port)" % (i, name))
+    # Addresses: what a board could not connect to is refused here, not found out in the field
+    url = doc["central"]["url"]
+    if not url.startswith("https://"):
+        raise ConfigError("central.url: must start with https:// (a terminal never sends unverified)")
+    host = url[8:].split("/", 1)[0]
+    if host[:1] == "[":  # [v6] or [v6]:port: hex digits and colons, then the port checked as a name's
+        v6, _, tail = host[1:].partition("]")
+        try:
+            int(v6.replace(":", "") or "x", 16)
+            host = "v6" + tail
+        except ValueError:
+            pass
+    bad = None if _addr(host, 2) else ("central.url", host)
+    for i, v in enumerate(doc["sntp"]["servers"]):
+        if not (bad or _addr(v, 2)):
+            bad = ("sntp.servers[%d]" % i, v)
     net = doc.get("network") or {}
     for key in ("static_ip", "gateway", "dns"):
         v = net.get(key)
-        if v is not None and not _ipv4(v, key == "static_ip"):
-            raise ConfigError("network.%s: %r is not an IPv4 address (a.b.c.d%s)"
-                              % (key, v, " or a.b.c.d/bits" if key == "static_ip" else ""))
+        if not (bad or v is None or _addr(v, key == "static_ip")):
+            bad = ("network." + key, v)
+    if bad:
+        raise ConfigError("%s: %r is not a usable address" % bad)
     return doc
 
 
@@ -314,22 +292,19 @@ def merge_overlay(local, overlay):
 
 
 def read(path, what="config"):
-    """The text of a config file on flash; ConfigError naming `what` and why when it cannot be one
-    (OSError when it cannot be read). Only _FILE_MAX_BYTES are read, whatever the file's size."""
+    """The bytes of a config file on flash (only _FILE_MAX_BYTES are read, whatever the file's size);
+    ConfigError naming `what` when it is larger, OSError when it cannot be read."""
     with open(path, "rb") as f:
         data = f.read(_FILE_MAX_BYTES + 1)
     if len(data) > _FILE_MAX_BYTES:
         raise ConfigError("%s: over %d bytes" % (what, _FILE_MAX_BYTES))
-    try:
-        return data.decode()
-    except UnicodeError:
-        raise ConfigError("%s: not UTF-8 text" % what) from None
+    return data
 
 
 def loads(text, what="config"):
-    """The JSON document in text (str or bytes), refused with a ConfigError naming `what` and why when it
-    starts with a byte order mark, holds a NUL, nests more objects and lists than a config has, or is
-    not JSON."""
+    """The JSON document in text (bytes-like or str), refused with a ConfigError naming `what` and why
+    when it is not UTF-8, starts with a byte order mark, holds a NUL, nests more objects and lists than
+    a config has, or is not JSON."""
     if not isinstance(text, str):
         try:
             text = bytes(text).decode()
@@ -429,16 +404,16 @@ def load(path, good_path=None):
     raise err
 
 
-def _save_good(good_path, text):
+def _save_good(good_path, data):
     # Write atomically (temp file, then rename) and only when it changed, to spare the flash.
     try:
-        if read(good_path) == text:
+        if read(good_path) == data:
             return
     except (OSError, ConfigError):
         pass
     import os
 
     tmp = good_path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
+    with open(tmp, "wb") as f:
+        f.write(data)
     os.rename(tmp, good_path)
