@@ -849,7 +849,6 @@ def body():
 async def main():
     c = https.Client("http://127.0.0.1:9")  # nothing listens there: a resend could not connect
     c.stream = Stream()
-    c._buf = bytearray(256)  # the read buffer a connection comes with
     try:
         st, _, ans = await c.request("POST", "/v1/punches", body, "", 50)
         out = [st, bytes(ans).decode(), c.stream is None]

@@ -19,7 +19,7 @@
 # transfer-coding other than chunked, a chunk size that is not plain hex, a chunk not followed by
 # CRLF, fewer bytes than announced, a 200 whose length only the close would tell, bytes left over
 # after the answer on a kept-alive connection) fails the request with HTTPError and closes the
-# connection. Every read goes through one small read buffer made with the connection: no line or
+# connection. Every read goes through one small read buffer made with the client: no line or
 # piece is ever held larger than it (a header line over it is read through and dropped when it is
 # not one of the kept headers, else refused), so a hostile answer cannot make the client allocate.
 #
@@ -150,18 +150,17 @@ class Client:
         self.stream = None
         self.connections = 0
         self.requests = 0
-        # The read buffer, one per connection (made with it, dropped at its close: an idle terminal, whose
-        # connection the uplink closes, does not hold it): the answer's bytes from _rp to _re are read
-        # from the connection and not yet used
-        self._buf = None
+        # The read buffer, made here at boot with the client (made per connection, at run time, it left
+        # holes in the heap: the smallest heap that runs the terminal grew by a 4 KB step): the answer's
+        # bytes from _rp to _re are read from the connection and not yet used
+        self._buf = bytearray(_READ_BYTES)
         self._rp = self._re = 0
 
     def close(self):
         """Close the connection (idempotent); the next request opens a new one."""
         s = self.stream
         self.stream = None
-        self._buf = None  # what it held belonged to that connection
-        self._rp = self._re = 0
+        self._rp = self._re = 0  # what the read buffer held belonged to that connection
         if s is not None:
             try:
                 # The socket itself: MicroPython's asyncio Stream.close() does nothing (only the async
@@ -260,7 +259,6 @@ class Client:
         ai = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
         s = socket.socket(ai[0], ai[1], ai[2])
         self.stream = asyncio.StreamWriter(s, {})
-        self._buf = bytearray(_READ_BYTES)
         s.setblocking(False)
         # TCP_NODELAY: a streamed body is several writes, and Nagle would hold each one after the first
         # until the server's delayed ACK (about 40 ms; on loopback, whose MSS is 64 KB, every piece is
