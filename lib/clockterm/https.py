@@ -150,9 +150,9 @@ class Client:
         self.stream = None
         self.connections = 0
         self.requests = 0
-        # The read buffer, made here at boot with the client (made per connection, at run time, it left
-        # holes in the heap: the smallest heap that runs the terminal grew by a 4 KB step): the answer's
-        # bytes from _rp to _re are read from the connection and not yet used
+        # The read buffer, made once here at boot like the TLS context (nothing to allocate per
+        # connection in a heap that hours of running have cut up): the answer's bytes from _rp to _re
+        # are read from the connection and not yet used
         self._buf = bytearray(_READ_BYTES)
         self._rp = self._re = 0
 
