@@ -98,7 +98,7 @@ def test_volatile_rtc_reboot_before_sync_stays_unsynced(tmp_path: Path) -> None:
                 for _, stamp in boot1:
                     assert stamp < e2e.iso_to_ms("2001-01-01T00:00:00.000Z"), stamp
                 st = term.status()["clock"]
-                assert st["quality"] == "unsynced" and st["uncertainty_ms"] >= 10**9, st
+                assert st["quality"] == "unsynced" and st["uncertainty_ms"] is None, st  # unknown: null
                 term.kill()  # power cut before any sync
                 term.start()
                 # Boot 2, still no sync: flagged again; then the sync corrects only this boot's taps.
