@@ -13,7 +13,7 @@
 #   it trusts (a battery RTC set from a sync less than stale_after_s ago) and the change lies beyond
 #   the clock's own error bound by more than panic_ms: then it is refused ("panic" alert).
 # - After it, an offset up to step_ms is slewed. A larger one is held ("jump" alert) and stepped only
-#   when confirm_samples consistent samples spanning at least stepout_s agree (ntpd's stepout,
+#   when _CONFIRM_SAMPLES consistent samples spanning at least stepout_s agree (ntpd's stepout,
 #   chrony's maxchange): a spike, a popcorn sample or a server that jumps and comes back never steps.
 #   While the clock is trusted (a sync within stale_after_s) a change beyond its bound by more than
 #   panic_ms is refused instead; once trust runs out (stale) it is taken like any step, confirmed.
@@ -49,6 +49,7 @@ _DRIFT_UNC_MEAS_PPB = const(2000)  # rate uncertainty once drift is measured (2 
 _RTC_UNC_PPB = const(200000)  # rate uncertainty of an RTC across a power cut (200 ppm, generous)
 _ALERT_HOLD_MS = const(86400000)  # a latched alert stays a day after it was last raised
 _TICK_US = const(1000)  # two samples stamped on ms ticks may differ by a tick
+_CONFIRM_SAMPLES = const(3)  # consistent samples (rounds) a step after the first sync needs, the first included
 
 # The last sync (Clock._last), a tuple; (mono, utc_us) is also the next drift baseline:
 _L_MONO = const(0)  # monotonic ms since boot at the sample
@@ -99,10 +100,6 @@ def iso_ms(ms):
     return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (t[0], t[1], t[2], t[3], t[4], t[5], ms % 1000)
 
 
-def _round_ms(us):
-    return (us + 500) // 1000 if us >= 0 else -((-us + 500) // 1000)
-
-
 class Clock:
     """UTC ms for stamps. now() -> (utc_ms, quality, uncertainty_ms); correct() from SNTP samples.
 
@@ -110,8 +107,8 @@ class Clock:
     parts per million of elapsed time), max_offset_ms ("rtc" alert threshold at the first sync),
     stale_after_s ("stale" quality and alert; also how long a sync keeps the clock trusted),
     panic_ms (a change this far beyond the clock's own bound is refused while it is trusted),
-    stepout_s and confirm_samples (a step after the first sync waits for that many consistent
-    samples over that long). The SNTP supervisor sets the ones its config names."""
+    stepout_s (a step after the first sync waits this long for _CONFIRM_SAMPLES consistent
+    samples). The SNTP supervisor sets the ones its config names."""
 
     step_ms = 128  # ms: like ntpd's step threshold
     slew_ppm = 5000  # ppm: 5 ms per second, invisible to people, fast enough to converge in seconds
@@ -119,7 +116,6 @@ class Clock:
     stale_after_s = 86400  # s: no sync for longer is "stale" (quality and alert)
     panic_ms = 1000  # ms: beyond the clock's own bound by more is refused while trusted (ntpd: panic)
     stepout_s = 300  # s: a step waits this long for confirmation (ntpd's stepout)
-    confirm_samples = 3  # consistent samples (rounds) a step needs, the first included
 
     def __init__(self, rtc, path, ticks_ms=None):
         self.rtc = rtc
@@ -141,8 +137,6 @@ class Clock:
         self.steps = 0
         self.last_step = None  # see _ST_*
         self.pending = None  # a step held for confirmation (see _PD_*)
-        self.holds = 0  # samples held (a step waiting for confirmation)
-        self.refusals = 0  # samples refused (panic)
         self.syncs = 0
         self._alerts = {}  # name -> see _A_*
         # The stored best guess (and drift) from the last run, then where the boot time comes from.
@@ -200,10 +194,6 @@ class Clock:
         self._u0 = us
         self._t0 = t
 
-    def _mono(self):
-        # Monotonic ms since boot (the anchor is refreshed hourly, so the ticks never wrap between).
-        return self._m0 + time.ticks_diff(self.ticks_ms(), self._t0)
-
     def now(self):
         """(utc_ms, quality, uncertainty_ms) for a stamp taken now."""
         t = self.ticks_ms()
@@ -217,7 +207,8 @@ class Clock:
         m = self._m0 + time.ticks_diff(t, self._t0)  # monotonic ms since boot
         if self.last_sync_ms is not None:
             age = m - self._last[_L_MONO]
-            unc_us = self._last[_L_ERR] + abs(self._slew_us) + 1000 + age * self.rate_ppb() // 1000000
+            rate = _DRIFT_UNC_MEAS_PPB if self.drift_measured else _DRIFT_UNC_PPB
+            unc_us = self._last[_L_ERR] + abs(self._slew_us) + 1000 + age * rate // 1000000
             return ms, _Q_STALE if age > self.stale_after_s * 1000 else _Q_SYNCED, (unc_us + 999) // 1000
         # Before a sync: bounded only when a battery RTC carried a synced time (from the store);
         # not when the RTC lost power (source "store": how long we were off is unknown).
@@ -231,26 +222,12 @@ class Clock:
                     unc = _UNKNOWN_MS
         return ms, _Q_UNSYNCED, unc
 
-    def rate_ppb(self):
-        """How far the compensated tick rate may be off (ppb): what time measured on ticks may lose."""
-        return _DRIFT_UNC_MEAS_PPB if self.drift_measured else _DRIFT_UNC_PPB
-
-    def elapsed_us(self, t_from, t_to):
-        """True us between two ticks_ms readings (drift compensated; they must be < 2^29 ms apart)."""
-        e = time.ticks_diff(t_to, t_from)
-        return e * 1000 + e * self._ppb // 1000000
-
-    def _trusted_us(self):
-        # The clock's own error bound (us) while it has a time it trusts: a sync less than
-        # stale_after_s ago, or before the first sync a battery RTC set from such a sync. Else None.
-        ms, q, unc = self.now()
-        if q == _Q_SYNCED:
-            return unc * 1000
-        st = self.stored
-        if q == _Q_UNSYNCED and unc < _UNKNOWN_MS and ms - int(st.get("sync_ms", st["utc_ms"])) \
-                <= self.stale_after_s * 1000:
-            return unc * 1000
-        return None
+    def elapsed_us(self, ticks, now):
+        """(true us from ticks_ms reading ticks to reading now, how far that may be off in us): the
+        ticks with the drift compensated, and the rate uncertainty left (they must be < 2^29 ms apart)."""
+        e = time.ticks_diff(now, ticks)
+        rate = _DRIFT_UNC_MEAS_PPB if self.drift_measured else _DRIFT_UNC_PPB
+        return e * 1000 + e * self._ppb // 1000000, abs(e) * rate // 1000000
 
     # --- correction -----------------------------------------------------------------------------
 
@@ -264,20 +241,36 @@ class Clock:
         now_t = self.ticks_ms()
         if time.ticks_diff(now_t, ticks) < 0:
             ticks = now_t  # a sample from the future is a caller bug; do not anchor there
-        off_us = utc_us - self._us_at(ticks)
-        first = self.last_sync_ms is None
-        how = self._verdict(off_us, err_us, first, server)
+        off = utc_us - self._us_at(ticks)
+        how = self._verdict(off, err_us, server)
         if how == _HOLD or how == _REFUSE:
             return None
         self._reanchor(ticks)
         mono = self._m0
         if how == _STEP:
-            self._step(utc_us, off_us, first, server)
+            self._step(utc_us, off, server)
         else:
-            self._slew_us = off_us
-        self._drift(mono, utc_us)
-        self._last = (mono, utc_us, err_us, delay_us, server, stratum)
-        self.offset_ms = off_us / 1000
+            self._slew_us = off
+        # Drift: the rate of true UTC against monotonic ticks, over a baseline of at least
+        # _DRIFT_MIN_SPAN_MS (independent of our own corrections; a step starts a new baseline).
+        point = (mono, utc_us, err_us, delay_us, server, stratum)
+        ref = self._base
+        if ref is None:
+            self._base = point
+        else:
+            span = mono - ref[_L_MONO]
+            if span >= _DRIFT_MIN_SPAN_MS:
+                ppb = (utc_us - ref[_L_UTC] - span * 1000) * 1000000 // span
+                if abs(ppb) <= _DRIFT_MAX_PPB:
+                    self._ppb = ppb
+                    self.drift_measured = True
+                else:
+                    log.warn("clock", "drift %d ppm is implausible: ignored" % (ppb // 1000))
+                    self._base = point
+            if span > _DRIFT_MAX_SPAN_MS and self._last is not None:
+                self._base = self._last  # move the baseline forward (temperature changes the rate)
+        self._last = point
+        self.offset_ms = off / 1000
         self.last_sync_ms = utc_us // 1000
         self.syncs += 1
         try:
@@ -287,102 +280,86 @@ class Clock:
         self.save()
         return self.offset_ms
 
-    def _verdict(self, off_us, err_us, first, server):
-        # Slew, step, hold or refuse a sample whose offset is off_us (see the step discipline above).
-        if abs(off_us) <= self.step_ms * 1000:
+    def _verdict(self, off, err_us, server):
+        # Slew, step, hold or refuse a sample whose offset is off (us; see the step discipline above).
+        first = self.last_sync_ms is None
+        if abs(off) <= self.step_ms * 1000:
             self.pending = None  # a held step that did not last: it was a spike
             return _STEP if first else _SLEW
-        own = self._trusted_us()
-        if own is not None and abs(off_us) > own + err_us + self.panic_ms * 1000:
-            self.refusals += 1
-            self.alert("panic")
-            log.warn("clock", "%s: %+d ms, beyond the clock's own bound (%d ms) while it is trusted: refused"
-                     % (server, _round_ms(off_us), own // 1000))
-            return _REFUSE
+        # The clock's own bound while it has a time it trusts: a sync less than stale_after_s ago,
+        # or (before the first sync) a battery RTC set from such a sync.
+        ms, q, unc = self.now()
+        st = self.stored
+        if q == _Q_SYNCED or (q == _Q_UNSYNCED and unc < _UNKNOWN_MS
+                              and ms - int(st.get("sync_ms", st["utc_ms"])) <= self.stale_after_s * 1000):
+            if abs(off) > (unc + self.panic_ms) * 1000 + err_us:
+                self.alert("panic")
+                log.warn("clock", "%s: %d ms: panic" % (server, off // 1000))
+                return _REFUSE
         if first:
             return _STEP
-        m = self._mono()
+        m = self._m0 + time.ticks_diff(self.ticks_ms(), self._t0)  # monotonic ms (now() refreshed the anchor)
         pd = self.pending
-        if pd is None or abs(off_us - pd[_PD_OFF]) > pd[_PD_ERR] + err_us + 2 * _TICK_US \
-                + (m - pd[_PD_MONO]) * self.rate_ppb() // 1000000:
-            self.pending = [m, off_us, err_us, 1]  # a new step to confirm, or one that changed its mind
+        if pd is None or abs(off - pd[_PD_OFF]) > pd[_PD_ERR] + err_us + 2 * _TICK_US \
+                + (m - pd[_PD_MONO]) * (_DRIFT_UNC_MEAS_PPB if self.drift_measured else _DRIFT_UNC_PPB) // 1000000:
+            self.pending = [m, off, err_us, 1]  # a new step to confirm, or one that changed its mind
             self.alert("jump")
-            log.warn("clock", "%s: %+d ms: step held until confirmed over %d s"
-                     % (server, _round_ms(off_us), self.stepout_s))
+            log.warn("clock", "%s: %d ms: step held" % (server, off // 1000))
         else:
             pd[_PD_N] += 1
-            if pd[_PD_N] >= self.confirm_samples and m - pd[_PD_MONO] >= self.stepout_s * 1000:
+            if pd[_PD_N] >= _CONFIRM_SAMPLES and m - pd[_PD_MONO] >= self.stepout_s * 1000:
                 return _STEP
-        self.holds += 1
         return _HOLD
 
-    def _step(self, utc_us, off_us, first, server):
+    def _step(self, utc_us, off, server):
         # Step to utc_us (the anchor was just moved to its ticks); record and say it.
         self._u0 = utc_us
         self._slew_us = 0
-        if off_us < 0:
+        if off < 0:
             self._last_ms = 0  # a backward step: monotonic output restarts here
         self.steps += 1
         self._base = None  # a rate is not measured across a step: the drift baseline starts here
-        size = _round_ms(off_us)
+        size = (off + 500) // 1000 if off >= 0 else -((-off + 500) // 1000)
         self.last_step = (utc_us // 1000, size, server)
-        if first:
+        if self.last_sync_ms is None:
             self.stored = None  # only the unsynced uncertainty and save() needed it: free it
             self.presync_delta_ms = size
-            log.info("clock", "first sync (%s): stepped %d ms (pre-sync stamps get this added)" % (server, size))
-            if abs(off_us) > self.max_offset_ms * 1000:
+            log.info("clock", "first sync: %s: stepped %d ms" % (server, size))
+            if abs(off) > self.max_offset_ms * 1000:
                 self.alert("rtc")  # the boot time (RTC or stored guess) was this far off
             if self.on_first_sync:
                 # Synchronously, before anyone can read the synced clock: the uplink must not
                 # send pre-sync punches before their correction is on flash.
                 self.on_first_sync(self.presync_delta_ms)
         else:
-            pd = self.pending
-            log.warn("clock", "stepped %+d ms (%s; confirmed by %d samples over %d s)"
-                     % (size, server, pd[_PD_N], (self._mono() - pd[_PD_MONO]) // 1000))
+            log.warn("clock", "%s: stepped %d ms" % (server, size))
             self.alert("step")
         self.pending = None
-
-    def _drift(self, mono, utc_us):
-        # The rate of true UTC against monotonic ticks, over a baseline of at least
-        # _DRIFT_MIN_SPAN_MS (independent of our own corrections).
-        ref = self._base
-        if ref is None:
-            self._base = (mono, utc_us)
-            return
-        span = mono - ref[0]
-        if span >= _DRIFT_MIN_SPAN_MS:
-            ppb = (utc_us - ref[1] - span * 1000) * 1000000 // span
-            if abs(ppb) <= _DRIFT_MAX_PPB:
-                self._ppb = ppb
-                self.drift_measured = True
-            else:
-                log.warn("clock", "drift %d ppm is implausible: ignored" % (ppb // 1000))
-                self._base = (mono, utc_us)
-        if span > _DRIFT_MAX_SPAN_MS and self._last is not None:
-            self._base = self._last  # move the baseline forward (temperature changes the rate)
 
     # --- alerts ---------------------------------------------------------------------------------
 
     def alert(self, name):
         """Raise (or raise again) the latched alert `name`; it keeps the time it was first raised."""
+        ms = self.now()[0]
+        m = self._m0 + time.ticks_diff(self.ticks_ms(), self._t0)  # monotonic ms since boot
         a = self._alerts.get(name)
         if a is None:
-            self._alerts[name] = [self.now()[0], self._mono()]
+            self._alerts[name] = [ms, m]
         else:
-            a[_A_MONO] = self._mono()
+            a[_A_MONO] = m
 
-    def end_alert(self, name):
-        """A condition that has ended (the supervisor's "servers")."""
-        self._alerts.pop(name, None)
-
-    def clear_alerts(self):
-        """Someone has seen the alerts: drop the latched ones (conditions still true come back)."""
-        self._alerts = {}
+    def clear_alerts(self, name=None):
+        """Drop the alert `name` (a condition that ended), or all of them: someone has seen them
+        (conditions still true come back at their next check)."""
+        if name is None:
+            self._alerts = {}
+        else:
+            self._alerts.pop(name, None)
 
     def alerts(self):
         """{name: UTC ms since when}: the latched alerts and the "stale" condition."""
-        m = self._mono()
+        ms = self.now()[0]
+        m = self._m0 + time.ticks_diff(self.ticks_ms(), self._t0)  # monotonic ms since boot
         out = {}
         for name in list(self._alerts):
             a = self._alerts[name]
@@ -393,7 +370,7 @@ class Clock:
         last = self._last[_L_MONO] if self.last_sync_ms is not None else 0
         over = m - last - self.stale_after_s * 1000
         if over > 0:
-            out["stale"] = self.now()[0] - over
+            out["stale"] = ms - over
         return out
 
     # --- persistence and status -----------------------------------------------------------------
@@ -435,9 +412,7 @@ class Clock:
             syncs=self.syncs,
             steps=self.steps,
             last_step=st and dict(utc_ms=st[_ST_UTC], offset_ms=st[_ST_MS], servers=st[_ST_SERVERS]),
-            pending_ms=pd and _round_ms(pd[_PD_OFF]),
-            holds=self.holds,
-            refusals=self.refusals,
+            pending=pd and pd[_PD_OFF] // 1000,  # ms: a step held for confirmation
             presync_delta_ms=self.presync_delta_ms,
             alerts=self.alerts(),
         )

@@ -118,45 +118,55 @@ def _ts_us(data, off):
     return (sec - 2208988800) * 1000000 + ((frac * 1000000) >> 32)
 
 
-def _junk(data, addr, want_addr, xmt):
-    # Why a received packet is not the reply to our request xmt (None when it is). Anyone can send
-    # these, so they are ignored and the wait goes on for the real reply.
-    if addr != want_addr:
-        return "source"
-    if len(data) < _PKT or len(data) > _MAX_PKT or len(data) & 3:
-        return "length"
-    if data[0] & 7 != _MODE_SERVER:
-        return "mode"
-    if not 3 <= (data[0] >> 3) & 7 <= 4:
-        return "version"
-    if data[24:32] != xmt:
-        return "origin"  # not an answer to this request (spoofed, late or replayed)
-    return None
-
-
-def _edge(edges, need, down):
-    # Marzullo's scan over the sorted correctness-interval edges [(value, 0 lower / 1 upper)]: the
-    # first value, from below (or from above when down), where `need` intervals are open; None if none.
-    n = 0
-    i, end, step = (len(edges) - 1, -1, -1) if down else (0, len(edges), 1)
+def _edge(items, n, upper):
+    # Marzullo's scan over the sorted correctness-interval edges items [(value, 0 lower / 1 upper)]:
+    # the first value, from below (from above when upper), where n intervals are open; None if none.
+    k = 0
+    i, end, step = (len(items) - 1, -1, -1) if upper else (0, len(items), 1)
     while i != end:
-        v, upper = edges[i]
-        if upper == down:  # an interval opens: a lower edge going up, an upper edge going down
-            n += 1
-            if n >= need:
+        v, kind = items[i]
+        if kind == upper:  # an interval opens: a lower edge going up, an upper edge going down
+            k += 1
+            if k >= n:
                 return v
         else:
-            n -= 1
+            k -= 1
         i += step
     return None
 
 
-def _cluster(surv, keep):
-    # RFC 5905 11.2.2 for a handful of servers: while more than `keep` survive, drop the one farthest
-    # from the others (largest selection jitter) if it is farther than the tightest survivor claims to
-    # be accurate (RFC 5905 compares with the smallest peer jitter, which one answer per poll cannot
-    # measure). Survivors that agree within their bounds all stay.
-    while len(surv) > keep:
+def _select(items, n):
+    """RFC 5905 selection over candidates items [utc_us, dist_us, server] seen at one ticks reading,
+    n servers configured: (estimate_us, bound_us, survivors, falsetickers), or None when no
+    majority of the quorum (max(n, len(items))) agrees. The true time lies within estimate +- bound
+    unless the liars are a majority of the quorum."""
+    m = len(items)
+    quorum = n if n > m else m
+    majority = quorum // 2 + 1
+    edges = []
+    for c in items:
+        edges.append((c[_C_UTC] - c[_C_DIST], 0))
+        edges.append((c[_C_UTC] + c[_C_DIST], 1))
+    edges.sort()  # at equal values lower edges first: intervals that touch overlap
+    # Intersection: the most intervals that share a point, a majority at least (m - k falsetickers).
+    k = m
+    while k >= majority:
+        low = _edge(edges, k, 0)
+        if low is not None:
+            break
+        k -= 1
+    else:
+        return None
+    high = _edge(edges, k, 1)
+    surv = []
+    false = []
+    for c in items:
+        (surv if c[_C_UTC] - c[_C_DIST] <= high and c[_C_UTC] + c[_C_DIST] >= low else false).append(c)
+    # Clustering (RFC 5905 11.2.2 for a handful of servers): while more than a majority survive, drop
+    # the one farthest from the others (largest selection jitter) if it is farther than the tightest
+    # survivor claims to be accurate (RFC 5905 compares with the smallest peer jitter, which one
+    # answer per poll cannot measure). Survivors that agree within their bounds all stay.
+    while len(surv) > majority:
         worst = None
         far = -1
         tight = _MAX_DIST_US
@@ -169,38 +179,8 @@ def _cluster(surv, keep):
             if c[_C_DIST] < tight:
                 tight = c[_C_DIST]
         if far <= tight * tight:
-            return
-        surv.remove(worst)
-
-
-def _select(cands, configured):
-    """RFC 5905 selection over candidates [utc_us, dist_us, server] seen at one ticks reading:
-    (estimate_us, bound_us, survivors, falsetickers), or None when no majority of the quorum
-    (max(configured, len(cands))) agrees. The true time lies within estimate +- bound unless the
-    liars are a majority of the quorum."""
-    m = len(cands)
-    quorum = configured if configured > m else m
-    majority = quorum // 2 + 1
-    edges = []
-    for c in cands:
-        edges.append((c[_C_UTC] - c[_C_DIST], 0))
-        edges.append((c[_C_UTC] + c[_C_DIST], 1))
-    edges.sort()  # at equal values lower edges first: intervals that touch overlap
-    # Intersection: the most intervals that share a point, a majority at least (m - need falsetickers).
-    need = m
-    while need >= majority:
-        low = _edge(edges, need, False)
-        if low is not None:
             break
-        need -= 1
-    else:
-        return None
-    high = _edge(edges, need, True)
-    surv = []
-    false = []
-    for c in cands:
-        (surv if c[_C_UTC] - c[_C_DIST] <= high and c[_C_UTC] + c[_C_DIST] >= low else false).append(c)
-    _cluster(surv, majority)
+        surv.remove(worst)
     # Combine: weighted by 1/dist, relative to the first survivor (integers: a float has 24 bits here).
     ref = surv[0][_C_UTC]
     wsum = dsum = 0
@@ -212,8 +192,8 @@ def _select(cands, configured):
     # The bound: with at most quorum - majority liars, the true time lies in at least
     # m - (quorum - majority) of the intervals.
     k = m - quorum + majority
-    lo = _edge(edges, k, False)
-    hi = _edge(edges, k, True)
+    lo = _edge(edges, k, 0)
+    hi = _edge(edges, k, 1)
     est = lo if est < lo else hi if est > hi else est
     return est, max(est - lo, hi - est), surv, false
 
@@ -244,45 +224,33 @@ class Supervisor:
         self.interval_ms = cfg.get("interval_s", 1024) * 1000
         clock.max_offset_ms = cfg.get("max_offset_ms", 1000)
         clock.stale_after_s = cfg.get("stale_after_s", 86400)
-        clock.panic_ms = cfg.get("panic_ms", 1000)
-        clock.stepout_s = cfg.get("stepout_s", 300)
+        if "panic_ms" in cfg:  # (optional: the Clock's own defaults otherwise)
+            clock.panic_ms = cfg["panic_ms"]
+        if "stepout_s" in cfg:
+            clock.stepout_s = cfg["stepout_s"]
         self.servers = []  # server lists (see _S_*), in configured order
         self._resolved = None  # ticks_ms of the last resolution
         self.state = "init"
         self.failures = 0
         self.rounds = 0
-        self.no_majority = 0  # rounds without a majority
         self.last_error = None
         self.next_ms = 0  # the delay before the next round, as last chosen
         self._stale_logged = False
         self._saved = time.ticks_ms()
         self._next_at = self._saved
 
-    def _count(self, why):
-        self.rejects[why] = self.rejects.get(why, 0) + 1
-        return why
+    def _count(self, reason):
+        self.rejects[reason] = self.rejects.get(reason, 0) + 1
+        return reason
 
     def _live(self, server, now):
-        # Its last answer, while it may still vote (answers age out: the server is then "silent").
+        # Its last answer, while it may still vote (for _ANSWER_POLLS poll intervals; then the
+        # server counts as silent).
         a = server[_S_ANSWER]
-        if a is None:
-            return None
-        age = time.ticks_diff(now, a[_SM_T])
-        return a if 0 <= age <= min(self.interval_ms * _ANSWER_POLLS, _ANSWER_MAX_MS) else None
+        ttl = min(self.interval_ms * _ANSWER_POLLS, _ANSWER_MAX_MS)
+        return a if a is not None and 0 <= time.ticks_diff(now, a[_SM_T]) <= ttl else None
 
     # --- servers ------------------------------------------------------------------------------
-
-    def _resolve_due(self, now):
-        # Names are resolved until they resolve; then again at most hourly, when a server stopped
-        # answering or was dropped (a pool gives other addresses).
-        if self._resolved is None:
-            return True
-        if 0 <= time.ticks_diff(now, self._resolved) < _RESOLVE_EVERY_MS:
-            return False
-        for s in self.servers:
-            if s[_S_DROPPED] or self._live(s, now) is None:
-                return True
-        return False
 
     def _resolve(self):
         sk = self.sock
@@ -325,25 +293,6 @@ class Supervisor:
             self.servers = found
             self._resolved = now
 
-    def _due(self, now):
-        # The servers to poll now (the ones with most good polls first, then in configured order), or
-        # None when none is usable.
-        due = []
-        live = False
-        for s in self.servers:
-            if not s[_S_DROPPED]:
-                live = True
-                if not _due_ms(s, now):
-                    i = len(due)
-                    while i and due[i - 1][_S_GOOD] < s[_S_GOOD]:
-                        i -= 1
-                    due.insert(i, s)
-        if not live:
-            self.last_error = "no usable server" if self.servers else "no server resolved"
-            return None
-        del due[_SERVERS_PER_ROUND:]
-        return due
-
     # --- one request ----------------------------------------------------------------------------
 
     async def _query(self, server):
@@ -351,42 +300,43 @@ class Supervisor:
         # once in rejects (a refused packet is counted as it comes).
         buf = bytearray(_PKT)  # (48 bytes once per request cost less than holding a buffer)
         buf[0] = (_VERSION << 3) | _MODE_CLIENT  # LI 0, VN 4, mode 3
-        xmt = os.urandom(8)  # random transmit timestamp: the reply must echo it as origin
-        buf[40:48] = xmt
+        sent = os.urandom(8)  # random transmit timestamp: the reply must echo it as origin
+        buf[40:48] = sent
         server[_S_POLLS] += 1
         s = self.sock.socket(self.sock.AF_INET, self.sock.SOCK_DGRAM)
         try:
             s.setblocking(False)
             try:
-                t1_local = time.time_ns() // 1000  # local clock, for the offset figure (reported only)
+                t0 = time.time_ns() // 1000  # local clock, for the offset figure (reported only)
             except AttributeError:  # pragma: no cover - old ports
-                t1_local = None
-            t1 = time.ticks_us()
+                t0 = None
+            start = time.ticks_us()
             try:
                 s.sendto(buf, server[_S_ADDR])
             except OSError:
                 return self._count("send")  # no route, link down: this server fails, the next is tried
-            got = await self._receive(s, server[_S_ADDR], xmt, t1)
+            msg = await self._receive(s, server[_S_ADDR], sent, start)
         finally:
             s.close()
-        if isinstance(got, str):
-            return got
-        smp = self._sample(server, got, xmt, t1_local)
+        if isinstance(msg, str):
+            return msg
+        smp = self._sample(server, msg, sent, t0)
         return self._count(smp) if isinstance(smp, str) else smp
 
-    async def _receive(self, s, addr, xmt, t1):
-        # Wait for the reply to xmt: (data, rtt_us, ticks_ms at receipt), or why there is none. The
-        # deadline is checked after every packet, at most _MAX_PKTS refused packets are read, and
-        # the loop yields after each one.
+    async def _receive(self, sock, addr, sent, start):
+        # Wait for the reply to the request whose transmit timestamp is sent, made at ticks_us
+        # start: (data, rtt_us, ticks_ms at receipt), or why there is none. The deadline is checked
+        # after every packet, at most _MAX_PKTS refused packets are read, and the loop yields after
+        # each one.
         why = None  # the last refused packet's reason (counted already)
         n = 0
         timeout = self.cfg.get("timeout_ms", 1000)
         while True:
-            left = timeout - time.ticks_diff(time.ticks_us(), t1) // 1000
+            left = timeout - time.ticks_diff(time.ticks_us(), start) // 1000
             if left <= 0:
                 return why or self._count("timeout")
             try:
-                data, frm = s.recvfrom(_MAX_PKT + 1)
+                data, frm = sock.recvfrom(_MAX_PKT + 1)
             except OSError as e:
                 if e.args[0] != _EAGAIN:
                     return self._count("socket")
@@ -394,17 +344,28 @@ class Supervisor:
                 # waiting; here one small timer task cancels this wait)
                 timer = asyncio.create_task(cancel_after(asyncio.current_task(), left))
                 try:
-                    await _wait_readable(s)
+                    await _wait_readable(sock)
                 except asyncio.CancelledError:
                     if not timer.done():
                         raise  # cancelled from outside, not a timeout
                 finally:
                     timer.cancel()
                 continue
-            rtt = time.ticks_diff(time.ticks_us(), t1)  # T4 - T1, both on ticks_us
+            rtt = time.ticks_diff(time.ticks_us(), start)  # T4 - T1, both on ticks_us
             t4 = time.ticks_ms()
-            why = _junk(data, frm, addr, xmt)
-            if why is None:
+            # Checks that anyone could trip with a forged packet: ignore it and keep waiting, so
+            # that junk cannot stop the real reply from being read.
+            if frm != addr:
+                why = "source"
+            elif len(data) < _PKT or len(data) > _MAX_PKT or len(data) & 3:
+                why = "length"
+            elif data[0] & 7 != _MODE_SERVER:
+                why = "mode"
+            elif not 3 <= (data[0] >> 3) & 7 <= 4:
+                why = "version"
+            elif data[24:32] != sent:
+                why = "origin"  # not an answer to this request (spoofed, late or replayed)
+            else:
                 return data, rtt, t4
             self._count(why)
             n += 1
@@ -412,10 +373,10 @@ class Supervisor:
                 return self._count("flood")
             await asyncio.sleep_ms(0)  # let the other tasks run between packets
 
-    def _sample(self, server, got, xmt, t1_local):
-        # The reply answers our request: from here on a bad field ends the exchange. The sample, or
-        # the reason (str) the reply is refused.
-        data, rtt, t4 = got
+    def _sample(self, server, msg, sent, t0):
+        # The reply msg (data, rtt_us, ticks_ms at receipt) answers our request: from here on a bad
+        # field ends the exchange. The sample, or the reason (str) the reply is refused.
+        data, rtt, t4 = msg
         stratum = data[1]
         if stratum == 0:
             # a kiss-o'-death: its code (RATE, DENY, RSTR ...) in the reference id
@@ -431,7 +392,7 @@ class Supervisor:
         t3_raw = data[40:48]
         if t3_raw == b"\0" * 8:
             return "xmt-zero"
-        if t3_raw == xmt:
+        if t3_raw == sent:
             return "xmt-echo"  # a server that echoes our nonce as its time is broken
         if t3_raw == server[_S_LAST_XMT]:
             return "xmt-repeat"  # the same answer twice: a replay
@@ -455,7 +416,7 @@ class Supervisor:
         server[_S_LAST_XMT] = bytes(t3_raw)
         # offset: the classic ((T2 - T1) + (T3 - T4)) / 2, with T4 measured on the same ticks as T1
         return (t4, t3 + delay // 2, delay, dist,
-                None if t1_local is None else ((t2 - t1_local) + (t3 - t1_local - rtt)) // 2, stratum)
+                None if t0 is None else ((t2 - t0) + (t3 - t0 - rtt)) // 2, stratum)
 
     # --- one poll of one server -----------------------------------------------------------------
 
@@ -468,11 +429,16 @@ class Supervisor:
         now = time.ticks_ms()
         if _due_ms(server, now):
             return "too-soon"
-        prev = server[_S_LAST_POLL]
+        last = server[_S_LAST_POLL]
         server[_S_LAST_POLL] = now
         cfg = self.cfg
+        # iburst: for a server without a recent answer (start, long outage), at most once while it
+        # stays silent that long, and never for one that asked us to slow down
+        b = server[_S_BURST]
+        quiet = self._live(server, now) is None and server[_S_LIMIT] <= cfg.get("min_poll_s", MIN_POLL_S)
+        ttl = min(self.interval_ms * _ANSWER_POLLS, _ANSWER_MAX_MS)
         n = 1
-        if server[_S_OWNED] or self._iburst(server, now):
+        if server[_S_OWNED] or (quiet and (b is None or not 0 <= time.ticks_diff(now, b) <= ttl)):
             n = cfg.get("samples", 4)
             server[_S_BURST] = now
         best = None
@@ -483,10 +449,18 @@ class Supervisor:
             smp = await self._query(server)
             if isinstance(smp, str):
                 server[_S_REJECT] = why = smp
-                if smp[:4] == "kod-":
-                    self._kiss(server, smp[4:], now, prev)
-                    return smp
-                continue  # the next request of a burst may do better
+                if smp[:4] != "kod-":
+                    continue  # the next request of a burst may do better
+                code = smp[4:]
+                if code == "RATE":
+                    # back off from the interval in use with this server: never poll it sooner than before
+                    gap = 0 if last is None else time.ticks_diff(now, last) // 1000
+                    server[_S_LIMIT] = min(max(server[_S_LIMIT], gap, MIN_POLL_S * 2) * 2, _MAX_POLL_S)
+                    log.warn("sntp", "%s says RATE: poll now every %d s" % (server[_S_NAME], server[_S_LIMIT]))
+                elif code == "DENY" or code == "RSTR":
+                    server[_S_DROPPED] = code
+                    log.warn("sntp", "%s says %s: dropped" % (server[_S_NAME], code))
+                return smp
             if best is None or smp[_SM_DELAY] < best[_SM_DELAY]:
                 best = smp
         if best is None:
@@ -496,26 +470,6 @@ class Supervisor:
         server[_S_BURST] = None
         return best
 
-    def _iburst(self, server, now):
-        # A burst for a server without a recent answer (start, long outage), at most once while it
-        # stays silent that long, and never for one that asked us to slow down.
-        if self._live(server, now) is not None or server[_S_LIMIT] > self.cfg.get("min_poll_s", MIN_POLL_S):
-            return False
-        b = server[_S_BURST]
-        return b is None or not 0 <= time.ticks_diff(now, b) <= min(self.interval_ms * _ANSWER_POLLS, _ANSWER_MAX_MS)
-
-    def _kiss(self, server, code, now, prev):
-        # A kiss-o'-death at the poll that started at ticks now (the one before at prev).
-        if code == "RATE":
-            # back off from the interval in use with this server: never poll it sooner than before
-            gap = 0 if prev is None else time.ticks_diff(now, prev) // 1000
-            lim = max(server[_S_LIMIT], gap, MIN_POLL_S * 2)
-            server[_S_LIMIT] = min(lim * 2, _MAX_POLL_S)
-            log.warn("sntp", "%s says RATE: poll now every %d s" % (server[_S_NAME], server[_S_LIMIT]))
-        elif code == "DENY" or code == "RSTR":
-            server[_S_DROPPED] = code
-            log.warn("sntp", "%s says %s: dropped" % (server[_S_NAME], code))
-
     # --- one round ----------------------------------------------------------------------------
 
     async def sync_once(self):
@@ -523,13 +477,31 @@ class Supervisor:
         clock. True when the clock took it, None when no server may be polled yet (rate limits),
         False otherwise (no answer, no majority, a step held or refused: last_error says which)."""
         now = time.ticks_ms()
-        if self._resolve_due(now):
+        # Names are resolved until they resolve; then again at most hourly, when a server stopped
+        # answering or was dropped (a pool gives other addresses).
+        again = self._resolved is None
+        if not again and not 0 <= time.ticks_diff(now, self._resolved) < _RESOLVE_EVERY_MS:
+            for s in self.servers:
+                again = again or s[_S_DROPPED] or self._live(s, now) is None
+        if again:
             self._resolve()
-        due = self._due(now)
-        if due is None:
+        # The servers due for a poll: the ones with most good polls first, then in configured order.
+        due = []
+        live = False
+        for s in self.servers:
+            if not s[_S_DROPPED]:
+                live = True
+                if not _due_ms(s, now):
+                    i = len(due)
+                    while i and due[i - 1][_S_GOOD] < s[_S_GOOD]:
+                        i -= 1
+                    due.insert(i, s)
+        if not live:
+            self.last_error = "no usable server" if self.servers else "no server resolved"
             return False
         if not due:
             return None
+        del due[_SERVERS_PER_ROUND:]
         self.rounds += 1
         fresh = False
         for srv in due:
@@ -545,19 +517,17 @@ class Supervisor:
         # clock; True when it took it. Only a round with a new answer among the survivors corrects.
         ref = time.ticks_ms()
         c = self.clock
-        rate = c.rate_ppb()
         cands = []
         for s in self.servers:
             a = self._live(s, ref)
             if a is None or s[_S_DROPPED]:
                 continue
-            age = time.ticks_diff(ref, a[_SM_T])
-            dist = a[_SM_DIST] + age * rate // 1000000  # what the ticks may have lost since
+            e, lost = c.elapsed_us(a[_SM_T], ref)
+            dist = a[_SM_DIST] + lost  # what the ticks may have lost since
             if dist <= _MAX_DIST_US:
-                cands.append([a[_SM_UTC] + c.elapsed_us(a[_SM_T], ref), dist, s])
+                cands.append([a[_SM_UTC] + e, dist, s])
         got = _select(cands, len(self.cfg["servers"])) if cands else None
         if got is None:
-            self.no_majority += 1
             c.alert("quorum")
             self.last_error = "no majority: %s" % ", ".join([x[_C_SRV][_S_NAME] for x in cands])
             return False
@@ -573,13 +543,13 @@ class Supervisor:
                 best = x
             new = new or time.ticks_diff(x[_C_SRV][_S_ANSWER][_SM_T], start) >= 0
         if not new:
-            self.last_error = "no new answer from the majority"
+            self.last_error = "no new answer"
             return False
         names = ", ".join([x[_C_SRV][_S_NAME] for x in surv])
         a = best[_C_SRV][_S_ANSWER]
         off = c.correct(ref, est, a[_SM_DELAY], bound, names, a[_SM_STRATUM])
         if off is None:
-            self.last_error = "step held" if c.pending else "step refused (panic)"
+            self.last_error = "pending" if c.pending else "panic"  # (the clock's alerts say more)
             return False
         log.info("sntp", "sync %s: offset %.3f ms, bound %.3f ms" % (names, off, bound / 1000))
         return True
@@ -614,12 +584,12 @@ class Supervisor:
         else:
             if ok:
                 self.failures = 0
-                c.end_alert("servers")
+                c.clear_alerts("servers")
                 self.state = "synced"
                 delay = self.interval_ms
             elif c.pending:
                 # a step waits for confirmation: samples over stepout_s (each server's limit holds)
-                self.state = "confirming"
+                self.state = "pending"
                 delay = min(c.stepout_s * 500, self.interval_ms)
             else:
                 self.failures += 1
@@ -664,7 +634,7 @@ class Supervisor:
             v = s[_S_ANSWER]
             servers.append(dict(name=s[_S_NAME], addr=a, owned=s[_S_OWNED], polls=s[_S_POLLS], good=s[_S_GOOD],
                                 last_reject=s[_S_REJECT], dropped=s[_S_DROPPED], min_poll_s=s[_S_LIMIT],
-                                falseticker=s[_S_FALSE], voting=self._live(s, now) is not None,
+                                falseticker=s[_S_FALSE], fresh=self._live(s, now) is not None,
                                 delay_ms=v and v[_SM_DELAY] / 1000,
                                 offset_ms=None if v is None or v[_SM_OFF] is None else v[_SM_OFF] / 1000,
                                 stratum=v and v[_SM_STRATUM]))
@@ -672,7 +642,6 @@ class Supervisor:
             state=self.state,
             failures=self.failures,
             rounds=self.rounds,
-            no_majority=self.no_majority,
             last_error=self.last_error,
             next_poll_s=(left if left > 0 else 0) // 1000,
             servers=servers,

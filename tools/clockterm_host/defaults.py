@@ -27,10 +27,7 @@ def default_config(board: str = "sim", device_id: str = "term-001") -> dict:
             "min_poll_s": 16,
             "burst_gap_ms": 2000,
             "owned": [],
-            # Step discipline: after the first sync of a boot a step waits stepout_s for confirmation;
-            # a change this far beyond the clock's own error bound is refused while the clock is trusted.
-            "panic_ms": 1000,
-            "stepout_s": 300,
+            # (optional, not shown: panic_ms 1000 and stepout_s 300, the step discipline; docs/integrator.md)
         },
         "central": {
             "url": "https://127.0.0.1:8443" if board == "sim" else "https://central.example.com",
