@@ -184,3 +184,19 @@ async def ticker(gaps):
 
 def result(d):
     print("R " + json.dumps(d))
+
+
+async def rounds(sup, seconds, tag):
+    """Run sup's rounds as its run() task does, for `seconds` of (simulated) time, printing one line
+    per round: "Q <tag> [s since start, sync_once's answer, clock steps, the held step (ms) or None,
+    clock error (ms, clock - host), its uncertainty, supervisor state]" (printed as they come: a
+    day of rounds kept in a list would crowd the heap the firmware under test has)."""
+    c = sup.clock
+    t0 = host_ms()
+    while host_ms() - t0 < seconds * 1000:
+        ok = await sup.sync_once()
+        delay = sup._after(ok)
+        e, q, unc = err_ms(c)
+        print("Q %s %s" % (tag, json.dumps([(host_ms() - t0) // 1000, ok, c.steps,
+                                            c.pending and c.pending[1] // 1000, e, unc, sup.state])))
+        await sntp.asyncio.sleep_ms(delay)
