@@ -277,7 +277,9 @@ def silent_between(first: int, last: int) -> Behaviour:
 
 def flooder(seconds: float) -> Behaviour:
     """Answers each request with a stream of wrong-origin replies from the right address and port,
-    as fast as it can for `seconds`, and never with the real one."""
+    as fast as it can for `seconds`, and never with the real one. (On this host the unix port reads
+    faster than one Python thread sends: the stream has gaps. A board reads far slower; test_sntp's
+    never-dry socket covers a stream without gaps.)"""
     def act(req: bytes, addr: tuple, send: Send, srv: HostileServer) -> None:
         sock = srv.current_sock
 

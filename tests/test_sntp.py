@@ -532,8 +532,8 @@ def test_a_day_of_polling_with_the_default_config_keeps_the_pools_etiquette() ->
 
 def test_a_stream_of_junk_neither_stalls_the_loop_nor_holds_the_round() -> None:
     # The server answers each request with a stream of wrong-origin replies for 2 s and never the real
-    # one. The old receive loop read them without yielding until the stream stopped: the event loop
-    # stalled for the whole stream. Now a request reads at most 32 refused packets, yielding after each.
+    # one. A request reads at most 32 refused packets, yielding after each, and gives up ("flood").
+    # (Here the stream has gaps the reader waits in; the never-dry test below has none.)
     with HostileServer({"flood": flooder(2.0)}) as hs:
         script = """
 async def main():
@@ -554,7 +554,58 @@ asyncio.run(main())
 """
         got = run(script, port=hs.ports["flood"])
         assert hs.flooded > 32
+    assert got["max_gap"] < 200, got  # the loop ran between packets (the old loop: the whole stream)
+    assert got["took"] < 1000, got  # well within its timeout, not the stream's 2 s
     assert got["ok"] is False and got["reject"] == "flood", got
     assert got["rejects"] == {"origin": 32, "flood": 1}, got
-    assert got["took"] < 1000, got  # well within its timeout, not the stream's 2 s
-    assert got["max_gap"] < 200, got  # the loop ran between packets (the old loop: the whole stream)
+
+
+def test_a_stream_that_never_runs_dry_is_bounded_in_packets_and_time() -> None:
+    # The limit of a flood: a network that always has one more wrong packet to read (a sender faster
+    # than the reader; on a board that is a few thousand packets a second, which a PC's loopback cannot
+    # make this host's unix port fall behind on, hence the socket module passed in here). The old loop
+    # checked its deadline only when the socket was empty: it never returned. Now a request reads at
+    # most 32 refused packets, yielding after each, then gives up ("flood"); a round is bounded too.
+    script = """
+import socket as real
+class Endless:
+    AF_INET = real.AF_INET
+    SOCK_DGRAM = real.SOCK_DGRAM
+    reads = 0
+    def getaddrinfo(self, host, port, af, kind):
+        return [(af, kind, 0, "", ("10.9.8.7", 123))]
+    def socket(self, af, kind):
+        return self
+    def setblocking(self, flag):
+        pass
+    def sendto(self, data, addr):
+        self.sent = bytes(data)
+    def recvfrom(self, n):
+        Endless.reads += 1
+        if Endless.reads > 100000:
+            raise RuntimeError("still reading after 100000 packets")
+        junk = bytearray(48)
+        junk[0] = 0x24  # version 4, mode 4: a server's answer, but not to our request
+        return bytes(junk), ("10.9.8.7", 123)
+    def close(self):
+        pass
+
+async def main():
+    c = fresh_clock()
+    sup = sntp.Supervisor(c, {"servers": ["10.9.8.7"], "samples": 3, "burst_gap_ms": 10, "timeout_ms": 1000,
+                              "min_poll_s": 0}, sock_mod=Endless())
+    gaps = []
+    tk = asyncio.create_task(ticker(gaps))
+    await asyncio.sleep_ms(20)
+    t0 = time.ticks_ms()
+    ok = await sup.sync_once()
+    took = time.ticks_diff(time.ticks_ms(), t0)
+    tk.cancel()
+    print(json.dumps({"ok": ok, "took": took, "max_gap": max(gaps), "reads": Endless.reads,
+                      "rejects": sup.rejects, "turns": len(gaps)}))
+asyncio.run(main())
+"""
+    got = run(script)
+    assert got["ok"] is False and got["rejects"] == {"origin": 96, "flood": 3}, got  # 3 requests x 32
+    assert got["reads"] == 96 and got["took"] < 1000, got
+    assert got["max_gap"] < 100 and got["turns"] >= 5, got  # the ticker ran while the packets were read

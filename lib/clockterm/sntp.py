@@ -454,7 +454,7 @@ class Supervisor:
                 code = smp[4:]
                 if code == "RATE":
                     # back off from the interval in use with this server: never poll it sooner than before
-                    gap = 0 if last is None else time.ticks_diff(now, last) // 1000
+                    gap = 0 if last is None else (time.ticks_diff(now, last) + 999) // 1000
                     server[_S_LIMIT] = min(max(server[_S_LIMIT], gap, MIN_POLL_S * 2) * 2, _MAX_POLL_S)
                     log.warn("sntp", "%s says RATE: poll now every %d s" % (server[_S_NAME], server[_S_LIMIT]))
                 elif code == "DENY" or code == "RSTR":
