@@ -609,3 +609,21 @@ asyncio.run(main())
     assert got["ok"] is False and got["rejects"] == {"origin": 96, "flood": 3}, got  # 3 requests x 32
     assert got["reads"] == 96 and got["took"] < 1000, got
     assert got["max_gap"] < 100 and got["turns"] >= 5, got  # the ticker ran while the packets were read
+
+
+def test_optional_fields_given_as_null_take_their_defaults() -> None:
+    # The config's optional sntp fields may be absent or null (config.py's "int?"): null means the
+    # default, not a crash at the first poll.
+    with HostileServer({"good": HOSTILE["good"][0]}) as hs:
+        script = """
+sim_sleeps(sntp)
+async def main():
+    c = fresh_clock()
+    sup = sntp.Supervisor(c, {"servers": ["127.0.0.1:@port@"], "samples": 2, "timeout_ms": 300, "min_poll_s": None,
+                              "burst_gap_ms": None, "owned": None, "panic_ms": None, "stepout_s": None})
+    ok = await sup.sync_once()
+    print(json.dumps([ok, sup.status()["servers"][0]["min_poll_s"], c.panic_ms, c.stepout_s, SIM.skipped]))
+asyncio.run(main())
+"""
+        got = run(script, sim=True, control=[hs.control_port], port=hs.ports["good"])
+    assert got == [True, 16, 1000, 300, 2000], got  # the burst's gap: 2000 ms (skipped)

@@ -208,10 +208,11 @@ class Supervisor:
 
     cfg_sntp: servers (names or addresses, optionally "host:port"), port, interval_s, samples
     (requests of a burst; the minimum-delay answer is kept), timeout_ms (wait for one reply),
-    max_offset_ms, stale_after_s, optional min_poll_s (default MIN_POLL_S), burst_gap_ms (between
-    the requests of a burst, default 2000: ntpd's iburst spacing), owned (servers, as written in
-    `servers`, that get a burst at every poll), panic_ms and stepout_s (the Clock's). Read where
-    they are used, so a test may change them in the dict."""
+    max_offset_ms, stale_after_s; optional (absent or null: the default): min_poll_s (default
+    MIN_POLL_S), burst_gap_ms (between the requests of a burst, default 2000: ntpd's iburst
+    spacing), owned (servers, as written in `servers`, that get a burst at every poll), panic_ms
+    and stepout_s (the Clock's). Most are read where they are used, so a test may change them in
+    the dict; min_poll_s is read once."""
 
     first_retry_ms = 2000  # ms: first retry before any sync; doubles up to first_retry_max_ms
     first_retry_max_ms = 64000
@@ -224,10 +225,13 @@ class Supervisor:
         self.interval_ms = cfg.get("interval_s", 1024) * 1000
         clock.max_offset_ms = cfg.get("max_offset_ms", 1000)
         clock.stale_after_s = cfg.get("stale_after_s", 86400)
-        if "panic_ms" in cfg:  # (optional: the Clock's own defaults otherwise)
+        # (the optional fields may be absent or null: then their defaults apply)
+        if cfg.get("panic_ms") is not None:
             clock.panic_ms = cfg["panic_ms"]
-        if "stepout_s" in cfg:
+        if cfg.get("stepout_s") is not None:
             clock.stepout_s = cfg["stepout_s"]
+        v = cfg.get("min_poll_s")
+        self.min_poll_s = MIN_POLL_S if v is None else v  # s: no server is polled more often
         self.servers = []  # server lists (see _S_*), in configured order
         self._resolved = None  # ticks_ms of the last resolution
         self.state = "init"
@@ -256,7 +260,6 @@ class Supervisor:
         sk = self.sock
         cfg = self.cfg
         now = time.ticks_ms()
-        limit = cfg.get("min_poll_s", MIN_POLL_S)
         owned = cfg.get("owned") or ()
         found = []
         for name in cfg["servers"]:
@@ -287,7 +290,8 @@ class Supervisor:
                             mine.append(s)  # known: keep what we learned (poll limit, replays, drop)
                             break
                     else:
-                        mine.append([name, a, limit, None, None, None, 0, 0, None, None, 0, None, name in owned])
+                        mine.append([name, a, self.min_poll_s, None, None, None, 0, 0, None, None, 0, None,
+                                     name in owned])
             found.extend(mine)
         if found:
             self.servers = found
@@ -435,7 +439,7 @@ class Supervisor:
         # iburst: for a server without a recent answer (start, long outage), at most once while it
         # stays silent that long, and never for one that asked us to slow down
         b = server[_S_BURST]
-        quiet = self._live(server, now) is None and server[_S_LIMIT] <= cfg.get("min_poll_s", MIN_POLL_S)
+        quiet = self._live(server, now) is None and server[_S_LIMIT] <= self.min_poll_s
         ttl = min(self.interval_ms * _ANSWER_POLLS, _ANSWER_MAX_MS)
         n = 1
         if server[_S_OWNED] or (quiet and (b is None or not 0 <= time.ticks_diff(now, b) <= ttl)):
@@ -445,7 +449,8 @@ class Supervisor:
         why = "timeout"
         for i in range(n):
             if i:
-                await asyncio.sleep_ms(cfg.get("burst_gap_ms", 2000))
+                wait = cfg.get("burst_gap_ms")
+                await asyncio.sleep_ms(2000 if wait is None else wait)
             smp = await self._query(server)
             if isinstance(smp, str):
                 server[_S_REJECT] = why = smp
