@@ -157,12 +157,22 @@ def build(board: str, out: Path | None = None) -> Path:
     compile_lib(out / "lib")
     romfs_image(out)
     for name in ("boot.py", "main.py"):
-        shutil.copy2(REPO / name, out / name)
+        _put(out / name, (REPO / name).read_bytes())
     # The board reads its wiring and flash layout; the notes for people and for the host (description,
     # the firmware pin, module, heap) stay in board_configs/: on the board they would only cost heap.
     device_cfg = {k: v for k, v in cfg.items() if k not in HOST_ONLY}
-    (out / "board.json").write_text(json.dumps(device_cfg, separators=(",", ":")) + "\n")
+    _put(out / "board.json", (json.dumps(device_cfg, separators=(",", ":")) + "\n").encode())
     return out
+
+
+def _put(path: Path, data: bytes) -> None:
+    # Written only when it changed, through a temporary file and a rename: terminals started from this
+    # folder by other processes read it meanwhile, and must never see half a file.
+    if path.exists() and path.read_bytes() == data:
+        return
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
 
 
 # Board config keys the firmware never reads.
