@@ -245,7 +245,7 @@ seen = []
 for i in range(16):
     sim.advance_ms(600000)
     r = sync(c, sim, err_us=5000000)
-    seen.append([(i + 1) * 600, r is None, c.steps, c.status()["pending"], c.now()[0] - sim.true_ms()])
+    seen.append([(i + 1) * 600, r is None, c.steps, c.status()["pending"], c.now()[0] - sim.true_ms(), c.now()[2]])
 res["panic"] = seen
 res["panic_alerts"] = sorted(c.alerts())
 res["last_step"] = c.status()["last_step"]
@@ -257,8 +257,9 @@ b = clk.Clock(SimRTC(sim), P, ticks_ms=sim.ticks)
 unc0 = b.now()[2]
 rb1 = sync(b, sim, err_us=10000000)
 qb = b.now()[1]
+unc1 = b.now()[2]
 rb2 = sync(b, sim, err_us=300000)
-res["battery"] = [b.source, unc0, rb1, qb, rb2, b.steps, sorted(b.alerts())]
+res["battery"] = [b.source, unc0, rb1, qb, rb2, b.steps, sorted(b.alerts()), unc1, b.now()[2]]
 # the same RTC after a power cut without a battery (it lost its time): nothing to trust, 10 s steps
 sim.advance_ms(60000)
 v = clk.Clock(SimRTC(sim, dead=True, battery=False), P, ticks_ms=sim.ticks)
@@ -274,17 +275,19 @@ print(json.dumps(res))
     seen = got["panic"]
     # t = 600 .. 7200 s after the last sync: refused (nothing pending, the clock never moves);
     # 7800: stale, so held; 8400: held (two samples); 9000: three consistent samples over 1200 s: stepped
-    for t, none, steps, pending, err in seen:
+    for t, none, steps, pending, err, unc in seen:
         if t <= 7200:
             assert none and steps == 1 and pending is None and abs(err) <= 1, seen
+            assert unc > 5000, seen  # the refused change is inside the reported uncertainty: who is right?
     t78, t84, t90 = seen[12], seen[13], seen[14]
     assert t78[1] and t78[2] == 1 and t78[3] == 5000 and abs(t78[4]) <= 1, seen
     assert t84[1] and t84[2] == 1 and t84[3] == 5000 and abs(t84[4]) <= 1, seen
-    assert not t90[1] and t90[2] == 2 and t90[3] is None and abs(t90[4] - 5000) <= 1, seen
+    assert not t90[1] and t90[2] == 2 and t90[3] is None and abs(t90[4] - 5000) <= 1 and t90[5] < 10, seen
     assert got["panic_alerts"] == ["jump", "panic", "step"]
     assert got["last_step"]["offset_ms"] == 5000 and got["last_step"]["servers"] == "sim"
-    src, unc0, rb1, qb, rb2, steps, alerts = got["battery"]
+    src, unc0, rb1, qb, rb2, steps, alerts, unc1, unc2 = got["battery"]
     assert src == "rtc" and 1700 <= unc0 <= 1800, got
+    assert unc1 >= 10000 + unc0 and unc2 < 10, got  # refused: covers both; synced: its own bound again
     assert rb1 is None and qb == 0 and rb2 is not None and abs(rb2 - 300) < 1 and steps == 1
     assert alerts == ["panic"]
     assert got["volatile"] == ["store", False, 1, ["rtc"]]  # stepped: "rtc" says the boot time was off

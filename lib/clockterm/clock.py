@@ -17,6 +17,8 @@
 #   chrony's maxchange): a spike, a popcorn sample or a server that jumps and comes back never steps.
 #   While the clock is trusted (a sync within stale_after_s) a change beyond its bound by more than
 #   panic_ms is refused instead; once trust runs out (stale) it is taken like any step, confirmed.
+#   While a refusal stands, the reported uncertainty covers the refused time too (the clock or its
+#   servers are wrong, and the stamps cannot say which).
 # - Every step is counted and the last one kept (when, size, servers) and logged.
 # - Alerts are latched with the time they were first raised: they stay in alerts() until
 #   clear_alerts() (someone has seen them) or a day after they were last raised, so that whoever looks
@@ -137,6 +139,7 @@ class Clock:
         self.steps = 0
         self.last_step = None  # see _ST_*
         self.pending = None  # a step held for confirmation (see _PD_*)
+        self._doubt_ms = 0  # how far the last refused change (panic) was: added to the uncertainty
         self.syncs = 0
         self._alerts = {}  # name -> see _A_*
         # The stored best guess (and drift) from the last run, then where the boot time comes from.
@@ -205,22 +208,25 @@ class Clock:
         else:
             self._last_ms = ms
         m = self._m0 + time.ticks_diff(t, self._t0)  # monotonic ms since boot
+        q = _Q_UNSYNCED
+        unc = _UNKNOWN_MS
         if self.last_sync_ms is not None:
             age = m - self._last[_L_MONO]
             rate = _DRIFT_UNC_MEAS_PPB if self.drift_measured else _DRIFT_UNC_PPB
-            unc_us = self._last[_L_ERR] + abs(self._slew_us) + 1000 + age * rate // 1000000
-            return ms, _Q_STALE if age > self.stale_after_s * 1000 else _Q_SYNCED, (unc_us + 999) // 1000
-        # Before a sync: bounded only when a battery RTC carried a synced time (from the store);
-        # not when the RTC lost power (source "store": how long we were off is unknown).
-        st = self.stored
-        unc = _UNKNOWN_MS
-        if st is not None and self.source == "rtc" and getattr(self.rtc, "battery", False):
-            since = self._u0 // 1000 + m - int(st.get("sync_ms", st["utc_ms"]))
-            if since >= 0:
-                unc = int(st.get("unc_ms", 0)) + since * _RTC_UNC_PPB // 1000000000 + 1000
-                if unc > _UNKNOWN_MS:
-                    unc = _UNKNOWN_MS
-        return ms, _Q_UNSYNCED, unc
+            unc = (self._last[_L_ERR] + abs(self._slew_us) + 1000 + age * rate // 1000000 + 999) // 1000
+            q = _Q_STALE if age > self.stale_after_s * 1000 else _Q_SYNCED
+        else:
+            # Before a sync: bounded only when a battery RTC carried a synced time (from the store);
+            # not when the RTC lost power (source "store": how long we were off is unknown).
+            st = self.stored
+            if st is not None and self.source == "rtc" and getattr(self.rtc, "battery", False):
+                since = self._u0 // 1000 + m - int(st.get("sync_ms", st["utc_ms"]))
+                if since >= 0:
+                    unc = int(st.get("unc_ms", 0)) + since * _RTC_UNC_PPB // 1000000000 + 1000
+        # A refused change (panic) means the clock or its servers are wrong: until a sync is taken
+        # again, the uncertainty covers both.
+        unc += self._doubt_ms
+        return ms, q, unc if unc < _UNKNOWN_MS else _UNKNOWN_MS
 
     def elapsed_us(self, ticks, now):
         """(true us from ticks_ms reading ticks to reading now, how far that may be off in us): the
@@ -247,6 +253,7 @@ class Clock:
             return None
         self._reanchor(ticks)
         mono = self._m0
+        self._doubt_ms = 0
         if how == _STEP:
             self._step(utc_us, off, server)
         else:
@@ -289,10 +296,13 @@ class Clock:
         # The clock's own bound while it has a time it trusts: a sync less than stale_after_s ago,
         # or (before the first sync) a battery RTC set from such a sync.
         ms, q, unc = self.now()
+        if unc < _UNKNOWN_MS:
+            unc -= self._doubt_ms  # the clock's own bound, without the disagreement a refusal added
         st = self.stored
         if q == _Q_SYNCED or (q == _Q_UNSYNCED and unc < _UNKNOWN_MS
                               and ms - int(st.get("sync_ms", st["utc_ms"])) <= self.stale_after_s * 1000):
             if abs(off) > (unc + self.panic_ms) * 1000 + err_us:
+                self._doubt_ms = (abs(off) + err_us) // 1000 + 1
                 self.alert("panic")
                 log.warn("clock", "%s: %d ms: panic" % (server, off // 1000))
                 return _REFUSE
@@ -378,6 +388,9 @@ class Clock:
     def save(self):
         """Write the current time, drift and uncertainty to path (atomically)."""
         ms, q, unc = self.now()
+        # (the stored bound is the clock's own: a disagreement must not carry over to the next boot,
+        # where it would let the servers it was refused from pass)
+        unc -= self._doubt_ms
         d = {"utc_ms": ms, "drift_ppb": self._ppb, "unc_ms": unc if q != _Q_UNSYNCED else _UNKNOWN_MS}
         if self.last_sync_ms is not None:
             d["sync_ms"] = self.last_sync_ms
