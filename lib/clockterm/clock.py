@@ -76,6 +76,8 @@ _ST_SERVERS = const(2)
 _A_SINCE = const(0)  # UTC ms when first raised (as the clock read then)
 _A_MONO = const(1)  # monotonic ms when last raised
 
+_SAYS = const("%s: %+d ms: %s")  # (servers, offset, alert): the log line of a held, refused or taken step
+
 # What correct() does with a sample:
 _SLEW = const(0)
 _STEP = const(1)
@@ -304,7 +306,7 @@ class Clock:
             if abs(off) > (unc + self.panic_ms) * 1000 + err_us:
                 self._doubt_ms = (abs(off) + err_us) // 1000 + 1
                 self.alert("panic")
-                log.warn("clock", "%s: %d ms: panic" % (server, off // 1000))
+                log.warn("clock", _SAYS % (server, off // 1000, "panic"))
                 return _REFUSE
         if first:
             return _STEP
@@ -314,7 +316,7 @@ class Clock:
                 + (m - pd[_PD_MONO]) * (_DRIFT_UNC_MEAS_PPB if self.drift_measured else _DRIFT_UNC_PPB) // 1000000:
             self.pending = [m, off, err_us, 1]  # a new step to confirm, or one that changed its mind
             self.alert("jump")
-            log.warn("clock", "%s: %d ms: step held" % (server, off // 1000))
+            log.warn("clock", _SAYS % (server, off // 1000, "jump"))
         else:
             pd[_PD_N] += 1
             if pd[_PD_N] >= _CONFIRM_SAMPLES and m - pd[_PD_MONO] >= self.stepout_s * 1000:
@@ -342,7 +344,7 @@ class Clock:
                 # send pre-sync punches before their correction is on flash.
                 self.on_first_sync(self.presync_delta_ms)
         else:
-            log.warn("clock", "%s: stepped %d ms" % (server, size))
+            log.warn("clock", _SAYS % (server, size, "step"))
             self.alert("step")
         self.pending = None
 
