@@ -245,7 +245,8 @@ seen = []
 for i in range(16):
     sim.advance_ms(600000)
     r = sync(c, sim, err_us=5000000)
-    seen.append([(i + 1) * 600, r is None, c.steps, c.status()["pending"], c.now()[0] - sim.true_ms(), c.now()[2]])
+    seen.append({"t": (i + 1) * 600, "taken": r is not None, "steps": c.steps, "pending": c.status()["pending"],
+                 "err": c.now()[0] - sim.true_ms(), "unc": c.now()[2]})
 res["panic"] = seen
 res["panic_alerts"] = sorted(c.alerts())
 res["last_step"] = c.status()["last_step"]
@@ -275,14 +276,14 @@ print(json.dumps(res))
     seen = got["panic"]
     # t = 600 .. 7200 s after the last sync: refused (nothing pending, the clock never moves);
     # 7800: stale, so held; 8400: held (two samples); 9000: three consistent samples over 1200 s: stepped
-    for t, none, steps, pending, err, unc in seen:
-        if t <= 7200:
-            assert none and steps == 1 and pending is None and abs(err) <= 1, seen
-            assert unc > 5000, seen  # the refused change is inside the reported uncertainty: who is right?
+    for r in seen[:12]:
+        assert not r["taken"] and r["steps"] == 1 and r["pending"] is None and abs(r["err"]) <= 1, seen
+        assert r["unc"] > 5000, seen  # the refused change is inside the reported uncertainty: who is right?
     t78, t84, t90 = seen[12], seen[13], seen[14]
-    assert t78[1] and t78[2] == 1 and t78[3] == 5000 and abs(t78[4]) <= 1, seen
-    assert t84[1] and t84[2] == 1 and t84[3] == 5000 and abs(t84[4]) <= 1, seen
-    assert not t90[1] and t90[2] == 2 and t90[3] is None and abs(t90[4] - 5000) <= 1 and t90[5] < 10, seen
+    assert (t78["t"], t78["taken"], t78["steps"], t78["pending"]) == (7800, False, 1, 5000) and abs(t78["err"]) <= 1
+    assert (t84["taken"], t84["steps"], t84["pending"]) == (False, 1, 5000) and abs(t84["err"]) <= 1, seen
+    assert (t90["taken"], t90["steps"], t90["pending"]) == (True, 2, None), seen
+    assert abs(t90["err"] - 5000) <= 1 and t90["unc"] < 10, seen
     assert got["panic_alerts"] == ["jump", "panic", "step"]
     assert got["last_step"]["offset_ms"] == 5000 and got["last_step"]["servers"] == "sim"
     src, unc0, rb1, qb, rb2, steps, alerts, unc1, unc2 = got["battery"]

@@ -14,6 +14,7 @@ import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from mp import run_mp
@@ -30,6 +31,18 @@ from ntp_fixtures import (
 )
 
 HARNESS = (Path(__file__).parent / "sntp_mp.py").read_text()
+
+
+class Round(NamedTuple):
+    """One round as tests/sntp_mp.py's rounds() prints it."""
+
+    t: int  # s since the start
+    ok: bool | None  # what sync_once answered
+    steps: int  # the clock's steps so far (the first sync is one)
+    held: int | None  # the offset (ms) of a step held for confirmation
+    err: int  # ms, the clock's stamp - the host's time
+    unc: int  # ms, the uncertainty the clock reports
+    state: str  # the supervisor's
 TICKS_WRAP = 1 << 30  # an ESP32's ticks_ms period
 
 
@@ -54,7 +67,7 @@ def run_all(body: str, sim: bool = False, ticks0: int = 0, control: list[int] | 
     for ln in lines:
         if ln.startswith("Q "):
             _, tag, rec = ln.split(" ", 2)
-            recs.setdefault(tag, []).append(json.loads(rec))
+            recs.setdefault(tag, []).append(Round(*json.loads(rec)))
     res = [json.loads(ln[2:]) for ln in lines if ln.startswith("R ")]
     if res:
         return res, recs
@@ -425,22 +438,22 @@ def test_a_jump_after_sync_is_held_until_confirmed_and_a_spike_never_steps() -> 
         res, rounds = run_all(DISCIPLINE, sim=True, control=[hs.control_port], cases=cases)
         got = {g["name"]: g for g in res}  # type: ignore[union-attr]
     recs = rounds["jump"]
-    held = [r for r in recs if r[3] is not None]
-    stepped = [r for r in recs if r[2] == 2]
+    held = [r for r in recs if r.held is not None]
+    stepped = [r for r in recs if r.steps == 2]
     assert held and stepped, recs
     first_held, step = held[0], stepped[0]
     # until the step, the clock keeps the true time; the step comes >= 300 s after the first held
     # sample, on the third sample at least (the held rounds are two or more before it)
-    assert all(abs(r[4]) <= 10 for r in recs if r[0] < step[0]), recs
-    assert step[0] - first_held[0] >= 300 and len([r for r in held if r[0] < step[0]]) >= 2, recs
-    assert abs(step[4] - 500) <= 10 and all(r[2] <= 2 for r in recs), recs
+    assert all(abs(r.err) <= 10 for r in recs if r.t < step.t), recs
+    assert step.t - first_held.t >= 300 and len([r for r in held if r.t < step.t]) >= 2, recs
+    assert abs(step.err - 500) <= 10 and all(r.steps <= 2 for r in recs), recs
     assert got["jump"]["alerts"] == ["jump", "step"]
     assert abs(got["jump"]["last_step"]["offset_ms"] - 500) <= 10 and got["jump"]["last_step"]["servers"] == p["jump"]
     spike = rounds["spike"]
-    assert [r[2] for r in spike] == [1] * len(spike) and all(abs(r[4]) <= 10 for r in spike), spike
-    assert len([r for r in spike if r[3] is not None]) == 1 and got["spike"]["alerts"] == ["jump"], spike
+    assert [r.steps for r in spike] == [1] * len(spike) and all(abs(r.err) <= 10 for r in spike), spike
+    assert len([r for r in spike if r.held is not None]) == 1 and got["spike"]["alerts"] == ["jump"], spike
     m = got["minority"]
-    assert all(r[2] == 1 and r[3] is None and abs(r[4]) <= 10 for r in rounds["minority"]), rounds["minority"]
+    assert all(r.steps == 1 and r.held is None and abs(r.err) <= 10 for r in rounds["minority"]), rounds["minority"]
     assert m["alerts"] == ["falseticker"] and m["false"][1] > 0 and m["false"][0] == m["false"][2] == 0, m
 
 
@@ -451,11 +464,11 @@ def test_a_big_change_is_refused_while_the_clock_is_trusted() -> None:
         cases = [("far", [f"127.0.0.1:{hs.ports['far']}"], {"stale_after_s": 3600}, 3)]
         res, rounds = run_all(DISCIPLINE, sim=True, control=[hs.control_port], cases=cases)
     got, recs = res[0], rounds["far"]  # type: ignore[index]
-    stepped = [r for r in recs if r[2] == 2]
+    stepped = [r for r in recs if r.steps == 2]
     assert stepped, recs
     # no step and no held step while trusted (first hour after the last good sync, at ~t = 2 polls)
-    assert all(r[2] == 1 and r[3] is None and abs(r[4]) <= 10 for r in recs if r[0] < 3600 + 1024), recs
-    assert stepped[0][0] >= 3600 + 1024 * 0.75 + 300 and abs(stepped[0][4] - 5000) <= 10, recs
+    assert all(r.steps == 1 and r.held is None and abs(r.err) <= 10 for r in recs if r.t < 3600 + 1024), recs
+    assert stepped[0].t >= 3600 + 1024 * 0.75 + 300 and abs(stepped[0].err - 5000) <= 10, recs
     # (the "servers" and "stale" conditions ended with the step's sync; the events stay)
     assert got["alerts"] == ["jump", "panic", "step"], got["alerts"]
 
@@ -526,8 +539,8 @@ def test_a_day_of_polling_with_the_default_config_keeps_the_pools_etiquette() ->
     got, recs = res[0], rounds["day"]  # type: ignore[index]
     assert 60 <= n <= 120, n
     # every round synced, each stamp within the uncertainty the clock reports
-    assert [r for r in recs if not (r[1] is True and r[6] == "synced" and abs(r[4]) <= r[5])] == [], recs
-    assert recs[-1][0] >= 24 * 3600 - 1300 and got["alerts"] == [], got
+    assert [r for r in recs if not (r.ok is True and r.state == "synced" and abs(r.err) <= r.unc)] == [], recs
+    assert recs[-1].t >= 24 * 3600 - 1300 and got["alerts"] == [], got
 
 
 # --- the receive loop ------------------------------------------------------------------------------
