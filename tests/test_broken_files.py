@@ -136,7 +136,8 @@ def broken_configs(good: dict[str, Any]) -> list[tuple[str, bytes, str]]:
         ("a section of the wrong type", changed("sim", "fast"), "sim: expected object, got string"),
         ("a field of the wrong type", changed("device_id", 5), "device_id: expected string, got int"),
         ("a control character", changed("device_id", "a\r\nX-Evil: 1"), "device_id: control character"),
-        ("an impossible address", changed("network.static_ip", "10.0.0.300"), "network.static_ip: '10.0.0.300' is not a usable address"),
+        ("an impossible address", changed("network.static_ip", "10.0.0.300"),
+         "network.static_ip: '10.0.0.300' is not a usable address"),
         ("plain http", changed("central.url", "http://127.0.0.1:8443"), "central.url: must start with https://"),
     ]
 
