@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 BOARD ?= sim
-APT_PACKAGES := chrony socat tzdata
+APT_PACKAGES := chrony socat tzdata slapd ldap-utils
 STAMP := $(VENV)/.setup-stamp
 
 .PHONY: setup apt bundle test soak sim bench lint clean

@@ -116,6 +116,7 @@ class App:
         from clockterm.terminal import Terminal
 
         self.terminal = Terminal(self.clock, self.journal, self.roster, self.tz, board.indicator, cfg["terminal"])
+        self.terminal.restore()  # the in/out state from the journal, before the first tap
         self.clock.on_first_sync = self._correct_presync
         from clockterm import sntp
 
@@ -183,8 +184,10 @@ class App:
 
     def _correct_presync(self, delta):
         # The first sync of this boot: record the correction of the punches stamped before it (same
-        # boot, so the ticks anchor makes their true time known). Called from Clock.correct itself.
+        # boot, so the ticks anchor makes their true time known), and rebuild the in/out state over
+        # the work-day window as the true time places it. Called from Clock.correct itself.
         term = self.terminal
+        term.refresh()
         if term.presync_first is None:
             return
         try:
@@ -257,6 +260,7 @@ class App:
         #   restarts); should this loop die, the feeding stops with it;
         # - supervision: each task that ended is restarted once its backoff is over (_restart);
         # - the crash count, cleared once the terminal has run healthy for _HEALTHY_MS;
+        # - the in/out state's rebuild, a few punches a turn when one is due (Terminal.step);
         # - the duplicate window's expired slots, and the idle display (local time, sync state,
         #   backlog), every _DISPLAY_MS.
         every = wdt.timeout_ms // 4
@@ -282,6 +286,7 @@ class App:
             # say it, and keep feeding the watchdog. Supervision first, so that they cannot starve it.
             try:
                 self._restart(now)
+                self.terminal.step()  # a step of an in/out state rebuild, when one is due
                 if not healthy and time.ticks_diff(now, up) > _HEALTHY_MS:
                     healthy = True
                     if _crash_count(board):
