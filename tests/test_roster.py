@@ -74,7 +74,7 @@ print(json.dumps(out))
     out = mp_json(script, timeout=300)
     assert out["count"] == len(badges)
     name0 = "Name 0 Ünïcode-lastname-long"
-    while len(name0.encode()) > 20:  # names are cut to 20 bytes at a character boundary
+    while len(name0.encode()) > 16:  # names are cut to 16 bytes at a character boundary
         name0 = name0[:-1]
     assert out["found"][0] == ["E00000", name0]
     assert out["found"][1][0] == f"E{len(badges) - 1:05d}"

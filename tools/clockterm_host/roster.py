@@ -122,32 +122,40 @@ def _rules(board: str, tmp: Path, job: str, *args: Path) -> list[Any]:
     return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
 
 
-def check(rows: list[Row], board: str = "sim") -> list[tuple[str, str, str]]:
-    """The rows by the terminal's own rules (run on the unix port): (badge, employee_id, name) as the
-    terminal stores them, sorted by badge; raises RosterError listing every bad row."""
+def normalize(rows: list[Row], board: str = "sim") -> tuple[list[tuple[str, str, str, int]], list[tuple[int, str]]]:
+    """Each row by the terminal's per-row rules (run on the unix port): ([(badge, employee_id, name,
+    line)] as the terminal stores them, [(line, the rule a row breaks)]). No duplicate or size rule."""
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "rows.jsonl"
         src.write_text("".join(json.dumps([r.line, r.badge, r.employee_id, r.name]) + "\n" for r in rows))
-        problems: list[tuple[int, str]] = []
-        good: list[tuple[str, str, str, int]] = []
-        seen: dict[str, int] = {}
+        good, bad = [], []
         for line, badge, *rest in _rules(board, Path(tmp), "rows", src)[1:]:
             if badge is None:
-                problems.append((line, rest[0]))
-            elif badge in seen:
-                problems.append((line, f"badge {badge}: twice (also on line {seen[badge]}; badges are compared "
-                                       "in upper case)"))
+                bad.append((line, rest[0]))
             else:
-                seen[badge] = line
                 good.append((badge, rest[0], rest[1], line))
-        if problems:
-            problems.sort()
-            raise RosterError([f"line {n}: {msg}" for n, msg in problems])
-        good.sort(key=lambda r: r[0].encode())  # the terminal's order: by the badge's bytes
+    return good, bad
+
+
+def check(rows: list[Row], board: str = "sim") -> list[tuple[str, str, str]]:
+    """The rows by the terminal's own rules (run on the unix port): (badge, employee_id, name) as the
+    terminal stores them, sorted by badge; raises RosterError listing every bad row."""
+    good, problems = normalize(rows, board)
+    seen: dict[str, int] = {}
+    for badge, _e, _n, line in good:
+        if badge in seen:
+            problems.append((line, f"badge {badge}: twice (also on line {seen[badge]}; badges are compared "
+                                   "in upper case)"))
+        else:
+            seen[badge] = line
+    if problems:
+        problems.sort()
+        raise RosterError([f"line {n}: {msg}" for n, msg in problems])
+    good.sort(key=lambda r: r[0].encode())  # the terminal's order: by the badge's bytes
+    with tempfile.TemporaryDirectory() as tmp:
         sorted_src = Path(tmp) / "sorted.jsonl"
         sorted_src.write_text("".join(json.dumps(list(r[:3])) + "\n" for r in good))
-        docs = _rules(board, Path(tmp), "write", sorted_src, Path(tmp) / "roster.bin")
-    verdict = docs[-1]
+        verdict = _rules(board, Path(tmp), "write", sorted_src, Path(tmp) / "roster.bin")[-1]
     if "error" in verdict:
         msg = verdict["error"]
         if msg.startswith("roster: more than"):
