@@ -58,7 +58,9 @@ class Terminal:
         self._inside_for = -1
         self._replay = None
         self._refresh = time.ticks_ms()
-        self.inside = dict(people=0, since=None, replayed=0)  # the last rebuild, for STATUS
+        self._people = 0  # bits set: people inside
+        self._since = None  # the last rebuild's window start (UTC ms) and the punches it replayed
+        self._replayed = 0
 
     # --- the tap ----------------------------------------------------------------------------------
 
@@ -132,7 +134,7 @@ class Terminal:
             self.presync_last = seq
         self._remember(b, now)
         if person and self._inside_for == self.roster.opened:
-            _set(self._inside, person[2], kind)
+            self._people += _set(self._inside, person[2], kind)
         t = gmtime_ms(utc_ms + offset_min * 60000)
         if person:
             text = "%s %02d:%02d %s" % (kind.upper(), t[3], t[4], person[1])
@@ -213,24 +215,37 @@ class Terminal:
             if p.utc_ms >= since and (p.kind == "in" or p.kind == "out"):
                 _set(bits, roster.find(p.badge), p.kind)
             k += 1
-        self._inside = bits
-        self._inside_for = opened
-        self._refresh = time.ticks_add(time.ticks_ms(), _REFRESH_MS)
         n = 0
         for x in bits:
             while x:
                 n += x & 1
                 x >>= 1
-        self.inside = dict(people=n, since=iso_ms(since), replayed=k)
+        self._inside = bits
+        self._inside_for = opened
+        self._refresh = time.ticks_add(time.ticks_ms(), _REFRESH_MS)
+        self._people = n
+        self._since = since
+        self._replayed = k
 
     def status(self):
-        return dict(counts=self.counts, last_result=self.last_result, inside=self.inside)
+        # inside: what the in/out state is based on (see the top of this file)
+        return dict(counts=self.counts, last_result=self.last_result,
+                    inside=dict(people=self._people, shift_max_h=self.cfg.get("shift_max_h") or _SHIFT_MAX_H,
+                                since=iso_ms(self._since) if self._since is not None else None,
+                                replayed=self._replayed))
 
 
 def _set(bits, i, kind):
-    # A person's in/out bit from a punch of theirs (i: their roster index; -1: not in the roster).
-    if i >= 0:
-        if kind == "in":
-            bits[i >> 3] |= 1 << (i & 7)
-        elif kind == "out":
-            bits[i >> 3] &= ~(1 << (i & 7)) & 0xFF
+    # A person's in/out bit from a punch of theirs (i: their roster index; -1: not in the roster);
+    # returns the change in people inside (1, -1 or 0).
+    if i < 0:
+        return 0
+    m = 1 << (i & 7)
+    was = bits[i >> 3] & m
+    if kind == "in":
+        bits[i >> 3] |= m
+        return 0 if was else 1
+    if kind == "out":
+        bits[i >> 3] &= ~m & 0xFF
+        return -1 if was else 0
+    return 0

@@ -1,0 +1,95 @@
+"""In/out state (toggle mode) that survives power cuts, reboots and roster swaps: rebuilt from the
+journal over the work-day window, on the real interpreter and end to end on sim terminals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import e2e
+from clockterm_host import roster
+from mp import mp_json
+
+HERE = Path(__file__).resolve().parent
+
+
+def test_state_rebuilt_from_the_journal_under_micropython(tmp_path: Path) -> None:
+    out = mp_json(f"D = {str(tmp_path)!r}\n" + (HERE / "inout_mp.py").read_text(), timeout=300)
+    assert out["first"] == ["IN", "IN", "OUT", "IN"], out
+    assert out["after_boot"] == ["IN", "OUT", 2], out  # A was OUT, D was IN before the cut
+    assert out["after_swap_tap"] == ["OUT", "IN"], out  # A kept its IN across the swap; AAAA is new
+    assert out["after_swap_people"] == 1, out  # 123:45678 left the roster, A went out, AAAA came in
+    assert out["aged_people"] == 0 and out["aged"] == "IN", out
+    assert out["mid_tap"] == [True, "OUT", "IN"], out
+    assert out["after_mid"] == ["IN", "OUT", 2], out  # 0000 and AAAA
+    assert out["outage"] == [0, "IN"], out
+    # A lost clock: the journal's newest segment is its first (based at 0), so everything counts: the last
+    # punch of each person decides (0000 and AAAA are in).
+    assert out["lost_clock"] == [2, "1999", "OUT"], out
+    assert out["status"]["shift_max_h"] == 8 and out["status"]["replayed"] > 0, out
+    # recent(): the punches of the last hour begin at seq 240; a segment holds some 25 punches, so the
+    # replay starts at most a segment earlier; with the clock lost, it counts back from the newest segment.
+    last, (after, since), (after_lost, since_lost) = out["recent"]
+    assert last == 300 and 240 - 30 <= after < 240 and since == 1795600000000 + 239 * 60000, out["recent"]
+    assert 300 - 60 - 30 <= after_lost < 300 - 25 and since_lost > 1795600000000, out["recent"]
+
+
+# --- end to end on sim terminals: kill -9 is a power cut ----------------------------------------------
+
+A, B, C, D = "04A1B2C3", "04D5E6F7", "123:45678", "0A0B0C0D"
+
+
+def roster_csv(*badges: str) -> str:
+    return "badge,employee_id,name\n" + "".join(f"{b},E{b.replace(':', '')[-6:]},Name {b[:4]}\n" for b in badges)
+
+
+def kind(term: Any, badge: str) -> str:
+    """Tap and give the kind the terminal chose (its display line), or the answer when refused."""
+    answer = term.tap(badge)
+    if not answer.startswith("OK "):
+        return answer
+    text = term.status()["terminal"]["last_result"]
+    return "unknown" if "UNKNOWN BADGE" in text else text.split()[0]
+
+
+def shift_rtc(state: Path, ms: int) -> None:
+    # The sim board's battery RTC is host time plus an offset kept in rtc.json: move it (an outage of ms).
+    path = state / "rtc.json"
+    rtc = json.loads(path.read_text())
+    rtc["value_ms"] += ms
+    path.write_text(json.dumps(rtc))
+
+
+def test_toggle_state_across_kill_9_roster_swaps_and_a_long_outage(tmp_path: Path) -> None:
+    cfg = e2e.config(terminal={"duplicate_window_s": 0, "shift_max_h": 2})  # no time server: the RTC's time
+    term = e2e.terminal(tmp_path, cfg, start=False)
+    roster.install_sim(term.state, roster.read_csv(roster_csv(A, B, C)))
+    term.start()
+    try:
+        assert [kind(term, b) for b in (A, B, A, C)] == ["IN", "IN", "OUT", "IN"]
+        term.kill()  # power cut
+        term.start()
+        st = term.status()["terminal"]["inside"]
+        assert st["people"] == 2 and st["shift_max_h"] == 2 and st["replayed"] == 4, st
+        assert [kind(term, b) for b in (A, B)] == ["IN", "OUT"]
+        # A new roster while off: badges that sort before A move every index, B leaves, D joins.
+        term.kill()
+        roster.install_sim(term.state, roster.read_csv(roster_csv("0000", "0001", A, C, D)))
+        term.start()
+        assert term.status()["terminal"]["inside"]["people"] == 2  # A and C
+        assert [kind(term, b) for b in (A, C, D, B)] == ["OUT", "OUT", "IN", "unknown"]
+        # Three hours off (the work-day rule is two): every IN is stale, the next tap is IN again.
+        term.kill()
+        shift_rtc(term.state, 3 * 3_600_000)
+        term.start()
+        st = term.status()["terminal"]["inside"]
+        assert st["people"] == 0, st
+        assert kind(term, D) == "IN"
+        # Half an hour off: still inside.
+        term.kill()
+        shift_rtc(term.state, 1_800_000)
+        term.start()
+        assert kind(term, D) == "OUT"
+    finally:
+        term.stop()
