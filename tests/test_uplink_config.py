@@ -66,7 +66,8 @@ def test_merge_overlay_takes_policy_fields_only() -> None:
     assert out[0] == local  # an empty overlay is the local config
     merged = out[1]
     assert merged["tz"] == "JST-9"
-    assert merged["terminal"] == {"duplicate_window_s": 120, "unknown_badge": "record", "kind_mode": "in"}
+    assert merged["terminal"] == {"duplicate_window_s": 120, "unknown_badge": "record", "kind_mode": "in",
+                                  "shift_max_h": 16}
     assert merged["journal"]["full_policy"] == "overwrite"
     assert merged["sntp"]["servers"] == ["a.example", "b.example:1123"] and merged["sntp"]["interval_s"] == 64
     assert merged["sntp"]["port"] == local["sntp"]["port"]  # untouched fields stay

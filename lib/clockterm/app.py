@@ -260,9 +260,9 @@ class App:
         #   restarts); should this loop die, the feeding stops with it;
         # - supervision: each task that ended is restarted once its backoff is over (_restart);
         # - the crash count, cleared once the terminal has run healthy for _HEALTHY_MS;
-        # - the in/out state's rebuild, a few punches a turn when one is due (Terminal.step);
         # - the duplicate window's expired slots, and the idle display (local time, sync state,
-        #   backlog), every _DISPLAY_MS.
+        #   backlog), every _DISPLAY_MS;
+        # - the in/out state's rebuild, a few punches a turn when one is due (Terminal.step).
         every = wdt.timeout_ms // 4
         up = time.ticks_ms()
         fed = time.ticks_add(up, -every)  # the first feed at the first turn: an ESP32 arms its WDT there
@@ -286,7 +286,6 @@ class App:
             # say it, and keep feeding the watchdog. Supervision first, so that they cannot starve it.
             try:
                 self._restart(now)
-                self.terminal.step()  # a step of an in/out state rebuild, when one is due
                 if not healthy and time.ticks_diff(now, up) > _HEALTHY_MS:
                     healthy = True
                     if _crash_count(board):
@@ -295,6 +294,7 @@ class App:
                     shown = now
                     self.terminal.expire()  # the duplicate window's old slots (ticks wrap)
                     self._idle()
+                self.terminal.step()  # a step of an in/out state rebuild, when one is due
             except Exception as e:
                 log.exc("housekeeping", e)
 
