@@ -40,21 +40,29 @@ def check_row(badge, employee, name):
     case), or ValueError naming the column and the rule."""
     b = normalize_badge(badge)
     if b is None:
-        raise ValueError("badge %r: not a badge id (1-20 hex digits, or facility:card as FFF:CCCCC, "
-                         "FFFFF:CCCCC or FFFFF:CCCCCC)" % badge)
+        raise ValueError("badge \"%s\": not a badge id (1-20 hex digits, or facility:card as FFF:CCCCC, "
+                         "FFFFF:CCCCC or FFFFF:CCCCCC)" % _shown(badge))
     e = employee.strip()
     if not 1 <= len(e) <= _EMP:
-        raise ValueError("employee_id %r: 1 to %d characters" % (e, _EMP))
+        raise ValueError("employee_id \"%s\": 1 to %d characters" % (_shown(e), _EMP))
     for c in e:
         if c not in _EMP_CHARS:
-            raise ValueError("employee_id %r: only letters A-Z a-z, digits and - _ . /" % e)
+            raise ValueError("employee_id \"%s\": only letters A-Z a-z, digits and - _ . /" % _shown(e))
     n = name.strip()
     if not 1 <= len(n.encode()) <= NAME_MAX:
-        raise ValueError("name %r: 1 to %d bytes of UTF-8" % (n, NAME_MAX))
+        raise ValueError("name \"%s\": 1 to %d bytes of UTF-8" % (_shown(n), NAME_MAX))
     for c in n:
         if c < " " or c == "\x7f":
-            raise ValueError("name %r: a control character" % n)
+            raise ValueError("name \"%s\": a control character" % _shown(n))
     return b, e, n
+
+
+def _shown(s):
+    # A value in a message: as it is, but control characters and quotes escaped (a tab shows as \t).
+    for c in s:
+        if c < " " or c == "\x7f" or c == '"':
+            return repr(s)[1:-1]
+    return s
 
 
 class RosterWriter:
