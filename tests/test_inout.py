@@ -3,12 +3,16 @@ journal over the work-day window, on the real interpreter and end to end on sim 
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
 
 import e2e
 from clockterm_host import roster
+from clockterm_host.central.cli import main as central_main
+from clockterm_host.sntp_server import SntpServer
 from mp import mp_json
 
 HERE = Path(__file__).resolve().parent
@@ -93,3 +97,49 @@ def test_toggle_state_across_kill_9_roster_swaps_and_a_long_outage(tmp_path: Pat
         assert kind(term, D) == "OUT"
     finally:
         term.stop()
+
+
+def test_state_through_the_central_roster_swap_and_export(tmp_path: Path) -> None:
+    # The real path: the terminal pulls its roster from the central once its clock is synced; a new roster
+    # there is swapped in while it runs (here after a power cut: the boot rebuild is made for the roster on
+    # flash, then the pulled one replaces it). Then the day's punches come back out of the central's export.
+    central = e2e.start_central(tmp_path)
+    sntp = SntpServer().start()
+    term = None
+    try:
+        central.store.import_roster_csv(roster_csv(A, B, C))
+        cfg = e2e.config(sntp.port, central, sntp={"min_poll_s": 1, "timeout_ms": 300},
+                         terminal={"duplicate_window_s": 0})
+        term = e2e.terminal(tmp_path, cfg)
+        e2e.wait_for(lambda: term.status()["roster"]["badges"] == 3, 30, "the first roster pulled")
+        assert [kind(term, b) for b in (A, B, A, C, A)] == ["IN", "IN", "OUT", "IN", "IN"]
+        central.store.import_roster_csv(roster_csv("0000", "0001", "0002", A, C, D))
+        term.kill()
+        term.start()
+        e2e.wait_for(lambda: term.status()["roster"]["badges"] == 6, 30, "the new roster pulled")
+        st = term.status()["terminal"]["inside"]
+        assert st["people"] == 2, st  # A and C, at their new places; B left the roster
+        assert [kind(term, b) for b in (A, D, C)] == ["OUT", "IN", "OUT"]
+        seqs = term.status()["journal"]["last_seq"]
+        e2e.wait_for(lambda: central.store.count() == seqs, 30, "every punch at the central")
+        out = tmp_path / "pairs.csv"
+        today = dt.datetime.now(dt.timezone.utc).date()
+        first, last = (today - dt.timedelta(days=1)).isoformat(), (today + dt.timedelta(days=1)).isoformat()
+        assert central_main(["central", "export", "--state", str(central.state), "--report", "pairs",
+                             "--from", first, "--to", last, "-o", str(out)]) == 0
+        rows = list(csv.DictReader(out.open(newline="")))
+        got = sorted((r["employee_id"], bool(r["in_time"]), bool(r["out_time"]), r["flags"]) for r in rows)
+        ea, eb, ec, ed = (f"E{b.replace(':', '')[-6:]}" for b in (A, B, C, D))
+        assert got == sorted([(ea, True, True, ""), (ea, True, True, ""), (eb, True, False, "open"),
+                              (ec, True, True, ""), (ed, True, False, "open")]), got
+        out = tmp_path / "punches.csv"
+        assert central_main(["central", "export", "--state", str(central.state), "--from", first, "--to", last,
+                             "--columns", "seq,kind,name", "-o", str(out)]) == 0
+        rows = list(csv.DictReader(out.open(newline="")))
+        assert [r["kind"] for r in rows] == ["in", "in", "out", "in", "in", "out", "in", "out"]
+        assert [int(r["seq"]) for r in rows] == list(range(1, 9)) and rows[0]["name"] == "Name 04A1"
+    finally:
+        if term is not None:
+            term.stop()
+        sntp.stop()
+        central.stop()
