@@ -56,7 +56,7 @@ class Directory:
     ca_file: str | None = None  # None: the system's CAs
     starttls: bool = False
     page_size: int = PAGE_SIZE
-    timeout_s: float = 30.0
+    timeout_s: int = 30
 
 
 @dataclass
@@ -132,15 +132,23 @@ def _values(attrs: dict[str, list[bytes]], name: str) -> list[str]:
 
 
 def read_directory(d: Directory) -> tuple[list[dict[str, Any]], int]:
-    """Every entry of the search, page by page: ([{dn, badges, ids, names, uac}], pages)."""
-    from ldap3.core.exceptions import LDAPException
+    """Every entry of the search, page by page: ([{dn, badges, ids, names, uac}], pages). A server that
+    refuses the page size (OpenLDAP's size.pr; Active Directory caps it silently) is asked again with
+    half of it; d.page_size is left at the size used."""
+    from ldap3.core.exceptions import LDAPAdminLimitExceededResult, LDAPException
 
     conn = _connect(d)
     attrs = [d.badge_attr, d.id_attr, d.name_attr, "userAccountControl"]
     out, pages, cookie = [], 0, None
     try:
         while True:
-            conn.search(d.base, d.filter, attributes=attrs, paged_size=d.page_size, paged_cookie=cookie)
+            try:
+                conn.search(d.base, d.filter, attributes=attrs, paged_size=d.page_size, paged_cookie=cookie)
+            except LDAPAdminLimitExceededResult:
+                if pages or d.page_size <= 10:
+                    raise
+                d.page_size //= 2
+                continue
             pages += 1
             for e in conn.response:
                 if e.get("type") != "searchResEntry":
