@@ -116,7 +116,6 @@ class App:
         from clockterm.terminal import Terminal
 
         self.terminal = Terminal(self.clock, self.journal, self.roster, self.tz, board.indicator, cfg["terminal"])
-        self.terminal.restore()  # the in/out state from the journal, before the first tap
         self.clock.on_first_sync = self._correct_presync
         from clockterm import sntp
 

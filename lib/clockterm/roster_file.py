@@ -90,7 +90,7 @@ class RosterWriter:
                 raise ValueError("roster: more than %d badges" % MAX_BADGES)
         except ValueError as e:
             self.abort()
-            raise ValueError("row %d: %s" % (self.count + 1, e))
+            raise ValueError("row %d: %s" % (self.count + 1, e)) from None
         self._last = b
         e = employee.encode()
         n = name.encode()

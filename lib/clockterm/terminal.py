@@ -8,11 +8,11 @@
 # entry, in RAM. It is never written anywhere of its own: the journal holds every punch's kind durably,
 # so the bits are rebuilt from the journal's punches of the last `shift_max_h` hours (the work-day
 # rule: an IN older than that no longer counts, the next tap is an IN), by badge against the roster in
-# force. That happens at boot (before the first tap), after a roster swap (indexes change; a badge that
-# stays keeps its state), after the first clock sync of a boot, and every _REFRESH_MS so that INs age
-# out while the terminal runs. A tap costs no flash beyond its punch. A rebuild after boot runs in
-# small steps from housekeeping (step()); a tap that needs the state while the roster's rebuild is
-# unfinished finishes it first.
+# force. That happens at boot, after a roster swap (indexes change; a badge that stays keeps its
+# state), after the first clock sync of a boot, and every _REFRESH_MS so that INs age out while the
+# terminal runs. A tap costs no flash beyond its punch. A rebuild runs in small steps from housekeeping
+# (step()); a tap that needs the state before the rebuild for the roster in force is done finishes it
+# first (restore()), so no tap is decided on a state that does not belong to the roster.
 
 import time
 from micropython import const
@@ -27,7 +27,8 @@ _RECENT = const(16)  # badges remembered for the duplicate window
 _SLOT = const(21)  # a remembered badge: its length, then its bytes (at most 20: roster._BADGE)
 _SHIFT_MAX_H = const(16)  # the work-day rule when the config sets none (terminal.shift_max_h)
 _REFRESH_MS = const(900000)  # in/out state rebuilt this often: an IN ages out within 15 minutes
-_REPLAY_STEP = const(8)  # punches replayed per housekeeping turn (each a roster lookup: a few flash reads)
+_STEP_MS = const(10)  # a housekeeping turn spends about this long at most on a rebuild (a loop stall)
+_STEP_PUNCHES = const(32)  # and replays at most this many punches (each a roster lookup: a few flash reads)
 
 
 class Terminal:
@@ -162,14 +163,20 @@ class Terminal:
                 self._recent[i * _SLOT] = 0  # an empty slot: no badge has length 0
 
     def step(self):
-        """Housekeeping's turn (every few tens of ms): one small step of the in/out state's rebuild,
-        started when the roster changed or the periodic refresh is due (see the top of this file)."""
+        """Housekeeping's turn (every few tens of ms): a small step of the in/out state's rebuild (at most
+        _STEP_PUNCHES punches or about _STEP_MS), started when the roster is new (at boot, after a swap)
+        or the periodic refresh is due (see the top of this file)."""
         if self._replay is None:
-            if self.roster is None or self._inside_for == self.roster.opened and time.ticks_diff(time.ticks_ms(), self._refresh) < 0:
+            if self.roster is None or self._inside_for == self.roster.opened and \
+                    time.ticks_diff(time.ticks_ms(), self._refresh) < 0:
                 return
             self._replay = self._rebuild()
+        t0 = time.ticks_ms()
         try:
-            next(self._replay)
+            for _ in range(_STEP_PUNCHES):
+                next(self._replay)
+                if time.ticks_diff(time.ticks_ms(), t0) >= _STEP_MS:
+                    break
         except StopIteration:
             self._replay = None
 
@@ -193,7 +200,7 @@ class Terminal:
 
     def _rebuild(self):
         # A generator: the in/out bits for the roster in force from the journal's punches of the last
-        # shift_max_h hours, yielding every _REPLAY_STEP punches; installed at the end, after the
+        # shift_max_h hours, yielding after each punch; installed at the end, after the
         # punches appended meanwhile were replayed too (no yield between that and the install, so no
         # tap falls in between). Given up when the roster is swapped meanwhile.
         roster = self.roster
@@ -207,10 +214,9 @@ class Terminal:
             if p.utc_ms >= since and (p.kind == "in" or p.kind == "out"):
                 _set(bits, roster.find(p.badge), p.kind)
             k += 1
-            if k % _REPLAY_STEP == 0:
-                yield
-                if roster.opened != opened:
-                    return
+            yield
+            if roster.opened != opened:
+                return
         for p in self.journal.pending(after):
             if p.utc_ms >= since and (p.kind == "in" or p.kind == "out"):
                 _set(bits, roster.find(p.badge), p.kind)
