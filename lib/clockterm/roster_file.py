@@ -30,8 +30,8 @@ _FIELDS = const("20s12s16s")  # a record's fields, as struct packs them
 # The most badges in a roster: a new roster is written beside the one in force before it replaces it,
 # so the filesystem must hold two of them (2 x 480 KB at 10,000) and the terminal's other files; the
 # smallest boards have a 1 MB filesystem. Every terminal takes a roster that passes the rules.
-MAX_BADGES = const(10000)
-NAME_MAX = const(64)  # bytes of UTF-8 in a name (the terminal keeps the first 16, the central all)
+_MAX_BADGES = const(10000)
+_NAME_MAX = const(64)  # bytes of UTF-8 in a name (the terminal keeps the first 16, the central all)
 _EMP_CHARS = const("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_./")
 
 
@@ -49,8 +49,8 @@ def check_row(badge, employee, name):
         if c not in _EMP_CHARS:
             raise ValueError("employee_id \"%s\": only letters A-Z a-z, digits and - _ . /" % _shown(e))
     n = name.strip()
-    if not 1 <= len(n.encode()) <= NAME_MAX:
-        raise ValueError("name \"%s\": 1 to %d bytes of UTF-8" % (_shown(n), NAME_MAX))
+    if not 1 <= len(n.encode()) <= _NAME_MAX:
+        raise ValueError("name \"%s\": 1 to %d bytes of UTF-8" % (_shown(n), _NAME_MAX))
     for c in n:
         if c < " " or c == "\x7f":
             raise ValueError("name \"%s\": a control character" % _shown(n))
@@ -86,8 +86,8 @@ class RosterWriter:
                 raise ValueError("badge %s: twice (badges are compared in upper case)" % badge)
             if b < self._last:
                 raise ValueError("badge %s: not after %s (rows must be sorted by badge)" % (badge, self._last.decode()))
-            if self.count >= MAX_BADGES:
-                raise ValueError("roster: more than %d badges" % MAX_BADGES)
+            if self.count >= _MAX_BADGES:
+                raise ValueError("roster: more than %d badges" % _MAX_BADGES)
         except ValueError as e:
             self.abort()
             raise ValueError("row %d: %s" % (self.count + 1, e)) from None

@@ -60,8 +60,7 @@ class Terminal:
         self._replay = None
         self._refresh = time.ticks_ms()
         self._people = 0  # bits set: people inside
-        self._since = None  # the last rebuild's window start (UTC ms) and the punches it replayed
-        self._replayed = 0
+        self._since = None  # the last rebuild's window start (UTC ms)
 
     # --- the tap ----------------------------------------------------------------------------------
 
@@ -208,19 +207,16 @@ class Terminal:
         bits = bytearray((roster.count + 7) // 8)
         after, since = self.journal.recent((self.cfg.get("shift_max_h") or _SHIFT_MAX_H) * 3600000,
                                            self.clock.now()[0])
-        k = 0
         for p in self.journal.pending(after):
             after = p.seq
             if p.utc_ms >= since and (p.kind == "in" or p.kind == "out"):
                 _set(bits, roster.find(p.badge), p.kind)
-            k += 1
             yield
             if roster.opened != opened:
                 return
         for p in self.journal.pending(after):
             if p.utc_ms >= since and (p.kind == "in" or p.kind == "out"):
                 _set(bits, roster.find(p.badge), p.kind)
-            k += 1
         n = 0
         for x in bits:
             while x:
@@ -231,14 +227,12 @@ class Terminal:
         self._refresh = time.ticks_add(time.ticks_ms(), _REFRESH_MS)
         self._people = n
         self._since = since
-        self._replayed = k
 
     def status(self):
-        # inside: what the in/out state is based on (see the top of this file)
-        return dict(counts=self.counts, last_result=self.last_result,
-                    inside=dict(people=self._people, shift_max_h=self.cfg.get("shift_max_h") or _SHIFT_MAX_H,
-                                since=iso_ms(self._since) if self._since is not None else None,
-                                replayed=self._replayed))
+        # inside: people inside (toggle mode); inside_since: what that is based on, their punches since
+        # then (the last rebuild's window start; None until the first rebuild of this boot is done).
+        return dict(counts=self.counts, last_result=self.last_result, inside=self._people,
+                    inside_since=iso_ms(self._since) if self._since is not None else None)
 
 
 def _set(bits, i, kind):

@@ -129,7 +129,7 @@ def normalize(rows: list[Row], board: str = "sim") -> tuple[list[tuple[str, str,
         src = Path(tmp) / "rows.jsonl"
         src.write_text("".join(json.dumps([r.line, r.badge, r.employee_id, r.name]) + "\n" for r in rows))
         good, bad = [], []
-        for line, badge, *rest in _rules(board, Path(tmp), "rows", src)[1:]:
+        for line, badge, *rest in _rules(board, Path(tmp), "rows", src):
             if badge is None:
                 bad.append((line, rest[0]))
             else:

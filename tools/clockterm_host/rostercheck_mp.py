@@ -9,7 +9,6 @@
 #   write SRC SCRATCH   SRC: [badge, employee_id, name] sorted by badge; writes them through the
 #                       terminal's RosterWriter into SCRATCH (order, duplicates, the badge limit, the
 #                       file's own check); prints {"count": n} or {"row": n, "error": message}.
-# Both print {"max_badges": n} first.
 
 import json
 import sys
@@ -45,7 +44,6 @@ def write(src, scratch):
     print(json.dumps({"count": w.count}))
 
 
-print(json.dumps({"max_badges": roster_file.MAX_BADGES}))
 if sys.argv[1] == "rows":
     rows(sys.argv[2])
 else:
