@@ -118,7 +118,7 @@ steps(t)
 out["aged_people"] = t.status()["inside"]
 out["aged"] = kind(t, "AAAA")  # its IN was 9 h ago: IN again
 # Taps during a rebuild in steps: the rebuild replays them too (none lost between its end and install).
-for i in range(100):
+for i in range(600):
     advance(1000)
     kind(t, "%04X" % (0xB000 + i))  # unknown badges: journal traffic
 kind(t, "0000")  # IN

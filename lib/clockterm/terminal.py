@@ -28,7 +28,7 @@ _SLOT = const(21)  # a remembered badge: its length, then its bytes (at most 20:
 _SHIFT_MAX_H = const(16)  # the work-day rule when the config sets none (terminal.shift_max_h)
 _REFRESH_MS = const(900000)  # in/out state rebuilt this often: an IN ages out within 15 minutes
 _STEP_MS = const(10)  # a housekeeping turn spends about this long at most on a rebuild (a loop stall)
-_STEP_PUNCHES = const(32)  # and replays at most this many punches (each a roster lookup: a few flash reads)
+_STEP_PUNCHES = const(256)  # and replays at most this many punches (each a roster lookup: a few flash reads)
 
 
 class Terminal:
