@@ -43,7 +43,7 @@ def normalize_badge(raw):
             if ch not in "0123456789ABCDEF":
                 return None
         return b
-    if (c, n - c - 1) not in ((3, 5), (5, 5), (5, 6)):  # facility:card digits, as the readers pad them
+    if not (c == 3 and n == 9 or c == 5 and (n == 11 or n == 12)):  # FFF:CCCCC, FFFFF:CCCCC, FFFFF:CCCCCC
         return None
     for i in range(n):
         if i != c and not "0" <= b[i] <= "9":
