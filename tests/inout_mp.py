@@ -13,6 +13,7 @@ from clockterm.boards.norflash import NorFlash
 from clockterm.journal import Journal
 from clockterm.roster import Roster, RosterWriter
 from clockterm.terminal import Terminal
+from clockterm.clock import iso_ms
 
 H = 3600000
 T0 = 1795600000000  # 2026-11-25
@@ -138,7 +139,7 @@ out["outage"] = [t.status()["inside"], kind(t, "0000")]
 Clock.utc = 946684800000
 t = boot()
 st = t.status()
-out["lost_clock"] = [st["inside"], st["inside_since"][:4], kind(t, "0000")]
+out["lost_clock"] = [st["inside"], iso_ms(st["inside_since_ms"])[:4], kind(t, "0000")]
 out["status"] = t.status()
 # Journal.recent on a journal of many segments: from a good clock and from one that lost its time.
 from clockterm.punch import Punch

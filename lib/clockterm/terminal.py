@@ -229,10 +229,10 @@ class Terminal:
         self._since = since
 
     def status(self):
-        # inside: people inside (toggle mode); inside_since: what that is based on, their punches since
-        # then (the last rebuild's window start; None until the first rebuild of this boot is done).
+        # inside: people inside (toggle mode); inside_since_ms: what that is based on, their punches since
+        # then (UTC ms: the last rebuild's window start; None until the first rebuild of this boot is done).
         return dict(counts=self.counts, last_result=self.last_result, inside=self._people,
-                    inside_since=iso_ms(self._since) if self._since is not None else None)
+                    inside_since_ms=self._since)
 
 
 def _set(bits, i, kind):
