@@ -101,7 +101,7 @@ out["people"] = t._people
 # buffer and the new bits), after a collection, beside the same terminal idle.
 gc.collect()
 idle = gc.mem_alloc()
-t.refresh()
+t.refresh_at = time.ticks_ms()
 worst = 0
 n = 0
 held = 0

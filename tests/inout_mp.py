@@ -123,7 +123,7 @@ for i in range(600):
     advance(1000)
     kind(t, "%04X" % (0xB000 + i))  # unknown badges: journal traffic
 kind(t, "0000")  # IN
-t.refresh()
+t.refresh_at = Ticks().ticks_ms()
 t.step()
 t.step()
 mid = t._replay is not None

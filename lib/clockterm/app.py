@@ -189,7 +189,7 @@ class App:
         # Called from Clock.correct itself.
         term = self.terminal
         if not -_MOVED_MS <= delta <= _MOVED_MS:
-            term.refresh()
+            term.refresh_at = time.ticks_ms()
         if term.presync_first is None:
             return
         try:

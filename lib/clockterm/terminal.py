@@ -58,7 +58,7 @@ class Terminal:
         self._inside = None
         self._inside_for = -1
         self._replay = None
-        self._refresh = time.ticks_ms()
+        self.refresh_at = time.ticks_ms()  # ticks_ms of the next periodic rebuild (set it to now: at the next step)
         self._people = 0  # bits set: people inside
         self._since = None  # the last rebuild's window start (UTC ms)
 
@@ -167,7 +167,7 @@ class Terminal:
         or the periodic refresh is due (see the top of this file)."""
         if self._replay is None:
             if self.roster is None or self._inside_for == self.roster.opened and \
-                    time.ticks_diff(time.ticks_ms(), self._refresh) < 0:
+                    time.ticks_diff(time.ticks_ms(), self.refresh_at) < 0:
                 return
             self._replay = self._rebuild()
         t0 = time.ticks_ms()
@@ -178,10 +178,6 @@ class Terminal:
                     break
         except StopIteration:
             self._replay = None
-
-    def refresh(self):
-        """Rebuild the in/out state at the next step (after the clock was set: the window moved)."""
-        self._refresh = time.ticks_ms()
 
     def restore(self):
         """Rebuild the in/out state now, to the end (at boot; or a tap that needs it after a swap)."""
@@ -224,7 +220,7 @@ class Terminal:
                 x >>= 1
         self._inside = bits
         self._inside_for = opened
-        self._refresh = time.ticks_add(time.ticks_ms(), _REFRESH_MS)
+        self.refresh_at = time.ticks_add(time.ticks_ms(), _REFRESH_MS)
         self._people = n
         self._since = since
 

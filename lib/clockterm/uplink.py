@@ -426,12 +426,8 @@ class Uplink:
 
         if self.roster.error:
             # The file in force failed its check (or is of an older format): ask for the whole roster,
-            # not whether it changed.
-            import os
-
-            try:
-                os.remove("%s/roster.etag" % self.fs_root)
-            except OSError:
+            # not whether it changed (an empty ETag is not sent).
+            with open("%s/%s.etag" % (self.fs_root, "roster"), "w"):
                 pass
         try:
             # The long timeout is the roster request's own (a token request before it has the usual one).
