@@ -59,7 +59,7 @@ def kind(term: Any, badge: str) -> str:
 
 def inside(term: Any) -> dict[str, Any]:
     """STATUS terminal (inside, inside_since_ms) once the boot's rebuild of the in/out state is done."""
-    return e2e.wait_for(lambda: (lambda st: st if st["inside_since_ms"] else None)(term.status()["terminal"]), 10,
+    return e2e.wait_for(lambda: (lambda st: st if st["inside_since_ms"] else None)(term.status()["terminal"]), 30,
                         "the in/out state rebuilt")
 
 
@@ -124,7 +124,7 @@ def test_state_through_the_central_roster_swap_and_export(tmp_path: Path) -> Non
         term.start()
         e2e.wait_for(lambda: term.status()["roster"]["badges"] == 6, 30, "the new roster pulled")
         # A and C, at their new places; B left the roster (rebuilt in the background after the swap)
-        e2e.wait_for(lambda: term.status()["terminal"]["inside"] == 2, 10, "the rebuild after the swap")
+        e2e.wait_for(lambda: term.status()["terminal"]["inside"] == 2, 30, "the rebuild after the swap")
         assert [kind(term, b) for b in (A, D, C)] == ["OUT", "IN", "OUT"]
         seqs = term.status()["journal"]["last_seq"]
         e2e.wait_for(lambda: central.store.count() == seqs, 30, "every punch at the central")

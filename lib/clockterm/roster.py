@@ -101,13 +101,12 @@ class Roster:
         self.error = err
         self.opened += 1
 
-    def find(self, badge):
-        """The index of a badge (a normalized id) in the roster, or -1; its record is then in the
-        lookup buffer (see lookup)."""
+    def lookup(self, badge):
+        """(employee id, name, index in the roster) for a badge (a normalized id), or None."""
         f = self._f
         b = badge.encode()
         if f is None or len(b) > _BADGE:
-            return -1
+            return None
         key = b + bytes(_BADGE - len(b))
         buf = self._buf
         mv = memoryview(buf)
@@ -118,21 +117,14 @@ class Roster:
             f.readinto(buf)
             rec_key = bytes(mv[:_BADGE])
             if rec_key == key:
-                return mid
+                # Fields are NUL-padded.
+                return (bytes(mv[_BADGE:_BADGE + _EMP]).split(b"\x00", 1)[0].decode(),
+                        bytes(mv[_BADGE + _EMP:]).split(b"\x00", 1)[0].decode(), mid)
             if rec_key < key:
                 lo = mid + 1
             else:
                 hi = mid - 1
-        return -1
-
-    def lookup(self, badge):
-        """(employee id, name, index in the roster) for a badge, or None."""
-        i = self.find(badge)
-        if i < 0:
-            return None
-        mv = memoryview(self._buf)  # fields are NUL-padded
-        return (bytes(mv[_BADGE:_BADGE + _EMP]).split(b"\x00", 1)[0].decode(),
-                bytes(mv[_BADGE + _EMP:]).split(b"\x00", 1)[0].decode(), i)
+        return None
 
     def status(self):
         return {"badges": self.count, "error": self.error}

@@ -134,7 +134,7 @@ class Terminal:
             self.presync_last = seq
         self._remember(b, now)
         if person and self._inside_for == self.roster.opened:
-            self._people += _set(self._inside, person[2], kind)
+            self._people += _set(self._inside, person, kind)
         t = gmtime_ms(utc_ms + offset_min * 60000)
         if person:
             text = "%s %02d:%02d %s" % (kind.upper(), t[3], t[4], person[1])
@@ -206,13 +206,13 @@ class Terminal:
         for p in self.journal.pending(after):
             after = p.seq
             if p.utc_ms >= since and (p.kind == "in" or p.kind == "out"):
-                _set(bits, roster.find(p.badge), p.kind)
+                _set(bits, roster.lookup(p.badge), p.kind)
             yield
             if roster.opened != opened:
                 return
         for p in self.journal.pending(after):
             if p.utc_ms >= since and (p.kind == "in" or p.kind == "out"):
-                _set(bits, roster.find(p.badge), p.kind)
+                _set(bits, roster.lookup(p.badge), p.kind)
         n = 0
         for x in bits:
             while x:
@@ -231,11 +231,12 @@ class Terminal:
                     inside_since_ms=self._since)
 
 
-def _set(bits, i, kind):
-    # A person's in/out bit from a punch of theirs (i: their roster index; -1: not in the roster);
-    # returns the change in people inside (1, -1 or 0).
-    if i < 0:
+def _set(bits, person, kind):
+    # A person's in/out bit from a punch of theirs (person: their roster lookup, None when not in the
+    # roster); returns the change in people inside (1, -1 or 0).
+    if person is None:
         return 0
+    i = person[2]
     m = 1 << (i & 7)
     was = bits[i >> 3] & m
     if kind == "in":
