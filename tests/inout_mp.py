@@ -141,6 +141,18 @@ t = boot()
 st = t.status()
 out["lost_clock"] = [st["inside"], iso_ms(st["inside_since_ms"])[:4], kind(t, "0000")]
 out["status"] = t.status()
+# A journal that cannot be read while the state is rebuilt: taps go on (everyone outside), said once.
+from clockterm import log
+
+
+def broken(after):
+    raise OSError(5)
+
+
+t.journal.pending = broken
+write_roster(["0000", "04A1B2C3"])
+t.roster.open()
+out["broken"] = [kind(t, "0000"), kind(t, "0000"), t.status()["inside"], len(log.errors)]
 # Journal.recent on a journal of many segments: from a good clock and from one that lost its time.
 from clockterm.punch import Punch
 

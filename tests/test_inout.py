@@ -32,6 +32,7 @@ def test_state_rebuilt_from_the_journal_under_micropython(tmp_path: Path) -> Non
     # the last punches still decide (0000 and AAAA are in).
     assert out["lost_clock"] == [2, "2026", "OUT"], out
     assert out["status"]["inside"] == 1 and 1795500000000 < out["status"]["inside_since_ms"] < 1795700000000, out
+    assert out["broken"] == ["IN", "OUT", 0, 1], out  # the second tap: the first set its bit
     # recent(): the punches of the last hour begin at seq 240; a segment holds some 25 punches, so the
     # replay starts at most a segment earlier; with the clock lost, it counts back from the newest segment.
     last, (after, since), (after_lost, since_lost) = out["recent"]

@@ -198,21 +198,28 @@ class Terminal:
         # shift_max_h hours, yielding after each punch; installed at the end, after the
         # punches appended meanwhile were replayed too (no yield between that and the install, so no
         # tap falls in between). Given up when the roster is swapped meanwhile.
+        # A journal (or roster file) that cannot be read leaves everyone outside until the next rebuild,
+        # said in the log: taps go on.
         roster = self.roster
         opened = roster.opened
         bits = bytearray((roster.count + 7) // 8)
-        after, since = self.journal.recent((self.cfg.get("shift_max_h") or _SHIFT_MAX_H) * 3600000,
-                                           self.clock.now()[0])
-        for p in self.journal.pending(after):
-            after = p.seq
-            if p.utc_ms >= since and (p.kind == "in" or p.kind == "out"):
-                _set(bits, roster.lookup(p.badge), p.kind)
-            yield
-            if roster.opened != opened:
-                return
-        for p in self.journal.pending(after):
-            if p.utc_ms >= since and (p.kind == "in" or p.kind == "out"):
-                _set(bits, roster.lookup(p.badge), p.kind)
+        since = None
+        try:
+            after, since = self.journal.recent((self.cfg.get("shift_max_h") or _SHIFT_MAX_H) * 3600000,
+                                               self.clock.now()[0])
+            for p in self.journal.pending(after):
+                after = p.seq
+                if p.utc_ms >= since and (p.kind == "in" or p.kind == "out"):
+                    _set(bits, roster.lookup(p.badge), p.kind)
+                yield
+                if roster.opened != opened:
+                    return
+            for p in self.journal.pending(after):
+                if p.utc_ms >= since and (p.kind == "in" or p.kind == "out"):
+                    _set(bits, roster.lookup(p.badge), p.kind)
+        except Exception as e:
+            log.exc("tap", e)
+            bits = bytearray(len(bits))
         n = 0
         for x in bits:
             while x:
