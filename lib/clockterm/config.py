@@ -51,6 +51,7 @@ _SPEC = const(
     "terminal.duplicate_window_s int 0 3600\n"
     "terminal.unknown_badge str 1 10 record,deny\n"
     "terminal.kind_mode str 1 10 toggle,in,out,keys\n"
+    "terminal.shift_max_h int? 1 72\n"  # the work-day rule: an IN older than this no longer counts
     "journal.full_policy str 1 10 refuse,overwrite\n"
     "network.wifi_ssid str? 0 32\n"
     "network.wifi_password str? 0 64\n"
