@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 BOARD ?= sim
-APT_PACKAGES := chrony socat tzdata
+APT_PACKAGES := chrony socat tzdata slapd ldap-utils
 STAMP := $(VENV)/.setup-stamp
 # The 32-bit interpreter of the heap benchmarks: MicroPython's WebAssembly port (the version the tests'
 # unix port is, 1.29 preview), from npm into a folder of the repo, run under Node.js.

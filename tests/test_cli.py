@@ -143,11 +143,11 @@ def test_commands_with_bad_input_say_why(tmp_path: Path) -> None:
             (("central", "serve", "--state", str(tmp_path / "c"), "--devices", ":pw"), "':pw' has no device id"),
             (("central", "export", "--state", str(tmp_path / "none")), "no central database in"),
             (("central", "roster", "import", "--state", str(tmp_path / "c"), str(tmp_path / "nope.csv")),
-             "roster CSV: cannot read"),
+             "nope.csv: No such file or directory"),
             (("central", "roster", "import", "--state", str(tmp_path / "c"), str(tmp_path / "bad.csv")),
-             "is not UTF-8 text (byte 24)"),
+             "line 2: not UTF-8 (byte 0xff)"),
             (("roster", "install", "--state", str(tmp_path / "st"), "--csv", str(tmp_path / "bad.csv")),
-             "is not UTF-8 text (byte 24)"),
+             "line 2: not UTF-8 (byte 0xff)"),
             (("timeserver", "--port", "x"), "'x' is not a port"),
         ]
         for args, says in cases:

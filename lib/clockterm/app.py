@@ -28,6 +28,7 @@ _COUNT_BYTES = const(8)  # read of the crash count file (it holds a few digits)
 _COUNT_MAX = const(1000)  # a crash count at or above this is a damaged file
 _BOARD_BYTES = const(8192)  # read of board.json (written by the host's bundle, 1-2 KB)
 _BOARD_NESTS = const(64)  # objects and lists in board.json (a board config has about 15)
+_MOVED_MS = const(60000)  # a first sync that moves the clock more than this rebuilds the in/out state
 # The answer buffer, allocated at boot while the heap still has large free blocks: the control port's
 # (or endpoint's) answers and the uplink's requests are built in it in turn (docs/uplink.md, "The
 # request buffer"): a batch larger than it is streamed through it in pieces (uplink), and so is a STATUS
@@ -196,8 +197,12 @@ class App:
 
     def _correct_presync(self, delta):
         # The first sync of this boot: record the correction of the punches stamped before it (same
-        # boot, so the ticks anchor makes their true time known). Called from Clock.correct itself.
+        # boot, so the ticks anchor makes their true time known), and, when the clock moved by more
+        # than a minute, rebuild the in/out state over the work-day window as the true time places it.
+        # Called from Clock.correct itself.
         term = self.terminal
+        if not -_MOVED_MS <= delta <= _MOVED_MS:
+            term.refresh_at = time.ticks_ms()
         if term.presync_first is None:
             return
         try:
@@ -271,7 +276,8 @@ class App:
         # - supervision: each task that ended is restarted once its backoff is over (_restart);
         # - the crash count, cleared once the terminal has run healthy for _HEALTHY_MS;
         # - the duplicate window's expired slots, and the idle display (local time, sync state,
-        #   backlog), every _DISPLAY_MS.
+        #   backlog), every _DISPLAY_MS;
+        # - the in/out state's rebuild, a few punches a turn when one is due (Terminal.step).
         every = wdt.timeout_ms // 4
         up = time.ticks_ms()
         fed = time.ticks_add(up, -every)  # the first feed at the first turn: an ESP32 arms its WDT there
@@ -303,6 +309,7 @@ class App:
                     shown = now
                     self.terminal.expire()  # the duplicate window's old slots (ticks wrap)
                     self._idle()
+                self.terminal.step()  # a step of an in/out state rebuild, when one is due
             except Exception as e:
                 log.exc("housekeeping", e)
 

@@ -56,6 +56,7 @@ _SPEC = const(
     "terminal.duplicate_window_s int 0 3600\n"
     "terminal.unknown_badge str 1 10 record,deny\n"
     "terminal.kind_mode str 1 10 toggle,in,out,keys\n"
+    "terminal.shift_max_h int? 1 72\n"  # the work-day rule: an IN older than this no longer counts
     "journal.full_policy str 1 10 refuse,overwrite\n"
     "network.wifi_ssid str? 0 32\n"
     "network.wifi_password str? 0 64\n"
@@ -71,6 +72,7 @@ _SPEC = const(
 
 _FILE_MAX_BYTES = const(8192)  # a config (a few KB with 16 endpoint tokens) or the central's overlay
 _CONTAINERS_MAX = const(100)  # objects and lists in one file (a full config has about 45)
+_NET_ADDRS = const("static_ip gateway dns")  # network fields that are IPv4 addresses (the first may carry /bits)
 # Indexed by kind.
 _KIND_WORDS = const(("", "int", "num", "str", "bool", "strs", "dict", "tokens"))
 _TYPE_NAMES = const(("", "int", "number", "string", "bool", "list of strings", "object", "list of tokens"))
@@ -131,7 +133,11 @@ def _check(path, kind, a, b, allowed, v):
             raise ConfigError("%s: length %d is out of range %d..%d" % (path, len(v), a, b))
         if allowed and v not in allowed:
             raise ConfigError("%s: %r is not one of %s" % (path, v, ", ".join(allowed)))
-        _text(path, v)
+        # No control character: an escaped "\r\n" in a device id or a URL would end the line of a
+        # request it goes into, and a NUL cuts it on the way to a C library
+        b = v.encode()
+        if b and (min(b) < 32 or b.find(b"\x7f") >= 0):
+            raise ConfigError("%s: control character in the text" % path)
         return
     if base == _STRS:
         if not isinstance(v, list):
@@ -141,7 +147,7 @@ def _check(path, kind, a, b, allowed, v):
         for i, s in enumerate(v):
             if not isinstance(s, str) or not s:
                 raise ConfigError("%s[%d]: expected a non-empty string, got %s" % (path, i, _type_name(s)))
-            _text("%s[%d]" % (path, i), s)
+            _check("%s[%d]" % (path, i), _STR, 1, 255, None, s)
         return
     if base == _TOKENS:
         if not isinstance(v, list) or len(v) > b:
@@ -158,21 +164,13 @@ def _check(path, kind, a, b, allowed, v):
             elif not isinstance(tok, str) or len(tok) < 16:
                 raise ConfigError("%s.token: expected a string of at least 16 characters" % p)
             else:
-                _text(p + ".token", tok)
+                _check(p + ".token", _STR, 16, 255, None, tok)
             scopes = t.get("scopes")
             if not isinstance(scopes, list) or not scopes or any(s not in _SCOPES for s in scopes):
                 raise ConfigError("%s.scopes: expected a non-empty list of %s" % (p, ", ".join(_SCOPES)))
         return
     if base == _DICT and not isinstance(v, dict):
         raise ConfigError(bad)
-
-
-def _text(path, v):
-    # A string field holds no control character: an escaped "\r\n" in a device id or a URL would end
-    # the line of a request it goes into, and a NUL cuts it on the way to a C library.
-    b = v.encode()
-    if b and (min(b) < 32 or b.find(b"\x7f") >= 0):
-        raise ConfigError("%s: control character in the text" % path)
 
 
 def _addr(v, kind):
@@ -228,23 +226,22 @@ def validate(doc):
         raise ConfigError("central.url: must start with https:// (a terminal never sends unverified)")
     host = url[8:].split("/", 1)[0]
     if host[:1] == "[":  # [v6] or [v6]:port: hex digits and colons, then the port checked as a name's
-        v6, _, tail = host[1:].partition("]")
+        v, _, tail = host[1:].partition("]")
         try:
-            int(v6.replace(":", "") or "x", 16)
-            host = "v6" + tail
+            int(v.replace(":", ""), 16)  # ("::" alone is no central's address)
+            host = "v" + tail
         except ValueError:
             pass
-    bad = None if _addr(host, 2) else ("central.url", host)
+    if not _addr(host, 2):
+        raise ConfigError("central.url: %r is not a usable address" % url[8:].split("/", 1)[0])
     for i, v in enumerate(doc["sntp"]["servers"]):
-        if not (bad or _addr(v, 2)):
-            bad = ("sntp.servers[%d]" % i, v)
+        if not _addr(v, 2):
+            raise ConfigError("sntp.servers[%d]: %r is not a usable address" % (i, v))
     net = doc.get("network") or {}
-    for key in ("static_ip", "gateway", "dns"):
+    for key in _NET_ADDRS.split():
         v = net.get(key)
-        if not (bad or v is None or _addr(v, key == "static_ip")):
-            bad = ("network." + key, v)
-    if bad:
-        raise ConfigError("%s: %r is not a usable address" % bad)
+        if not (v is None or _addr(v, key == _NET_ADDRS[:9])):
+            raise ConfigError("network.%s: %r is not a usable address" % (key, v))
     return doc
 
 
@@ -294,36 +291,36 @@ def merge_overlay(local, overlay):
     return validate(doc)
 
 
-def read(path, what="config"):
+def read(path, name="config"):
     """The bytes of a config file on flash (only _FILE_MAX_BYTES are read, whatever the file's size);
-    ConfigError naming `what` when it is larger, OSError when it cannot be read."""
+    ConfigError naming the file (`name`) when it is larger, OSError when it cannot be read."""
     with open(path, "rb") as f:
         data = f.read(_FILE_MAX_BYTES + 1)
     if len(data) > _FILE_MAX_BYTES:
-        raise ConfigError("%s: over %d bytes" % (what, _FILE_MAX_BYTES))
+        raise ConfigError("%s: over %d bytes" % (name, _FILE_MAX_BYTES))
     return data
 
 
-def loads(text, what="config"):
-    """The JSON document in text (bytes-like or str), refused with a ConfigError naming `what` and why
+def loads(text, name="config"):
+    """The JSON document in text (bytes-like or str), refused with a ConfigError naming it (`name`) and why
     when it is not UTF-8, starts with a byte order mark, holds a NUL, nests more objects and lists than
     a config has, or is not JSON."""
     if not isinstance(text, str):
         try:
             text = bytes(text).decode()
         except UnicodeError:
-            raise ConfigError("%s: not UTF-8 text" % what) from None
-    if text[:1] == "\ufeff":
-        raise ConfigError("%s: starts with a byte order mark (save it as UTF-8 without one)" % what)
-    i = text.find("\x00")
+            raise ConfigError("%s: not UTF-8 text" % name) from None
+    if text[:1] == chr(0xFEFF):  # (chr: a string made here, not a name kept for good; heap: docs/heap.md)
+        raise ConfigError("%s: starts with a byte order mark (save it as UTF-8 without one)" % name)
+    i = text.find(chr(0))
     if i >= 0:
-        raise ConfigError("%s: NUL character at %d" % (what, i))
+        raise ConfigError("%s: NUL character at %d" % (name, i))
     if text.count("[") + text.count("{") > _CONTAINERS_MAX:
-        raise ConfigError("%s: more than %d objects and lists" % (what, _CONTAINERS_MAX))
+        raise ConfigError("%s: more than %d objects and lists" % (name, _CONTAINERS_MAX))
     try:
         return json.loads(text)
     except ValueError as e:
-        raise ConfigError("%s: not valid JSON (%s)" % (what, e.args[0] if e.args else "syntax error")) from None
+        raise ConfigError("%s: not valid JSON (%s)" % (name, e.args[0] if e.args else "syntax error")) from None
 
 
 def save_overlay(body, path, local_path, good_path=None):

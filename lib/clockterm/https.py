@@ -50,7 +50,7 @@ _JOIN_MAX = const(1024)  # bodies without head room up to this size are copied b
 _KEEP_HEADERS = const(b" content-length transfer-encoding connection retry-after etag ")
 _TCHAR = const(b"!#$%&'*+-.^_`|~")  # the punctuation allowed in a header name (RFC 9110 token)
 _BAD_LENGTH = const("body not of its Content-Length")
-_IPPROTO_TCP = const(6)  # socket.IPPROTO_TCP and TCP_NODELAY (see Client._connect)
+_IPPROTO_TCP = const(6)  # socket.IPPROTO_TCP and TCP_NODELAY (see Client.connect)
 _TCP_NODELAY = const(1)
 _ERR_BODY = const(256)  # bytes kept of an answer other than 200 (its start says enough; the rest is read and dropped)
 
@@ -79,30 +79,16 @@ def _tls(ca):
     return ctx
 
 
-def _name(b, start, stop):
-    # The lower-case name (bytes) of the header line b[start:stop]: a token right before its colon
-    # (no space before the colon, no folded continuation line); HTTPError for anything else.
-    i = b.find(b":", start, stop)
-    if i <= start:
+def _name(b, p, end):
+    # The lower-case name (bytes) of the header line b[p:end]: a token right before its colon (no space
+    # before the colon, no folded continuation line); HTTPError for anything else.
+    i = b.find(b":", p, end)
+    if i <= p:
         raise HTTPError("malformed header")
-    for c in memoryview(b)[start:i]:
+    for c in memoryview(b)[p:i]:
         if not (48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c in _TCHAR):
             raise HTTPError("malformed header")
-    return bytes(memoryview(b)[start:i]).lower()
-
-
-def _chunk_size(line):
-    # The size of a chunk-size line "HEX[;extensions]": plain hex digits only (no sign, no 0x, no
-    # spaces but before a ';'), at most _SIZE_DIGITS of them; HTTPError for anything else.
-    i = line.find(b";")
-    if i >= 0:
-        line = line[:i].rstrip(b" \t")
-    if not 0 < len(line) <= _SIZE_DIGITS:
-        raise HTTPError("malformed chunk")
-    for c in line:
-        if not (48 <= c <= 57 or 65 <= c <= 70 or 97 <= c <= 102):
-            raise HTTPError("malformed chunk")
-    return int(line, 16)
+    return bytes(memoryview(b)[p:i]).lower()
 
 
 class Client:
@@ -114,6 +100,11 @@ class Client:
       timeout_ms          whole request: send plus complete answer (also bounds a trickling server)
     State: stream (the open connection, or None); counters: connections (opened; = TLS handshakes over
     https), requests.
+
+    request() is the API. The steps it takes (connect, send, write, readline, fill, read) and the read
+    buffer's positions (start, end) are not for callers, yet named without a leading underscore: those
+    names are interned by MicroPython anyway, and every new name costs heap for good (heap: see
+    docs/heap.md, the qstr pool).
     """
 
     max_body = 16384
@@ -151,16 +142,16 @@ class Client:
         self.connections = 0
         self.requests = 0
         # The read buffer, made once here at boot like the TLS context (nothing to allocate per
-        # connection in a heap that hours of running have cut up): the answer's bytes from _rp to _re
+        # connection in a heap that hours of running have cut up): the answer's bytes from start to end
         # are read from the connection and not yet used
         self._buf = bytearray(_READ_BYTES)
-        self._rp = self._re = 0
+        self.start = self.end = 0
 
     def close(self):
         """Close the connection (idempotent); the next request opens a new one."""
         s = self.stream
         self.stream = None
-        self._rp = self._re = 0  # what the read buffer held belonged to that connection
+        self.start = self.end = 0  # what the read buffer held belonged to that connection
         if s is not None:
             try:
                 # The socket itself: MicroPython's asyncio Stream.close() does nothing (only the async
@@ -219,7 +210,7 @@ class Client:
                 if not reused:
                     timer = asyncio.create_task(cancel_after(me, self.connect_timeout_ms))
                     try:
-                        await self._connect()
+                        await self.connect()
                     finally:
                         timer.cancel()
                 timer = asyncio.create_task(cancel_after(me, timeout_ms or self.timeout_ms))
@@ -248,7 +239,7 @@ class Client:
                 raise HTTPError("timeout") from None
             raise
 
-    async def _connect(self):
+    async def connect(self):
         # A new connection to the origin, TCP connected (under the caller's connect timer); for https
         # wrapped in TLS, whose handshake runs at the first write and checks the host name.
         # Connected here rather than by asyncio.open_connection: its socket, made in its own frame,
@@ -282,21 +273,27 @@ class Client:
     async def _exchange(self, method, path, body, headers, room, sink, max_body, fresh=False):
         # One request on the open connection: its answer, or None when the connection turns out closed
         # before the first answer byte (a kept-alive one the server closed meanwhile).
-        partial = await self._send(method, path, body, headers, room, fresh)
-        head = await self._read_head(partial)
-        if head is None:
-            return None
-        status, hdrs, keep = head
+        partial = await self.send(method, path, body, headers, room, fresh)
+        if self.start == self.end:  # (after a kept-alive answer's exact end, nothing is left unread)
+            try:
+                n = await self.fill()
+            except OSError:
+                if not partial:
+                    raise
+                n = 0  # the reset that broke off the body: no answer came before it
+            if not n:
+                return None
+        status, hdrs, keep = await self._read_head()
         body = await self._read_body(method, status, hdrs, sink, max_body)
         if partial or not keep:
             self.close()
-        elif self._rp != self._re:
+        elif self.start != self.end:
             raise HTTPError("bytes after the answer")
         return status, hdrs, body
 
     # --- the request ---------------------------------------------------------------------------
 
-    async def _send(self, method, path, body, headers, room, fresh):
+    async def send(self, method, path, body, headers, room, fresh):
         # The request's head and body, written and drained. Returns True when the server broke off a
         # streamed body (it may have answered early and closed: the answer is read all the same).
         pieces = size = None  # size: the Content-Length
@@ -349,20 +346,20 @@ class Client:
         await s.drain()
         if pieces is None:
             return False
-        return await self._send_rest(pieces, size, sent, room)
+        return await self.write(pieces, size, sent, room)
 
-    async def _send_rest(self, pieces, size, sent, room):
-        # The rest of a streamed body (sent: its bytes out so far; room: in front of the next piece, when
-        # the first is still to go). Each next() refills the buffer, and its write follows in the same
+    async def write(self, body, size, n, room):
+        # The rest of a streamed body (body: its generator; n: its bytes out so far; room: in front of the
+        # next piece, when the first is still to go). Each next() refills the buffer, and its write follows in the same
         # turn; the drain keeps at most one piece in the stream's own buffer. A piece that would pass
         # the announced length is never written. Returns True when the server broke off the body.
         s = self.stream
         try:
-            for body in pieces:
-                sent += len(body) - room
-                if sent > size:
+            for piece in body:
+                n += len(piece) - room
+                if n > size:
                     break
-                s.write(memoryview(body)[room:] if room else body)
+                s.write(memoryview(piece)[room:] if room else piece)
                 room = 0
                 await s.drain()
         except OSError:
@@ -371,41 +368,41 @@ class Client:
             # kept-alive connection the server closed as the request went out (the first write went
             # into the socket, a later one met the reset), sent again on a fresh one by request().
             return True
-        if sent != size:  # request() closes the connection: the server sees a short body, stores nothing
+        if n != size:  # request() closes the connection: the server sees a short body, stores nothing
             raise HTTPError(_BAD_LENGTH)
         return False
 
     # --- the answer ----------------------------------------------------------------------------
 
-    async def _fill(self):
+    async def fill(self):
         # More of the answer into the read buffer, behind the unread bytes (moved to its front first).
         # Returns how many came: 0 when the server closed the connection.
         b = self._buf
-        p, e = self._rp, self._re
+        p, e = self.start, self.end
         if p:
             mv = memoryview(b)
             mv[:e - p] = mv[p:e]
             e -= p
-            self._rp = 0
-            self._re = e
+            self.start = 0
+            self.end = e
         while True:
             n = await self.stream.readinto(memoryview(b)[e:])
             if n is not None:  # None: a TLS record not yet whole
-                self._re = e + n
+                self.end = e + n
                 return n
 
-    async def _line(self, header=False):
+    async def readline(self, headers=False):
         # The next line of the answer (a status, header, trailer or chunk-size line), as bytes without
         # its CRLF. It must end in CRLF and hold no other CR nor control byte (HTAB allowed). Never more
-        # than the read buffer is held: a longer line fails, except a header line (header=True) whose
+        # than the read buffer is held: a longer line fails, except a header line (headers: True) whose
         # name is not one kept, which is read through (up to _DROP_LINE_MAX bytes) and dropped: None.
         b = self._buf
         dropped = -1  # bytes of a long line dropped so far (-1: not dropping)
         while True:
-            p, e = self._rp, self._re
+            p, e = self.start, self.end
             i = b.find(b"\n", p, e)
             if i < 0 and e - p < len(b):  # no end of line yet, and room for more
-                if not await self._fill():
+                if not await self.fill():
                     raise HTTPError("connection closed mid-answer")
                 continue
             if i >= 0:
@@ -421,33 +418,24 @@ class Client:
                     if c < 32 and c != 9 or c == 127:
                         raise HTTPError("malformed answer line")
             if i >= 0:
-                self._rp = i + 1
+                self.start = i + 1
                 return None if dropped >= 0 else bytes(memoryview(b)[p:stop])
             if dropped < 0:
-                if not header or _KEEP_HEADERS.find(b" " + _name(b, p, stop) + b" ") >= 0:
+                if not headers or _KEEP_HEADERS.find(b" " + _name(b, p, stop) + b" ") >= 0:
                     raise HTTPError("answer line too long")
                 dropped = 0
             dropped += stop - p
             if dropped > _DROP_LINE_MAX:
                 raise HTTPError("answer line too long")
-            self._rp = stop
+            self.start = stop
 
-    async def _read_head(self, partial):
-        # The answer's status line and headers: (status, kept headers, keep-alive), or None when the
-        # connection turns out closed before the answer's first byte. 1xx answers are passed over.
-        if self._rp == self._re:
-            try:
-                n = await self._fill()
-            except OSError:
-                if not partial:
-                    raise
-                n = 0  # the reset that broke off the body: no answer came before it
-            if not n:
-                return None
+    async def _read_head(self):
+        # The answer's status line and headers: (status, kept headers, keep-alive). 1xx answers are
+        # passed over.
         for _ in range(_MAX_INTERIM + 1):
             # "HTTP/1.x NNN[ reason]" (x: 0 or 1, the status 100..599)
-            line = await self._line()
-            if (len(line) < 12 or line[:7] != b"HTTP/1." or line[7] not in b"01" or line[8] != 32
+            line = await self.readline()
+            if (len(line) < 12 or line[:7] != b"HTTP/1." or not 48 <= line[7] <= 49 or line[8] != 32
                     or (len(line) > 12 and line[12] != 32) or not line[9:12].isdigit() or not 49 <= line[9] <= 53):
                 raise HTTPError("not an HTTP answer")
             status = int(line[9:12])
@@ -467,26 +455,26 @@ class Client:
                 keep = True
         return status, hdrs, keep
 
-    async def _read_fields(self, keep):
-        # Header lines up to the blank line: a dict of the kept ones (keep: else none are kept, as for a
-        # chunked body's trailer). A kept header given twice must say the same (a Content-Length twice
+    async def _read_fields(self, headers):
+        # Header lines up to the blank line: a dict of the kept ones (headers: else none are kept, as for
+        # a chunked body's trailer). A kept header given twice must say the same (a Content-Length twice
         # with different values is two framings); Transfer-Encoding only once.
         hdrs = {}
         n = 0
         while True:
-            line = await self._line(True)
+            line = await self.readline(True)
             if line is not None and not line:
                 return hdrs
             n += 1
             if n > _MAX_HEADERS:
                 raise HTTPError("too many headers")
             if line is None:
-                continue  # long, not kept: checked and dropped by _line
+                continue  # long, not kept: checked and dropped by readline
             name = _name(line, 0, len(line))
-            if keep and _KEEP_HEADERS.find(b" " + name + b" ") >= 0:
+            if headers and _KEEP_HEADERS.find(b" " + name + b" ") >= 0:
                 name = name.decode()
                 try:
-                    v = line[len(name) + 1:].decode().strip(" \t")
+                    v = line[len(name) + 1:].decode().strip()  # (SP and HTAB: no other control byte is left)
                 except UnicodeError:
                     raise HTTPError("malformed header") from None
                 old = hdrs.get(name)
@@ -511,11 +499,22 @@ class Client:
             if te.lower() != "chunked":  # gzip, identity, a list: nothing this client decodes
                 raise HTTPError("malformed framing")
             while True:
-                size = _chunk_size(await self._line())
+                # A chunk-size line: plain hex digits (no sign, 0x or underscore; spaces only before a ';'
+                # that starts extensions), at most _SIZE_DIGITS of them
+                line = await self.readline()
+                i = line.find(b";")
+                if i >= 0:
+                    line = line[:i].rstrip()
+                if not 0 < len(line) <= _SIZE_DIGITS:
+                    raise HTTPError("malformed chunk")
+                for c in line:
+                    if not (48 <= c <= 57 or 65 <= c <= 70 or 97 <= c <= 102):
+                        raise HTTPError("malformed chunk")
+                size = int(line, 16)
                 if not size:
                     break
-                await self._take(size, body, sink, status, max_body)
-                if await self._line():
+                await self.read(size, body, sink, status, max_body)
+                if await self.readline():
                     raise HTTPError("malformed chunk")
             await self._read_fields(False)  # the trailer, up to the blank line
         elif cl is not None:
@@ -524,27 +523,27 @@ class Client:
             size = int(cl)
             if status == 200 and sink is None and size > max_body:
                 raise HTTPError("answer body too large")
-            await self._take(size, body, sink, status, max_body)
+            await self.read(size, body, sink, status, max_body)
         elif status == 200:
             # Only the close would end it, and a connection cut short would pass for the whole answer.
             raise HTTPError("malformed framing")
         else:
-            await self._take(-1, body, sink, status, max_body)
+            await self.read(-1, body, sink, status, max_body)
             self.close()
         return body
 
-    async def _take(self, size, body, sink, status, max_body):
+    async def read(self, size, body, sink, status, max_body):
         # size bytes of the body (-1: up to the close) through the read buffer: to the sink, into body
         # (up to max_body), or for an answer other than 200 its first _ERR_BODY bytes (a proxy's error
         # page must not need a big block of heap) and the rest dropped.
         b = self._buf
         while size:
-            if self._rp == self._re and not await self._fill():
+            if self.start == self.end and not await self.fill():
                 if size < 0:
                     return
                 raise HTTPError("connection closed mid-answer")
-            p = self._rp
-            k = self._re - p
+            p = self.start
+            k = self.end - p
             if 0 < size < k:
                 k = size
             if sink is not None:
@@ -556,6 +555,6 @@ class Client:
                 raise HTTPError("answer body too large")
             else:
                 body.extend(memoryview(b)[p:p + k])
-            self._rp = p + k
+            self.start = p + k
             if size > 0:
                 size -= k

@@ -430,6 +430,27 @@ class Journal:
                 if limit is not None and count >= limit:
                     return
 
+    def recent(self, span_ms, now_ms):
+        """(after_seq, since_ms) for the punches of the last span_ms: pending(after_seq) reaches every
+        punch stamped at or after since_ms, and maybe some older ones (a segment is found by the time
+        of its first punch, walking back from the newest). since_ms counts back from now_ms, or from
+        the newest segment's first punch when that is later (a clock that lost its time)."""
+        if self._dirty:
+            self.recover()
+        since = max(now_ms, self._hd[1]) - span_ms
+        s = self.head
+        base = self._hd[0]
+        while True:
+            h = self._hdr(s)
+            if h:
+                base = h[5]
+                if (h[6] | (h[7] << 32)) <= since:
+                    break
+            if s == self._t:
+                break
+            s = (s - 1) % self.n
+        return base - 1, since
+
     def status(self):
         """Counters and fill level for the endpoint."""
         if self._dirty:

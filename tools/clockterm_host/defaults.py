@@ -55,7 +55,8 @@ def default_config(board: str = "sim", device_id: str = DEVICE_ID) -> dict:
             "port": 8080,
             "tokens": [{"token": secrets.token_hex(16), "scopes": ["read", "admin"]}],
         },
-        "terminal": {"duplicate_window_s": 10, "unknown_badge": "record", "kind_mode": "toggle"},
+        "terminal": {"duplicate_window_s": 10, "unknown_badge": "record", "kind_mode": "toggle",
+                     "shift_max_h": 16},
         "journal": {"full_policy": "refuse"},
         "network": {"wifi_ssid": "", "wifi_password": "", "static_ip": None, "gateway": None, "dns": None},
     }
