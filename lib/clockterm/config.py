@@ -20,6 +20,7 @@ _STR = const(3)
 _BOOL = const(4)
 _STRS = const(5)  # list of strings
 _DICT = const(6)  # free-form object, checked by the module that owns it
+_ADDR = const(0)  # an address: not a kind of _SPEC (validate() checks these fields; a gives the form, see _check)
 _TOKENS = const(7)  # list of {"sha256": hex, "scopes": [str], "name": str} (or {"token": str, "scopes"})
 
 _OPT = const(0x100)  # flag: field may be absent (then the default applies) or null
@@ -72,7 +73,7 @@ _SPEC = const(
 
 _FILE_MAX_BYTES = const(8192)  # a config (a few KB with 16 endpoint tokens) or the central's overlay
 _CONTAINERS_MAX = const(100)  # objects and lists in one file (a full config has about 45)
-_NET_ADDRS = const("static_ip gateway dns")  # network fields that are IPv4 addresses (the first may carry /bits)
+_NET_ADDRS = const("network static_ip gateway dns")  # its fields that are IPv4 addresses (the first may carry /bits)
 # Indexed by kind.
 _KIND_WORDS = const(("", "int", "num", "str", "bool", "strs", "dict", "tokens"))
 _TYPE_NAMES = const(("", "int", "number", "string", "bool", "list of strings", "object", "list of tokens"))
@@ -163,36 +164,34 @@ def _check(path, kind, a, b, allowed, v):
                     raise ConfigError("%s.sha256: expected 64 lowercase hex digits" % p)
             elif not isinstance(tok, str) or len(tok) < 16:
                 raise ConfigError("%s.token: expected a string of at least 16 characters" % p)
-            else:
-                _check(p + ".token", _STR, 16, 255, None, tok)
+            elif min(tok.encode()) < 32 or tok.find(chr(127)) >= 0:
+                raise ConfigError("%s.token: control character in the text" % p)
             scopes = t.get("scopes")
             if not isinstance(scopes, list) or not scopes or any(s not in _SCOPES for s in scopes):
                 raise ConfigError("%s.scopes: expected a non-empty list of %s" % (p, ", ".join(_SCOPES)))
         return
     if base == _DICT and not isinstance(v, dict):
         raise ConfigError(bad)
-
-
-def _addr(v, kind):
-    # True when v is usable as an address of this kind: 0 an IPv4 address (a.b.c.d), 1 an IPv4 address
-    # with "/bits" allowed (a static IP), 2 a host name (dot-separated labels of letters, digits and
-    # inner '-') or IPv4 address, with ":port" allowed.
-    if kind and ("/" if kind == 1 else ":") in v:
-        v, n = v.split("/" if kind == 1 else ":", 1)
-        if not (n.isdigit() and (int(n) <= 32 if kind == 1 else 0 < int(n) < 65536)):
-            return False
-    parts = v.split(".")
-    if kind < 2 or v.replace(".", "").isdigit():
-        return len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts)
-    if not 0 < len(v) <= 253:
-        return False
-    for p in parts:
-        if not 0 < len(p) < 64 or p[0] == "-" or p[-1] == "-":
-            return False
-        for c in p:
-            if not (c.isalpha() or c.isdigit() or c == "-"):  # (ASCII only: MicroPython's isalpha)
-                return False
-    return True
+    if base == _ADDR:
+        # An address a board can connect to; a says which form: 0 an IPv4 address (a.b.c.d), 1 one with
+        # "/bits" allowed (a static IP), 2 a host name (dot-separated labels of letters, digits and inner
+        # '-') or an IPv4 address, with ":port" allowed
+        host, n = v, None
+        if a and ("/" if a == 1 else ":") in v:
+            host, n = v.split("/" if a == 1 else ":", 1)
+        parts = host.split(".")
+        if n is not None and not (n.isdigit() and (int(n) <= 32 if a == 1 else 0 < int(n) < 65536)):
+            ok = False
+        elif a < 2 or host.replace(".", "").isdigit():
+            ok = len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts)
+        else:
+            ok = 0 < len(host) <= 253
+            for p in parts:  # (isalpha is ASCII only on MicroPython)
+                if not 0 < len(p) < 64 or p[0] == "-" or p[-1] == "-" or \
+                        not all(c.isalpha() or c.isdigit() or c == "-" for c in p):
+                    ok = False
+        if not ok:
+            raise ConfigError("%s: %r is not a usable address" % (path, v))
 
 
 def validate(doc):
@@ -232,16 +231,17 @@ def validate(doc):
             host = "v" + tail
         except ValueError:
             pass
-    if not _addr(host, 2):
-        raise ConfigError("central.url: %r is not a usable address" % url[8:].split("/", 1)[0])
+    try:
+        _check("central.url", _ADDR, 2, 0, None, host)
+    except ConfigError:  # (the address as the URL has it, for the [v6] form too)
+        raise ConfigError("central.url: %r is not a usable address" % url[8:].split("/", 1)[0]) from None
     for i, v in enumerate(doc["sntp"]["servers"]):
-        if not _addr(v, 2):
-            raise ConfigError("sntp.servers[%d]: %r is not a usable address" % (i, v))
-    net = doc.get("network") or {}
-    for key in _NET_ADDRS.split():
-        v = net.get(key)
-        if not (v is None or _addr(v, key == _NET_ADDRS[:9])):
-            raise ConfigError("network.%s: %r is not a usable address" % (key, v))
+        _check("sntp.servers[%d]" % i, _ADDR, 2, 0, None, v)
+    words = _NET_ADDRS.split()  # (names made here, not kept for good: heap, see docs/heap.md)
+    net = doc.get(words[0]) or {}
+    for key in words[1:]:
+        if net.get(key) is not None:
+            _check(words[0] + "." + key, _ADDR, key == words[1], 0, None, net[key])
     return doc
 
 

@@ -79,18 +79,6 @@ def _tls(ca):
     return ctx
 
 
-def _name(b, p, end):
-    # The lower-case name (bytes) of the header line b[p:end]: a token right before its colon (no space
-    # before the colon, no folded continuation line); HTTPError for anything else.
-    i = b.find(b":", p, end)
-    if i <= p:
-        raise HTTPError("malformed header")
-    for c in memoryview(b)[p:i]:
-        if not (48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c in _TCHAR):
-            raise HTTPError("malformed header")
-    return bytes(memoryview(b)[p:i]).lower()
-
-
 class Client:
     """One origin (scheme, host, port), at most one open connection, reused while the server allows.
 
@@ -420,8 +408,10 @@ class Client:
             if i >= 0:
                 self.start = i + 1
                 return None if dropped >= 0 else bytes(memoryview(b)[p:stop])
-            if dropped < 0:
-                if not headers or _KEEP_HEADERS.find(b" " + _name(b, p, stop) + b" ") >= 0:
+            if dropped < 0:  # the line's start must be a header's name not kept, and its colon
+                i = b.find(b":", p, stop)
+                if not headers or i <= p or b.find(b" ", p, i) >= 0 or b.find(b"\t", p, i) >= 0 or \
+                        _KEEP_HEADERS.find(b" " + bytes(memoryview(b)[p:i]).lower() + b" ") >= 0:
                     raise HTTPError("answer line too long")
                 dropped = 0
             dropped += stop - p
@@ -440,7 +430,7 @@ class Client:
                 raise HTTPError("not an HTTP answer")
             status = int(line[9:12])
             keep = line[7] == 49  # HTTP/1.1
-            hdrs = await self._read_fields(True)
+            hdrs = await self.readlines(True)
             if not 100 <= status < 200:
                 break
             if status == 101:
@@ -455,10 +445,11 @@ class Client:
                 keep = True
         return status, hdrs, keep
 
-    async def _read_fields(self, headers):
+    async def readlines(self, headers):
         # Header lines up to the blank line: a dict of the kept ones (headers: else none are kept, as for
-        # a chunked body's trailer). A kept header given twice must say the same (a Content-Length twice
-        # with different values is two framings); Transfer-Encoding only once.
+        # a chunked body's trailer). Each is a token (RFC 9110) right before its colon: no space before
+        # the colon, no folded continuation line. A kept header given twice must say the same (a
+        # Content-Length twice with different values is two framings); Transfer-Encoding only once.
         hdrs = {}
         n = 0
         while True:
@@ -470,7 +461,13 @@ class Client:
                 raise HTTPError("too many headers")
             if line is None:
                 continue  # long, not kept: checked and dropped by readline
-            name = _name(line, 0, len(line))
+            i = line.find(b":")
+            if i <= 0:
+                raise HTTPError("malformed header")
+            for c in memoryview(line)[:i]:
+                if not (48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c in _TCHAR):
+                    raise HTTPError("malformed header")
+            name = line[:i].lower()
             if headers and _KEEP_HEADERS.find(b" " + name + b" ") >= 0:
                 name = name.decode()
                 try:
@@ -482,12 +479,12 @@ class Client:
                     raise HTTPError("malformed header")
                 hdrs[name] = v
 
-    async def _read_body(self, method, status, hdrs, sink, max_body):
+    async def _read_body(self, method, status, headers, sink, max_body):
         # The answer's body (see request: collected, cut to its start, or to the sink), framed by its
         # Content-Length or chunks; a body other than 200's may run up to the close (the connection
         # is closed here then).
-        te = hdrs.get("transfer-encoding")
-        cl = hdrs.get("content-length")
+        te = headers.get("transfer-encoding")
+        cl = headers.get("content-length")
         if te is not None and cl is not None:  # two framings: which one the server meant is a guess
             raise HTTPError("malformed framing")
         body = bytearray()
@@ -516,7 +513,7 @@ class Client:
                 await self.read(size, body, sink, status, max_body)
                 if await self.readline():
                     raise HTTPError("malformed chunk")
-            await self._read_fields(False)  # the trailer, up to the blank line
+            await self.readlines(False)  # the trailer, up to the blank line
         elif cl is not None:
             if not cl.isdigit() or len(cl) > _LENGTH_DIGITS:  # plain digits only: no sign, list or hex
                 raise HTTPError("malformed framing")
