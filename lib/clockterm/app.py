@@ -78,7 +78,7 @@ def load_board():
     with open("board.json", "rb") as f:
         board_cfg = f.read(_BOARD_BYTES + 1)
     if len(board_cfg) > _BOARD_BYTES or board_cfg.count(b"[") + board_cfg.count(b"{") > _BOARD_NESTS:
-        raise ValueError("too large or nested for a board config")  # json would take more heap than there is
+        raise ValueError("size")  # too large or nested for a board config: json would take more heap than there is
     board_cfg = json.loads(board_cfg)
     name = board_cfg["board"]
     if name == "sim":

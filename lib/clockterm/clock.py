@@ -154,7 +154,7 @@ class Clock:
             with open(path, "rb") as f:
                 st = f.read(_STORE_BYTES + 1)
             if len(st) > _STORE_BYTES:
-                raise ValueError("over %d bytes" % _STORE_BYTES)
+                raise ValueError("size")
             st = json.loads(st)
             int(st["utc_ms"])
             for k in st:  # save() writes numbers only

@@ -38,7 +38,7 @@ from micropython import const
 
 from clockterm import cancel_after
 
-_READ_BYTES = const(256)  # the read buffer: a status, kept header or chunk-size line must fit in it
+_READ_BYTES = const(128)  # the read buffer: a status, Content-Length, Transfer-Encoding or chunk-size line must fit it
 _MAX_HEADERS = const(32)  # header lines of a head (trailer lines of a chunked body); more is an error
 _DROP_LINE_MAX = const(4096)  # bytes of a header line that is read through and dropped (not kept)
 _MAX_INTERIM = const(4)  # 1xx answers (103 Early Hints ...) passed over before the final one
@@ -48,6 +48,7 @@ _JOIN_MAX = const(1024)  # bodies without head room up to this size are copied b
 # The answer headers kept: the ones this client and its users read, each between spaces (one string
 # constant: heap, see docs/heap.md)
 _KEEP_HEADERS = const(b" content-length transfer-encoding connection retry-after etag ")
+_FRAMING_END = const(33)  # the framing headers come first in _KEEP_HEADERS: found before this index
 _TCHAR = const(b"!#$%&'*+-.^_`|~")  # the punctuation allowed in a header name (RFC 9110 token)
 _BAD_LENGTH = const("body not of its Content-Length")
 _IPPROTO_TCP = const(6)  # socket.IPPROTO_TCP and TCP_NODELAY (see Client.connect)
@@ -120,8 +121,8 @@ class Client:
             port = int(p)
         else:
             host = hostport
-        if not host or not 0 < port < 65536:
-            raise ValueError("URL has no host or a bad port")
+        if not host:
+            raise ValueError("URL has no host")
         self.host = host
         self.port = port
         # A missing or bad CA fails here, not at the first request.
@@ -382,8 +383,9 @@ class Client:
     async def readline(self, headers=False):
         # The next line of the answer (a status, header, trailer or chunk-size line), as bytes without
         # its CRLF. It must end in CRLF and hold no other CR nor control byte (HTAB allowed). Never more
-        # than the read buffer is held: a longer line fails, except a header line (headers: True) whose
-        # name is not one kept, which is read through (up to _DROP_LINE_MAX bytes) and dropped: None.
+        # than the read buffer is held: a longer line fails, except a header line (headers: True) other
+        # than Content-Length and Transfer-Encoding, which is read through (up to _DROP_LINE_MAX bytes)
+        # and dropped: None (a long ETag then is no ETag: the next pull downloads the whole answer).
         b = self._buf
         dropped = -1  # bytes of a long line dropped so far (-1: not dropping)
         while True:
@@ -408,10 +410,10 @@ class Client:
             if i >= 0:
                 self.start = i + 1
                 return None if dropped >= 0 else bytes(memoryview(b)[p:stop])
-            if dropped < 0:  # the line's start must be a header's name not kept, and its colon
+            if dropped < 0:  # the line's start must be a header's name and its colon; not a framing one
                 i = b.find(b":", p, stop)
                 if not headers or i <= p or b.find(b" ", p, i) >= 0 or b.find(b"\t", p, i) >= 0 or \
-                        _KEEP_HEADERS.find(b" " + bytes(memoryview(b)[p:i]).lower() + b" ") >= 0:
+                        0 <= _KEEP_HEADERS.find(b" " + bytes(memoryview(b)[p:i]).lower() + b" ") < _FRAMING_END:
                     raise HTTPError("answer line too long")
                 dropped = 0
             dropped += stop - p
