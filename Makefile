@@ -29,8 +29,7 @@ apt:
 bundle: $(STAMP)
 	$(VENV)/bin/clockterm bundle --board $(BOARD)
 
-test: setup
-	$(VENV)/bin/ruff check
+test: setup lint
 	$(VENV)/bin/pytest -q -m "not soak" -n 4
 
 soak: setup
@@ -42,8 +41,11 @@ sim: setup
 bench: setup
 	$(PY) -m bench
 
+# Host code by pyproject.toml, lib/ by lib/ruff.toml (ruff finds it); the firmware outside lib/ is
+# named here with the firmware rules (docs/development.md, "Lint").
 lint: $(STAMP)
 	$(VENV)/bin/ruff check
+	$(VENV)/bin/ruff check --config lib/ruff.toml boot.py main.py $(wildcard tests/*_mp.py)
 
 clean:
 	rm -rf build
