@@ -10,13 +10,12 @@
 import gc
 import io
 import json
-import sys
 import time
 
 import asyncio
 from micropython import const
 
-from clockterm import log
+from clockterm import forget, log
 
 VERSION = "0.1.0"
 _RESTART_MIN_MS = const(500)
@@ -196,10 +195,11 @@ class App:
     def _idle(self):
         utc_ms, q, _ = self.clock.now()
         from clockterm.clock import gmtime_ms
+        from clockterm.punch import QUALITY
 
         t = gmtime_ms(utc_ms + self.tz.offset_s(utc_ms // 1000) * 1000)
         j = self.journal
-        self.board.indicator.idle(("%02d:%02d %s" % (t[3], t[4], ("UNSYNCED", "SYNCED", "STALE", "")[q]),
+        self.board.indicator.idle(("%02d:%02d %s" % (t[3], t[4], QUALITY[q].upper()),
                                    "backlog %d" % (j.last_seq - j.acked_seq)))
 
     # --- status -------------------------------------------------------------------------------
@@ -336,14 +336,6 @@ def _crash_count(board, add=None):
     return n
 
 
-def _unload(name):
-    # Forget a module so the GC can free it (sys.modules and the package attribute hold it).
-    sys.modules.pop(name, None)
-    pkg, _, attr = name.rpartition(".")
-    if pkg in sys.modules and hasattr(sys.modules[pkg], attr):
-        delattr(sys.modules[pkg], attr)
-
-
 def run():
     """Entry point called by main.py: safe mode, config, then the app until the board resets."""
     # The modules the running terminal needs, imported one by one with a collection after each, so
@@ -406,5 +398,5 @@ def _build(board):
             log.error("config", why)
             err = why if err is None else "%s; %s" % (err, why)
     del config, text
-    _unload("clockterm.config")  # only needed at boot: give its ~7 KB of heap back
+    forget("clockterm.config")  # needed again only to check a config overlay the uplink pulls
     return App(board, cfg, err)

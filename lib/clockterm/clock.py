@@ -16,13 +16,8 @@ import os
 import time
 from micropython import const
 
-from clockterm import log
+from clockterm import log, punch  # punch: the quality codes of a stamp
 
-# Quality of a stamp, as in clockterm.punch (Q_UNSYNCED ...); 3, corrected, is on the wire only: a
-# pre-sync stamp corrected within its boot.
-_Q_UNSYNCED = const(0)
-_Q_SYNCED = const(1)
-_Q_STALE = const(2)
 _UNKNOWN_MS = const(0x3FFFFFFF)  # uncertainty when nothing bounds it (~12 days; a small int everywhere)
 
 _REANCHOR_MS = const(3600000)  # fold elapsed ticks into the anchor hourly (ticks wrap after ~6 days)
@@ -158,7 +153,7 @@ class Clock:
             age = m - self._last[0]
             rate = _DRIFT_UNC_MEAS_PPB if self.drift_measured else _DRIFT_UNC_PPB
             unc_us = self._last[2] + abs(self._slew_us) + 1000 + age * rate // 1000000
-            return ms, _Q_STALE if age > self.stale_after_s * 1000 else _Q_SYNCED, (unc_us + 999) // 1000
+            return ms, punch.Q_STALE if age > self.stale_after_s * 1000 else punch.Q_SYNCED, (unc_us + 999) // 1000
         # Before a sync: bounded only when a battery RTC carried a synced time (from the store);
         # not when the RTC lost power (source "store": how long we were off is unknown).
         st = self.stored
@@ -169,7 +164,7 @@ class Clock:
                 unc = int(st.get("unc_ms", 0)) + since * _RTC_UNC_PPB // 1000000000 + 1000
                 if unc > _UNKNOWN_MS:
                     unc = _UNKNOWN_MS
-        return ms, _Q_UNSYNCED, unc
+        return ms, punch.Q_UNSYNCED, unc
 
     # --- correction -----------------------------------------------------------------------------
 
@@ -240,7 +235,7 @@ class Clock:
     def save(self):
         """Write the current time, drift and uncertainty to path (atomically)."""
         ms, q, unc = self.now()
-        d = {"utc_ms": ms, "drift_ppb": self._ppb, "unc_ms": unc if q != _Q_UNSYNCED else _UNKNOWN_MS}
+        d = {"utc_ms": ms, "drift_ppb": self._ppb, "unc_ms": unc if q != punch.Q_UNSYNCED else _UNKNOWN_MS}
         if self.last_sync_ms is not None:
             d["sync_ms"] = self.last_sync_ms
         elif self.stored is not None and "sync_ms" in self.stored:
@@ -269,8 +264,8 @@ class Clock:
         ms, q, unc = self.now()
         last = self._last
         return dict(
-            synced=q == _Q_SYNCED,
-            quality="synced" if q == _Q_SYNCED else "stale" if q == _Q_STALE else "unsynced",
+            synced=q == punch.Q_SYNCED,
+            quality=punch.QUALITY[q],
             utc_ms=ms,
             offset_ms=self.offset_ms,
             last_sync=self.last_sync_ms,

@@ -10,7 +10,7 @@ from micropython import const
 from clockterm import log
 from clockterm.clock import gmtime_ms, iso_ms
 from clockterm.journal import JournalFull
-from clockterm.punch import Punch
+from clockterm.punch import Q_UNSYNCED, Punch
 
 _RECENT = const(16)  # badges remembered for the duplicate window
 _BADGE_MAX = const(20)
@@ -118,7 +118,7 @@ class Terminal:
             else:
                 if self.on_punch:
                     self.on_punch()
-                if quality == 0:
+                if quality == Q_UNSYNCED:
                     if self.presync_first is None:
                         self.presync_first = seq
                     self.presync_last = seq

@@ -76,16 +76,12 @@ class TZ:
     dst if is_dst(s) else std), std_off and dst_off their offsets in seconds east of Greenwich."""
 
     def __init__(self, s):
-        import sys
-
-        from clockterm import tzparse
+        from clockterm import forget, tzparse
 
         try:
             self.std, self.std_off, self.dst, self.dst_off, self._rule = tzparse.parse(s)
         finally:
-            # the parser is needed again only for another TZ string: let the GC have its code
-            del sys.modules["clockterm.tzparse"]
-            delattr(sys.modules["clockterm"], "tzparse")
+            forget("clockterm.tzparse")  # needed again only for another TZ string
         self._cache = None  # (year, DST start, DST end in UTC seconds) of the last year asked
 
     # --- rules ---------------------------------------------------------------------------
