@@ -13,10 +13,11 @@ from micropython import const
 
 _ENOENT = const(2)
 _EINVAL = const(22)
-_SYNC = const(3)
-_COUNT = const(4)
-_SIZE = const(5)
-_ERASE = const(6)
+# block device ioctls (MicroPython's extended block protocol)
+_IOCTL_SYNC = const(3)
+_IOCTL_BLOCK_COUNT = const(4)
+_IOCTL_BLOCK_SIZE = const(5)
+_IOCTL_BLOCK_ERASE = const(6)
 
 
 class LfsRing:
@@ -93,11 +94,11 @@ class LfsRing:
             raise
 
     def ioctl(self, op, arg):
-        if op == _COUNT:
+        if op == _IOCTL_BLOCK_COUNT:
             return self.block_count
-        if op == _SIZE:
+        if op == _IOCTL_BLOCK_SIZE:
             return self.block_size
-        if op == _ERASE:
+        if op == _IOCTL_BLOCK_ERASE:
             if arg == self._ws:
                 self._close(True)
             if arg == self._rs:
@@ -107,7 +108,7 @@ class LfsRing:
             except OSError as e:
                 if e.errno != _ENOENT:
                     raise
-        elif op == _SYNC:
+        elif op == _IOCTL_SYNC:
             self._close(False)
             self._close(True)
         return 0
