@@ -23,6 +23,14 @@ _RESTART_MAX_MS = const(60000)
 _DISPLAY_MS = const(10000)  # idle display refresh
 _CRASH_LIMIT = const(3)  # crashes in a row that put the terminal into safe mode
 _HEALTHY_MS = const(600000)  # running this long clears the crash count
+# A supervised task's record in App._sup (a list: heap, see docs/heap.md), indexed by:
+_SUP_NAME = const(0)
+_SUP_INFO = const(1)  # its entry in App.tasks, which STATUS shows: restarts, alive, critical
+_SUP_FACTORY = const(2)  # makes the task's coroutine, at each start
+_SUP_TASK = const(3)  # the task; once ended, kept until its restart (_on_loop_error looks for it)
+_SUP_BACKOFF_MS = const(4)  # the wait before the next restart: doubled at each, up to _RESTART_MAX_MS
+_SUP_STARTED = const(5)  # ticks_ms of its last start
+_SUP_RESTART_AT = const(6)  # ticks_ms at which an ended task is started again
 # The answer buffer, allocated at boot while the heap still has large free blocks: the control port's
 # (or endpoint's) answers and the uplink's requests are built in it in turn (docs/uplink.md, "The
 # request buffer"): a batch larger than it is streamed through it in pieces (uplink), and so is a STATUS
@@ -138,43 +146,43 @@ class App:
         """Run factory() as a task; housekeeping restarts it, with backoff, whenever it ends."""
         info = {"restarts": 0, "alive": True, "critical": critical}
         self.tasks[name] = info
-        # What housekeeping needs to restart it (no coroutine of its own: a frame each for nothing):
-        # [name, info, factory, task, next backoff ms, start ticks while it runs / restart ticks while it waits]
-        self._sup.append([name, info, factory, asyncio.create_task(factory()), _RESTART_MIN_MS, time.ticks_ms()])
+        # What housekeeping needs to restart it (no coroutine of its own: a frame each for nothing).
+        now = time.ticks_ms()
+        self._sup.append([name, info, factory, asyncio.create_task(factory()), _RESTART_MIN_MS, now, now])
 
     def _restart(self, now):
         # Housekeeping's supervision step: an ended task is counted, said (a crash was said already, by
         # _on_loop_error, as it escaped) and started again once its backoff is over.
-        for r in self._sup:
-            info = r[1]
+        for sup in self._sup:
+            info = sup[_SUP_INFO]
             if info["alive"]:
-                if r[3].done():
+                if sup[_SUP_TASK].done():
                     info["alive"] = False
                     info["restarts"] += 1
                     # What ended it, as MicroPython's asyncio keeps it: StopIteration for a return,
                     # CancelledError (no Exception) for a cancel, else the crash, said already.
-                    e = r[3].data
+                    e = sup[_SUP_TASK].data
                     if isinstance(e, StopIteration) or not isinstance(e, Exception):
-                        log.warn(r[0], "task ended; restarting")
-                    if time.ticks_diff(now, r[5]) > _RESTART_MAX_MS:
-                        r[4] = _RESTART_MIN_MS  # it ran a good while: not a crash loop
-                    r[5] = time.ticks_add(now, r[4])
-                    r[4] = min(r[4] * 2, _RESTART_MAX_MS)
-            elif time.ticks_diff(now, r[5]) >= 0:
+                        log.warn(sup[_SUP_NAME], "task ended; restarting")
+                    if time.ticks_diff(now, sup[_SUP_STARTED]) > _RESTART_MAX_MS:
+                        sup[_SUP_BACKOFF_MS] = _RESTART_MIN_MS  # it ran a good while: not a crash loop
+                    sup[_SUP_RESTART_AT] = time.ticks_add(now, sup[_SUP_BACKOFF_MS])
+                    sup[_SUP_BACKOFF_MS] = min(sup[_SUP_BACKOFF_MS] * 2, _RESTART_MAX_MS)
+            elif time.ticks_diff(now, sup[_SUP_RESTART_AT]) >= 0:
                 # Marked running before the start: a start that fails (no heap for the coroutine) is
                 # then found ended at the next turn, and backs off like any other end.
                 info["alive"] = True
-                r[5] = now
-                r[3] = asyncio.create_task(r[2]())
+                sup[_SUP_STARTED] = now
+                sup[_SUP_TASK] = asyncio.create_task(sup[_SUP_FACTORY]())
 
     def _on_loop_error(self, loop, context):
         # The loop's exception handler: what escaped a task (a supervised task's crash among them).
         e = context.get("exception")
         f = context.get("future")
         tag = "loop"
-        for r in self._sup:
-            if r[3] is f:  # kept until its restart, so this finds it even after housekeeping saw it end
-                tag = r[0]
+        for sup in self._sup:
+            if sup[_SUP_TASK] is f:  # found even after housekeeping saw it end: kept until its restart
+                tag = sup[_SUP_NAME]
         if e is not None:
             log.exc(tag, e)
         else:
