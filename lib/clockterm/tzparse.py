@@ -10,7 +10,7 @@
 from micropython import const
 
 _DEF_TIME_S = const(7200)  # 02:00 local, when a rule gives no time
-# Rule kinds, as in tz.py
+# Rule kinds (tz.py has a copy); a rule's fields are in tz.py's order (_R_*)
 _JULIAN1 = const(0)  # Jn: 1..365, February 29 is never counted
 _JULIAN0 = const(1)  # n: 0..365, February 29 counted
 _MWD = const(2)  # Mm.w.d
