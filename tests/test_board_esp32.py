@@ -117,3 +117,34 @@ print(json.dumps(out))
     assert out["rtc"] == [["RTC.datetime", [2025, 11, 25, 1, 14, 13, 20, 123000]]]
     assert out["journal_size"] == 8
     assert out["wdt_reset"] is True
+
+
+def test_display_shows_idle_state_and_feedback() -> None:
+    # The app's idle lines and a tap's feedback reach the SSD1306 screen: time, sync state, the
+    # result, the backlog as a number (a backlog taken as text made every later feedback raise).
+    script = PRELUDE + f"""
+cfg = json.loads({_board({"type": "wiegand", "d0": 32, "d1": 33})!r})
+cfg["indicators"]["display"] = {{"scl": 22, "sda": 21}}
+b = board_esp32.Board(cfg)
+b.configure(json.loads({TERM_CFG!r}))
+ind = b.indicator
+shown = []
+screen_show = ind.screen.show
+def record(*args):
+    shown.append(list(args))
+    return screen_show(*args)
+ind.screen.show = record
+async def main():
+    ind.idle(("08:01 SYNCED", "backlog 3"))
+    ind.feedback("ok", "IN 08:01 Ada L.")
+    ind.idle(("08:02 STALE", "backlog 0"))
+    await asyncio.sleep_ms(0)
+asyncio.run(main())
+out["shown"] = shown
+out["errors"] = ind.screen.d.errors
+print(json.dumps(out))
+"""
+    out = mp_json(script)
+    assert out["shown"] == [["08:01", "SYNCED", "", 3], ["08:01", "SYNCED", "IN 08:01 Ada L.", 3],
+                            ["08:02", "STALE", "IN 08:01 Ada L.", 0]], out
+    assert out["errors"] == 0

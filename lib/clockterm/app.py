@@ -47,7 +47,7 @@ class OutBuf(io.IOBase):
     `n` as it was before that write. An answer larger than the buffer goes out in pieces: its user
     notes `n` before a piece, and on ValueError sets `n` back to it (the piece's partial bytes
     dropped), hands what the buffer holds to its stream, and writes the piece again into the emptied
-    buffer. (A class here, not a module of its own: a module costs its own heap.)"""
+    buffer. (A class here, not a module of its own: heap, see docs/heap.md.)"""
 
     def __init__(self, size):
         self.buf = bytearray(size)
@@ -214,8 +214,8 @@ class App:
 
     def status(self):
         gc.collect()
-        # (keyword names, not a dict literal: its keys over 9 characters would be string constants,
-        # ~40 B of heap each for good; the heap figures are taken before the rest is built)
+        # Keyword names, not a dict literal, whose long keys would be string constants held with the
+        # code (heap: see docs/heap.md). The heap figures are taken before the rest is built.
         return dict(
             version=1,
             firmware=VERSION,
@@ -349,7 +349,7 @@ def run():
     # The modules the running terminal needs, imported one by one with a collection after each, so
     # that the code objects pack together at the bottom of the heap instead of leaving holes between
     # them that later fragment it (a fragmented heap fails large allocations with plenty free).
-    # (One string, split here: ten string constants would stay in the heap with this module, ~40 B each.)
+    # (One string, split here: ten string constants would be held with this module; docs/heap.md.)
     for name in "punch journal clock tz roster terminal sntp https uplink".split():
         __import__("clockterm." + name)
         gc.collect()

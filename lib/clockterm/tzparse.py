@@ -1,6 +1,6 @@
 # The POSIX TZ string parser of clockterm.tz, imported only while a string is parsed.
 #
-# tz.TZ() imports this module, parses, and unloads it again (as app does with config): its code
+# tz.TZ() imports this module, parses, and forgets it again (clockterm.forget): its code
 # and its messages take heap only during a parse (at boot, and when the uplink checks a central
 # config overlay), not for the life of the terminal. The grammar is in tz.py's header.
 #

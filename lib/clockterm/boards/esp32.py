@@ -53,8 +53,8 @@ class Indicator:
             self.screen = Screen(SSD1306(i2c, d.get("addr", 0x3C), d.get("width", 128), d.get("height", 64),
                                          machine.Pin(rst, machine.Pin.OUT) if rst is not None else None,
                                          d.get("flip", False)))
-        self.last = None
-        self._idle = ("", "", "")  # time, sync state, backlog
+        self.last = None  # (code, text) of the last feedback: its text stays on the screen
+        self._idle = ("", "", 0)  # time, sync state, backlog
 
     def feedback(self, result, text):
         self.last = (result, text)
@@ -78,9 +78,9 @@ class Indicator:
             led.value(1 - self._on)
 
     def idle(self, lines):
-        # lines: ("HH:MM SYNCED", "backlog N") from the app's display task
+        # lines: ("HH:MM SYNCED", "backlog N") from the app's housekeeping (App._idle)
         hm, _, sync = lines[0].partition(" ")
-        self._idle = (hm, sync, lines[1].split()[-1])
+        self._idle = (hm, sync, int(lines[1].split()[-1]))  # the screen shows the backlog as a number
         self._show(self.last[1] if self.last else "")
 
     def _show(self, result):

@@ -2,7 +2,8 @@
 #
 # Reader interface (shared by every driver in clockterm.drivers, see docs/boards.md):
 #   poll() -> badge id str or None, never blocks long, never raises on bad input; call every poll_ms.
-#   async run(tap): polls forever and calls tap(badge_id) for each read (the app's reader task).
+#   poll_ms: how often to poll (a class attribute; the board config's reader.poll_ms overrides it);
+#   the app's reader task (app.poll_reader) polls and sends each badge down the tap path.
 #   frames_ok, frames_bad: counters; status() -> dict of all counters; deinit().
 #
 # MFRC522(spi, cs, rst=None, hold_ms=800, check_ms=5000, ticks_ms=None)
@@ -67,7 +68,7 @@ _VERSIONS = b"\x88\x90\x91\x92\x12\xb2"
 class MFRC522:
     """RC522 card reader; see the module comment for the interface."""
 
-    poll_ms = 100  # how often the board layer should call poll()
+    poll_ms = 100  # ms: how often app.poll_reader calls poll()
 
     def __init__(self, spi, cs, rst=None, hold_ms=800, check_ms=5000, ticks_ms=None):
         self._spi = spi
