@@ -51,6 +51,7 @@ _H_DELTA = const(12)  # its delta: 0 when there was none
 _BASE_SEQ = const(0)
 _BASE_MS = const(1)
 _BASE_OFF = const(2)
+_BASE_JID = const(3)  # Journal._base, the head segment's, has a fourth field: the journal id
 
 # Records (framing in punch.py). The journal's own: an ack record's body is the acked seq, a
 # correction record's the first seq, the count after it and the delta in ms; seqs as zigzag deltas
@@ -111,13 +112,13 @@ class Journal:
 
     def _hdr(self, slot):
         # The parsed header of a slot (_H_* fields), or None when the slot holds no segment of this
-        # journal (of any journal while recovery looks for the newest: self._jid is None then).
+        # journal (of any journal while recovery looks for the newest: self._base is None then).
         hb = memoryview(self._buf)[:_HDR]
         self.store.readblocks(slot, hb, 0)
         if hb[0:2] != _MAGIC or hb[2] != _VER or (hb[_HLEN] | (hb[_HLEN + 1] << 8)) != punch.crc16(hb[:_HLEN]):
             return None
         h = struct.unpack_from(_HFMT, hb)
-        if self._jid is None or h[_H_JID] == self._jid and 0 <= self._head_gen - h[_H_GEN] < self.segments:
+        if self._base is None or h[_H_JID] == self._base[_BASE_JID] and 0 <= self._head_gen - h[_H_GEN] < self.segments:
             return h
         return None
 
@@ -160,7 +161,7 @@ class Journal:
         """Rebuild the in-RAM state from the store (at open, and after a failed write)."""
         self._dirty = True
         self._corr = ()
-        self._jid = None
+        self._base = None
         head = newest = None
         for slot in range(self.segments):
             h = self._hdr(slot)
@@ -171,9 +172,8 @@ class Journal:
             return
         self.head = head
         self._head_gen = newest[_H_GEN]
-        self._jid = newest[_H_JID]
-        self.journal_id = "%08x" % self._jid
-        self._base = (newest[_H_SEQ], newest[_H_MS_LO] | (newest[_H_MS_HI] << 32), newest[_H_OFF])
+        self.journal_id = "%08x" % newest[_H_JID]
+        self._base = (newest[_H_SEQ], newest[_H_MS_LO] | (newest[_H_MS_HI] << 32), newest[_H_OFF], newest[_H_JID])
         # Every valid header in ring order, from the slot after the head round to it: the oldest
         # segment, the acked point and the corrections they carry.
         n = self.segments
@@ -290,8 +290,8 @@ class Journal:
             except (OSError, ValueError):
                 pass
         self._dirty = True
-        self._jid = int.from_bytes(os.urandom(4), "little") or 1
-        self.journal_id = "%08x" % self._jid
+        jid = int.from_bytes(os.urandom(4), "little") or 1
+        self.journal_id = "%08x" % jid
         for slot in range(1, self.segments):
             self.store.ioctl(_IOCTL_BLOCK_ERASE, slot)
         self._corr = ()
@@ -301,7 +301,7 @@ class Journal:
         self.head = self.segments - 1
         self._oldest = 0
         self._head_gen = 0
-        self._base = (0, 0, 0)
+        self._base = (0, 0, 0, jid)
         self._roll(None)
 
     def _roll(self, p):
@@ -338,7 +338,8 @@ class Journal:
         hb = memoryview(self._buf)[:_HDR]
         for i in range(_HDR):
             hb[i] = 0xFF
-        struct.pack_into(_HFMT, hb, 0, _MAGIC, _VER, 0xFF, self._jid, gen, seq, ms & 0xFFFFFFFF,
+        jid = self._base[_BASE_JID]
+        struct.pack_into(_HFMT, hb, 0, _MAGIC, _VER, 0xFF, jid, gen, seq, ms & 0xFFFFFFFF,
                          (ms >> 32) & 0xFFFF, offset, self.acked_seq, *corr)
         crc = punch.crc16(hb[:_HLEN])
         hb[_HLEN] = crc & 0xFF
@@ -346,7 +347,7 @@ class Journal:
         self.store.writeblocks(nxt, hb, 0)
         self.head = nxt
         self._head_gen = gen
-        self._base = (seq, ms, offset)
+        self._base = (seq, ms, offset, jid)
         self._write_pos = _HDR
         self.ack_unsaved = False
         self._dirty = False
