@@ -65,7 +65,9 @@ _MAX_RECORD = const(254)  # (punch.py defines it: a copy)
 # The copies are checked against punch.py by tests/test_consts.py: a const() does not cross modules.
 
 _WIN = const(256)  # read window: holds any record (<= 254 bytes)
-_RESERVE = const(16)  # bytes at least kept at a segment's end for ack and correction records
+# A segment's end is kept for ack and correction records, so that they seldom need a new segment
+# (which a full ring could refuse): _RESERVE bytes, or 1/32 of the segment when that is more.
+_RESERVE = const(16)
 _MAX_CORR = const(8)  # corrections kept in RAM (one per boot with pre-sync punches)
 _MAX_BAD = const(64)  # distinct corrupt records remembered, so re-reads do not count twice
 _ENOSPC = const(28)
@@ -380,11 +382,6 @@ class Journal:
                 raise JournalFull("memory full: no space left on the filesystem")
             raise
 
-    def _punch_end(self):
-        # Where a punch record must end in a segment: behind it a reserve for ack and correction
-        # records, so that they never need a new segment, which a full ring could refuse.
-        return self.segment_bytes - max(_RESERVE, self.segment_bytes // 32)
-
     def append(self, p):
         """Store punch p durably; set and return its seq. Raises JournalFull, OSError (flash), ValueError
         (a punch that cannot be encoded)."""
@@ -395,7 +392,8 @@ class Journal:
             length = punch.encode(self._buf, p, seq, self._base)
         except ValueError as e:
             raise ValueError("bad punch: %s" % e)
-        put = self._put(length, self._punch_end(), p)
+        # A punch ends before the segment's reserve for ack and correction records (_RESERVE).
+        put = self._put(length, self.segment_bytes - max(_RESERVE, self.segment_bytes // 32), p)
         if put is None:
             self._full = True
             raise JournalFull("memory full")
@@ -472,7 +470,7 @@ class Journal:
         """Counters and fill level for the endpoint."""
         if self._dirty:
             self.recover()
-        usable = self._punch_end() - _HDR  # bytes of punches a segment holds
+        usable = self.segment_bytes - max(_RESERVE, self.segment_bytes // 32) - _HDR  # for punches
         if self._session_punches >= 16:
             avg = self._session_bytes / self._session_punches
         else:
