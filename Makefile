@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 BOARD ?= sim
 APT_PACKAGES := chrony socat tzdata
 STAMP := $(VENV)/.setup-stamp
+MP_SCRIPTS := $(wildcard tests/*_mp.py tools/*/*_mp.py)  # MicroPython scripts run on the unix port
 
-.PHONY: setup apt bundle test soak sim bench lint clean
+.PHONY: setup apt bundle test soak sim bench lint card clean
 
 setup: $(STAMP) apt
 
@@ -45,7 +46,12 @@ bench: setup
 # named here with the firmware rules (docs/development.md, "Lint").
 lint: $(STAMP)
 	$(VENV)/bin/ruff check
-	$(VENV)/bin/ruff check --config lib/ruff.toml boot.py main.py $(wildcard tests/*_mp.py)
+	$(VENV)/bin/ruff check --config lib/ruff.toml boot.py main.py $(MP_SCRIPTS)
+
+# The employee card's pictures (docs/card/*.png), from the frames the SSD1306 driver sends
+# (docs/employee-card.md; tests/test_employee_card.py fails when they are out of date).
+card: setup
+	$(PY) -m clockterm_host.card docs/card
 
 clean:
 	rm -rf build
