@@ -336,13 +336,16 @@ class Journal:
         else:
             ms, offset = p.utc_ms, p.utc_offset_min
         gen = self._head_gen + 1
-        corr = self._corr[-1] if self._corr else (0, 0, 0)
+        if self._corr:  # the latest correction, so that it outlives the segment of its record
+            first, through, delta = self._corr[-1]
+        else:
+            first = through = delta = 0
         hb = memoryview(self._buf)[:_HDR]
         for i in range(_HDR):
             hb[i] = 0xFF
         jid = self._base[_BASE_JID]
         struct.pack_into(_HFMT, hb, 0, _MAGIC, _VER, 0xFF, jid, gen, seq, ms & 0xFFFFFFFF,
-                         (ms >> 32) & 0xFFFF, offset, self.acked_seq, *corr)
+                         (ms >> 32) & 0xFFFF, offset, self.acked_seq, first, through, delta)
         crc = punch.crc16(hb[:_HLEN])
         hb[_HLEN] = crc & 0xFF
         hb[_HLEN + 1] = crc >> 8

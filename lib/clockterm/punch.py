@@ -10,7 +10,7 @@
 # A punch record: tag = type, quality (2 bits), kind code (2 bits), employee flag (1 bit); then the
 # form byte (badge form in its top three bits, _F_OFF), the seq and the time as varint deltas from
 # the base of the segment (sector or file) that holds the record, the uncertainty, the UTC offset
-# when it differs from the base's, the badge, the kind when it is not one of _KINDS, the employee.
+# when it differs from the base's, the badge, the kind when its code is _KIND_OTHER, the employee.
 # The journal passes the base, (seq, ms, utc offset), from the segment header. Badges in the usual
 # shapes are stored as binary: 4- and 7-byte hex UIDs as 4 or 7 bytes, Wiegand "F:C" as two varints,
 # decimal numbers as a varint; anything else as UTF-8 (at most 20 characters).
@@ -27,7 +27,12 @@ Q_STALE = const(2)  # the last sync is older than the clock's stale_after_s
 Q_CORRECTED = const(3)  # stamped before the boot's first sync, corrected by the offset that sync found
 QUALITY = ("unsynced", "synced", "stale", "corrected")
 
-_KINDS = const(("in", "out", "unknown"))  # kind codes 0..2; code 3: the kind follows as a string
+# kind codes (the tag's bits 1-2); a kind without a code of its own follows as a string. Compared one by
+# one, not looked up in a tuple: a constant tuple is an object in the heap (docs/heap.md).
+_KIND_IN = const(0)
+_KIND_OUT = const(1)
+_KIND_UNKNOWN = const(2)
+_KIND_OTHER = const(3)
 _MAX_BADGE = const(20)  # characters
 _MAX_KIND = const(16)  # characters
 _MAX_EMPLOYEE = const(32)  # characters
@@ -170,10 +175,15 @@ def encode(buf, punch, seq, base):
         raise ValueError("quality")
     if punch.uncertainty_ms < 0 or seq < base[_BASE_SEQ]:
         raise ValueError("uncertainty/seq")
-    try:
-        kind_code = _KINDS.index(punch.kind)
-    except ValueError:
-        kind_code = 3
+    kind = punch.kind
+    if kind == "in":
+        kind_code = _KIND_IN
+    elif kind == "out":
+        kind_code = _KIND_OUT
+    elif kind == "unknown":
+        kind_code = _KIND_UNKNOWN
+    else:
+        kind_code = _KIND_OTHER
     employee = punch.employee
     buf[1] = (_T_PUNCH << 5) | (quality << 3) | (kind_code << 1) | (employee is not None)
     i = put_uv(buf, _SEQ_AT, seq - base[_BASE_SEQ])
@@ -184,8 +194,8 @@ def encode(buf, punch, seq, base):
         buf[_FORM_AT] = _F_OFF
         i = put_zz(buf, i, punch.utc_offset_min)
     i = _put_badge(buf, i, punch.badge)
-    if kind_code == 3:
-        i = _put_str(buf, i, punch.kind, _MAX_KIND)
+    if kind_code == _KIND_OTHER:
+        i = _put_str(buf, i, kind, _MAX_KIND)
     if employee is not None:
         if _canon_dec(employee):
             i = put_uv(buf, i, (int(employee) << 1) | 1)
@@ -270,10 +280,14 @@ def decode(buf, base):
     else:
         raise ValueError("badge form")
     kind_code = (tag >> 1) & 3
-    if kind_code == 3:
-        kind, i = _get_str(buf, i)
+    if kind_code == _KIND_IN:
+        kind = "in"
+    elif kind_code == _KIND_OUT:
+        kind = "out"
+    elif kind_code == _KIND_UNKNOWN:
+        kind = "unknown"
     else:
-        kind = _KINDS[kind_code]
+        kind, i = _get_str(buf, i)
     employee = None
     if tag & 1:
         e, i = get_uv(buf, i)  # a number (odd), else the length of a string (even)
