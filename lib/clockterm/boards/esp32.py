@@ -32,8 +32,10 @@ class RTC:
 class Indicator:
     """Buzzer (PWM), OK/error LEDs and an optional SSD1306 display with the terminal's screen."""
 
-    _BEEPS = {"ok": ((2700, 80),), "dup": ((2700, 40), (0, 60), (2700, 40)),
-              "deny": ((900, 400),), "error": ((900, 150), (0, 100), (900, 150), (0, 100), (900, 150))}
+    # The beep of each feedback code: Hz and ms, in turn (0 Hz: a pause). One flat tuple per code: a
+    # tuple of pairs would be a heap object per pair (docs/heap.md). docs/employee-card.md says them.
+    _BEEPS = {"ok": (2700, 80), "dup": (2700, 40, 0, 60, 2700, 40), "deny": (900, 400),
+              "error": (900, 150, 0, 100, 900, 150, 0, 100, 900, 150)}
 
     def __init__(self, cfg):
         self.buzzer = None
@@ -65,7 +67,9 @@ class Indicator:
         asyncio.create_task(self._beep(result, led))
 
     async def _beep(self, result, led):
-        for freq, ms in self._BEEPS.get(result, ()):
+        beep = self._BEEPS.get(result, ())
+        for i in range(0, len(beep), 2):
+            freq, ms = beep[i], beep[i + 1]
             if self.buzzer:
                 if freq:
                     self.buzzer.freq(freq)
