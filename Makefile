@@ -6,10 +6,30 @@ BOARD ?= sim
 APT_PACKAGES := chrony socat tzdata
 STAMP := $(VENV)/.setup-stamp
 MP_SCRIPTS := $(wildcard tests/*_mp.py tools/*/*_mp.py)  # MicroPython scripts run on the unix port
+# The 32-bit interpreter of the heap benchmarks: MicroPython's WebAssembly port (the version the tests'
+# unix port is, 1.29 preview), from npm into a folder of the repo, run under Node.js.
+NPM_DIR := build/npm
+WASM_PKG := @micropython/micropython-webassembly-pyscript@1.29.0-6
+NPM_STAMP := $(NPM_DIR)/.stamp-1.29.0-6
 
-.PHONY: setup apt bundle test soak sim bench lint card clean
+.PHONY: setup apt npm bundle test soak sim bench lint card clean firmware-inputs
 
-setup: $(STAMP) apt
+setup: $(STAMP) apt npm
+
+npm: $(NPM_STAMP)
+
+$(NPM_STAMP):
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; \
+	  else echo "Node.js and npm are needed (Debian packages nodejs npm)"; exit 1; fi; \
+	fi
+	mkdir -p $(NPM_DIR)
+	npm install --silent --no-audit --no-fund --prefix $(NPM_DIR) $(WASM_PKG)
+	touch $@
+
+# The custom MicroPython image's inputs (board folders with ROMFS, frozen sources): firmware/README.md.
+firmware-inputs: $(STAMP)
+	$(VENV)/bin/clockterm firmware inputs --out build/firmware
 
 $(STAMP): requirements-host.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -36,8 +56,10 @@ test: setup lint
 soak: setup
 	$(VENV)/bin/pytest -q -m soak
 
+# make sim TERMINALS=3: a fleet, with a live panel of the terminals and the central.
+TERMINALS ?= 1
 sim: setup
-	$(VENV)/bin/clockterm sim
+	$(VENV)/bin/clockterm sim --terminals $(TERMINALS)
 
 bench: setup
 	$(PY) -m bench

@@ -23,6 +23,9 @@ Figures (bytes unless named otherwise):
   (the interpreter's own few KB stay counted). peak_bytes is issue 5's heap.peak_bytes (goal 64 KB);
   used_peak_bytes is the same figure under its older name. (The heap size minus heap.free would also
   count the GC's block tables for the image's share of the host heap: not the terminal's.)
+- lib_peak_bytes: peak_bytes for the same terminal with its code as .mpy files in /lib (the layout of
+  an image without ROMFS: the bytecode is read into the heap); lib_runs_in_budget: 1 when that
+  terminal completes the scenario in the 100 KB budget, else 0.
 - min_heap_kb: the smallest GC heap (4 KB steps) with which that whole scenario succeeds: boot,
   first SNTP sync, TAPS taps answered OK, all of them acked by the central: the peak need with
   fragmentation and transient garbage included (issue 5: it must run under 100 KB).
@@ -117,13 +120,18 @@ def import_costs(out: Path) -> tuple[dict, dict]:
 class HeapTerminal(Terminal):
     """A terminal started with a chosen board heap instead of the board config's."""
 
-    def __init__(self, config: Path, state: Path, heap: str):
+    def __init__(self, config: Path, state: Path, heap: str, layout: str = "romfs"):
         super().__init__(config, state)
         self.heap = heap
+        self.layout = layout
 
     def start(self, wait: float = 30.0, stdout=None) -> HeapTerminal:
         out = bundle.build("sim")
-        argv, env = bundle.launch(out, self.heap, "import boot\nimport main")
+        if self.layout == "romfs":
+            argv, env = bundle.launch(out, self.heap, "import boot\nimport main")
+        else:  # the code as .mpy files from /lib, read into the heap as an image without ROMFS does
+            env = dict(os.environ, MICROPYPATH=f"{out / 'lib'}:.frozen")
+            argv = [bundle.tool("micropython"), "-X", f"heapsize={self.heap}", "-c", "import boot\nimport main"]
         env["CLOCKTERM_CONFIG"] = str(self.config.resolve())
         env["CLOCKTERM_STATE"] = str(self.state.resolve())
         self.state.mkdir(parents=True, exist_ok=True)
@@ -134,7 +142,7 @@ class HeapTerminal(Terminal):
         return self
 
 
-def scenario(tmp: Path, heap: str, central, sntp_port: int, timeout: float = 60.0) -> dict:
+def scenario(tmp: Path, heap: str, central, sntp_port: int, timeout: float = 60.0, layout: str = "romfs") -> dict:
     """Boot, sync, TAPS taps, all acked centrally; returns figures, or {"ok": False, "why": ...}."""
     cfg = default_config("sim", DEVICE)
     cfg["sntp"].update({"servers": ["127.0.0.1"], "port": sntp_port, "samples": 2, "burst_gap_ms": 100})
@@ -144,7 +152,7 @@ def scenario(tmp: Path, heap: str, central, sntp_port: int, timeout: float = 60.
     run_dir = Path(tempfile.mkdtemp(prefix=f"h{heap}-", dir=tmp))
     cfg_path = run_dir / "config.json"
     cfg_path.write_text(json.dumps(cfg))
-    term = HeapTerminal(cfg_path, run_dir / "state", heap)
+    term = HeapTerminal(cfg_path, run_dir / "state", heap, layout)
     res: dict = {"ok": False}
     try:
         term.start()
@@ -246,6 +254,14 @@ def run() -> dict:
             kb = min_heap_kb(tmp, central, sntp.port)
             figures["min_heap_kb"] = kb
             figures["peak_bytes"] = figures["used_peak_bytes"]
+            # The other layout beside it: the same terminal with its code as .mpy files in /lib.
+            lib = scenario(tmp, "200K", central, sntp.port, layout="lib")
+            if lib["ok"]:
+                figures["lib_peak_bytes"] = lib["alloc_max"]
+            lib = scenario(tmp, BUDGET, central, sntp.port, layout="lib")
+            figures["lib_runs_in_budget"] = int(lib["ok"])
+            if not lib["ok"]:
+                print(f"   /lib layout at {BUDGET}: {lib.get('why', '?')[:160]}", flush=True)
         finally:
             sntp.stop()
             central.stop()

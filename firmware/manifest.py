@@ -1,7 +1,9 @@
-# Freeze manifest for a custom ESP32 image with the terminal built in (frozen bytecode costs no
-# heap at import). Build with: make -C ports/esp32 BOARD=ESP32_GENERIC FROZEN_MANIFEST=<this file>
-# The stock images in versions.json run the same code from /lib/*.mpy instead.
+# Freeze manifest: a custom image with the terminal's code frozen in (bytecode and names in flash: the
+# least heap of all layouts, and no ROMFS partition needed; every code change is then a new image).
+# Inputs: `make firmware-inputs` (microdot's sources into build/firmware/third_party). Build, from the
+# MicroPython checkout at the commit of firmware/versions.json (firmware/README.md, "Frozen"):
+#   make -C ports/esp32 BOARD_DIR=<repo>/build/firmware/boards/CLOCKTERM_ESP32 FROZEN_MANIFEST=<repo>/firmware/manifest.py
+# Relative paths are relative to this file.
 include("$(PORT_DIR)/boards/manifest.py")
-package("clockterm", base_path="$(MPY_DIR)/../clockterm-firmware/lib")
-# microdot is pinned on the host (requirements-host.txt); point this at its installed package.
-package("microdot", base_path="$(MPY_DIR)/../clockterm-firmware/build/third_party")
+package("clockterm", base_path="../lib")
+package("microdot", base_path="../build/firmware/third_party")

@@ -71,6 +71,9 @@ class OutBuf(io.IOBase):
         return self.mv[:self.n]
 
 
+last = None  # the App that run() built, kept after a Ctrl-C so that its status can still be read
+
+
 def load_board():
     """Import the board layer named in board.json (written into the bundle by the host)."""
     with open("board.json") as f:
@@ -365,12 +368,13 @@ def run():
     if why:
         board.safe_mode(why)  # returns with the app stopped and the REPL free
         return
+    global last
     try:
-        app = _build(board)
+        app = last = _build(board)
         if app is not None:
             asyncio.run(app.main())
     except KeyboardInterrupt:
-        return
+        return  # a technician's Ctrl-C: `last` keeps the stopped app for `clockterm check --port`
     except Exception as e:
         log.exc("app", e)
         _crash_count(board, 1)

@@ -15,7 +15,7 @@ _STR = const(3)
 _BOOL = const(4)
 _STRS = const(5)  # list of strings
 _DICT = const(6)  # free-form object, checked by the module that owns it
-_TOKENS = const(7)  # list of {"token": str, "scopes": [str]}
+_TOKENS = const(7)  # list of {"sha256": hex, "scopes": [str], "name": str} (or {"token": str, "scopes"})
 
 _OPT = const(0x100)  # flag: field may be absent (then the default applies) or null
 
@@ -139,7 +139,11 @@ def _check(path, kind, a, b, allowed, v):
             if not isinstance(t, dict):
                 raise ConfigError("%s: expected an object, got %s" % (p, _type_name(t)))
             tok = t.get("token")
-            if not isinstance(tok, str) or len(tok) < 16:
+            if "sha256" in t:  # the stored form: the token's SHA-256, the token itself shown once and kept nowhere
+                h = t["sha256"]
+                if not isinstance(h, str) or len(h) != 64 or h.strip("0123456789abcdef"):
+                    raise ConfigError("%s.sha256: expected 64 lowercase hex digits" % p)
+            elif not isinstance(tok, str) or len(tok) < 16:
                 raise ConfigError("%s.token: expected a string of at least 16 characters" % p)
             scopes = t.get("scopes")
             if not isinstance(scopes, list) or not scopes or any(s not in _SCOPES for s in scopes):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import os
@@ -135,7 +136,7 @@ def romfs_image(out: Path) -> Path:
     from mpremote.romfs import make_romfs
 
     with tempfile.TemporaryDirectory() as tmp:
-        shutil.copytree(out / "lib", Path(tmp) / "lib")
+        shutil.copytree(out / "lib", Path(tmp) / "lib", ignore=shutil.ignore_patterns("*.tmp"))
         with contextlib.redirect_stdout(io.StringIO()):
             data = make_romfs(tmp, mpy_cross=False)
     tmp_img = img.with_suffix(f".{os.getpid()}.tmp")
@@ -154,15 +155,33 @@ def build(board: str, out: Path | None = None) -> Path:
     cfg = board_config(board)
     out = out or REPO / "build" / "device" / board
     out.mkdir(parents=True, exist_ok=True)
+    # One builder at a time per folder: the test workers (pytest-xdist) and the CLI may build the same
+    # bundle at once, and one's half-written .mpy must never reach the other's ROMFS image.
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _build_locked(cfg, out)
+    return out
+
+
+def _build_locked(cfg: dict, out: Path) -> None:
     compile_lib(out / "lib")
     romfs_image(out)
     for name in ("boot.py", "main.py"):
-        shutil.copy2(REPO / name, out / name)
+        _put(out / name, (REPO / name).read_bytes())
     # The board reads its wiring and flash layout; the notes for people and for the host (description,
     # the firmware pin, module, heap) stay in board_configs/: on the board they would only cost heap.
     device_cfg = {k: v for k, v in cfg.items() if k not in HOST_ONLY}
-    (out / "board.json").write_text(json.dumps(device_cfg, separators=(",", ":")) + "\n")
-    return out
+    _put(out / "board.json", (json.dumps(device_cfg, separators=(",", ":")) + "\n").encode())
+
+
+def _put(path: Path, data: bytes) -> None:
+    # Written only when it changed, through a temporary file and a rename: terminals started from this
+    # folder by other processes read it meanwhile, and must never see half a file.
+    if path.exists() and path.read_bytes() == data:
+        return
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
 
 
 # Board config keys the firmware never reads.

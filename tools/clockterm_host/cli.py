@@ -16,7 +16,8 @@ from .defaults import default_config
 log = logging.getLogger("clockterm")
 
 # Subcommands contributed by other host modules: each has register(subparsers).
-EXTENSIONS = ["clockterm_host.central.cli"]
+EXTENSIONS = ["clockterm_host.central.cli", "clockterm_host.firmware", "clockterm_host.deploy",
+              "clockterm_host.provision", "clockterm_host.check", "clockterm_host.recover"]
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
@@ -65,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_sim(args: argparse.Namespace) -> int:
     from . import sim
 
-    return sim.main(Path(args.state), args.control_port)
+    return sim.main(Path(args.state), args.control_port, terminals=args.terminals)
 
 
 def cmd_roster_install(args: argparse.Namespace) -> int:
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sim", help="a local time server, central API and terminal; type badges to tap")
     s.add_argument("--state", default=str(REPO / "build" / "sim"), help="state folder")
     s.add_argument("--control-port", type=int, default=0, help="tap control port (default: a free one)")
+    s.add_argument("--terminals", type=int, default=1, help="how many terminals (a fleet: a live panel shows them)")
     s.set_defaults(func=cmd_sim)
 
     s = sub.add_parser("roster", help="badge rosters")

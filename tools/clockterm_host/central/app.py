@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import random
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .store import EXPORT_COLUMNS, PUNCH_FIELDS, Store, version_of
 
 QUALITIES = ("unsynced", "synced", "stale", "corrected")
+DEVICE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 # One-shot fault actions (consumed in order by requests whose path matches, default /v1/punches):
 #   {"do": "status", "code": 500|429|413|..., "retry_after": s, "pad": n}  answer this status (its body
@@ -400,7 +402,25 @@ def build_admin(c: Central) -> Starlette:
         c.store.set_config(request.path_params["device_id"], await request.json())
         return JSONResponse({"ok": True})
 
+    async def register(request: Request) -> Response:
+        # A new device (`clockterm provision --register`): its client secret is made here and shown once,
+        # in this answer; the central keeps it in its database to check the device's token requests.
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        dev = body.get("device_id") if isinstance(body, dict) else None
+        if not isinstance(dev, str) or not DEVICE_ID.match(dev):
+            return _err(400, "bad_device_id", "device_id: 1..64 characters of letters, digits, '.', '_', '-'")
+        if c.store.device(dev) is not None and body.get("replace") is not True:
+            return _err(409, "exists", f"device {dev} is registered already (replace: true gives it a new secret)")
+        secret = c.store.add_device(dev)
+        c.count("devices_registered")
+        return JSONResponse({"device_id": dev, "client_secret": secret}, status_code=201,
+                            headers={"Cache-Control": "no-store"})
+
     return Starlette(routes=[
+        Route("/devices", register, methods=["POST"]),
         Route("/faults", faults, methods=["GET", "POST"]),
         Route("/stats", stats),
         Route("/punches", punches),

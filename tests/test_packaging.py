@@ -1,0 +1,79 @@
+"""Packaging: the mip package.json (installed with mpremote mip onto a virtual board), the custom image's
+build inputs and the freeze manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from clockterm_host import REPO, bundle, package, partitions, vboard
+from clockterm_host.device import Session, sha256_hex
+
+
+def test_package_json_is_up_to_date_and_lists_every_module():
+    assert (REPO / "firmware" / "package.json").read_text() == package.render_package_json(), \
+        "run: clockterm firmware package-json"
+    doc = json.loads((REPO / "firmware" / "package.json").read_text())
+    targets = {t for t, _ in doc["urls"]}
+    assert {f"clockterm/{p.relative_to(REPO / 'lib' / 'clockterm').as_posix()}"
+            for p in (REPO / "lib" / "clockterm").rglob("*.py")} <= targets
+    for _t, src in doc["urls"]:
+        if not src.startswith("https://"):
+            assert (REPO / "firmware" / src).resolve().is_file(), src
+    assert f"/microdot/{package.MICRODOT_TAG}/" in dict(doc["urls"])["microdot/microdot.py"]
+
+
+def test_mip_installs_the_package_on_a_virtual_board(tmp_path):
+    # The package as it is, but microdot from the pinned PyPI package's files (no GitHub here).
+    doc = json.loads((REPO / "firmware" / "package.json").read_text())
+    import microdot
+
+    src_dir = Path(microdot.__file__).parent
+    local = [[t, (REPO / "firmware" / s).resolve() if not s.startswith("https://")
+              else src_dir / s.rsplit("/", 1)[1]] for t, s in doc["urls"]]
+    pj = tmp_path / "package.json"  # mip takes a local package.json's URLs relative to its folder
+    pj.write_text(json.dumps({"version": doc["version"], "deps": [],
+                              "urls": [[t, os.path.relpath(p, tmp_path)] for t, p in local]}))
+    with vboard.VirtualBoard(tmp_path / "b", "m5stack-atom-wiegand") as vb:
+        r = subprocess.run([sys.executable, "-m", "mpremote", "connect", vb.port, "mip", "install", "--target",
+                            "/lib", str(pj)], capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, r.stdout + r.stderr
+        s = Session(vb.port)
+        try:
+            theirs = s.hashes([f"/lib/{t}" for t, _ in local])
+            version = s.exec("import sys\nsys.path.insert(0, '/lib')\nimport clockterm.app\n"
+                             "print(clockterm.app.VERSION)")
+        finally:
+            s.close()
+    assert theirs == {f"/lib/{t}": sha256_hex(open(p, "rb").read()) for t, p in local}
+    assert version.strip() == doc["version"]
+
+
+def test_firmware_inputs_enable_romfs_with_the_partition_table(tmp_path):
+    made = package.firmware_inputs(tmp_path)
+    for chip, board in (("esp32", "esp32-devkitc-rc522"), ("esp32s3", "esp32-s3-devkitc-uart")):
+        d = tmp_path / "boards" / ("CLOCKTERM_ESP32" if chip == "esp32" else "CLOCKTERM_ESP32_S3")
+        assert d in made
+        assert "#define MICROPY_VFS_ROM (1)" in (d / "mpconfigboard.h").read_text()
+        sdk = (d / "sdkconfig.board").read_text()
+        csv = re.search(r'CONFIG_PARTITION_TABLE_CUSTOM_FILENAME="(.*)"', sdk).group(1)
+        rows = [ln.split(",") for ln in open(csv).read().splitlines() if ln and not ln.startswith("#")]
+        table = partitions.layout(bundle.board_config(board))
+        assert [(r[0], int(r[3], 16), int(r[4], 16)) for r in rows] == [(p.name, p.offset, p.size) for p in table]
+        assert "romfs,data,0x8f," in open(csv).read()
+        assert f"include(boards/mpconfigboard_{chip}_common.cmake)" in (d / "mpconfigboard.cmake").read_text()
+    assert (tmp_path / "third_party" / "microdot" / "microdot.py").is_file()
+
+
+def test_the_freeze_manifest_points_at_folders_that_exist():
+    subprocess.run([sys.executable, "-m", "clockterm_host.cli", "firmware", "inputs"], check=True,
+                   capture_output=True, cwd=REPO)
+    text = (REPO / "firmware" / "manifest.py").read_text()
+    pkgs = re.findall(r'package\("(\w+)", base_path="([^"]+)"\)', text)
+    assert [p for p, _ in pkgs] == ["clockterm", "microdot"]
+    for name, base in pkgs:
+        assert (REPO / "firmware" / base / name / "__init__.py").is_file(), (name, base)

@@ -1,0 +1,198 @@
+"""`clockterm deploy`: the bundle onto a board over its serial port, every file's hash then checked on the board.
+
+Two layouts (docs/technician.md, "Deploy"):
+- romfs (the default, for the pinned image, built with ROMFS): the bundle's bytecode as one ROMFS image,
+  written into the romfs partition with `mpremote romfs deploy` (skipped when the partition already
+  holds it) and run in place from flash; code left in /lib by an earlier /lib deploy is removed, since
+  /lib comes before /rom/lib on sys.path and would shadow it.
+- lib (an image without ROMFS): the .mpy files copied to /lib, only those whose hash differs, and
+  files under /lib that the bundle no longer has removed.
+Either way boot.py, main.py and board.json go to / (by hash), the board is reset so that it mounts
+what was written, and the hash of every file is computed on the board and compared with the bundle's.
+The terminal then starts (unless --no-restart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from . import bundle
+from .device import HASH_FN, DeviceError, Session, local_files, sha256_hex
+
+_ROMFS_INFO = HASH_FN + """
+import json, vfs
+out = None
+if hasattr(vfs, 'rom_ioctl') and vfs.rom_ioctl(1) > 0:
+    dev = vfs.rom_ioctl(2, 0)
+    size = dev.ioctl(4, 0) * dev.ioctl(5, 0)
+    n = min(%d, size)
+    s = hashlib.sha256()
+    b = bytearray(1024)
+    for off in range(0, n, 1024):
+        m = min(1024, n - off)
+        mv = memoryview(b)[:m]
+        dev.readblocks(off // dev.ioctl(5, 0), mv, off %% dev.ioctl(5, 0))
+        s.update(mv)
+    out = {'size': size, 'head': binascii.hexlify(s.digest()).decode()}
+print(json.dumps(out))
+"""
+
+_WALK = """
+import os, json
+def _walk(d, out):
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return
+    for n in names:
+        p = d + '/' + n
+        if os.stat(p)[0] & 0x4000:
+            _walk(p, out)
+        else:
+            out.append(p)
+out = []
+_walk(%r, out)
+print(json.dumps(out))
+"""
+
+_RMTREE = """
+import os
+def _rm(p):
+    if os.stat(p)[0] & 0x4000:
+        for n in os.listdir(p):
+            _rm(p + '/' + n)
+        os.rmdir(p)
+    else:
+        os.remove(p)
+for p in %r:
+    try:
+        _rm(p)
+    except OSError:
+        pass
+"""
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def romfs_state(s: Session, img: bytes) -> dict | None:
+    """The board's ROMFS partition: {"size", "head": sha256 of its first len(img) bytes}, or None."""
+    return s.json(_ROMFS_INFO % len(img), timeout=60)
+
+
+def _copy_changed(s: Session, files: dict[str, Path]) -> int:
+    theirs = s.hashes(list(files))
+    n = 0
+    for dest, src in files.items():
+        data = src.read_bytes()
+        if theirs.get(dest) == sha256_hex(data):
+            continue
+        s.makedirs(dest.rsplit("/", 1)[0] or "/")
+        s.write(dest, data)
+        n += 1
+        _say(f"   {dest} ({len(data)} bytes)")
+    return n
+
+
+def _root_files(files: dict[str, Path]) -> dict[str, Path]:
+    return {k: v for k, v in files.items() if k.count("/") == 1}
+
+
+def _deploy_romfs(port: str, baud: int, out: Path, img_path: Path) -> None:
+    img = img_path.read_bytes()
+    s = Session(port, baud)
+    try:
+        info = romfs_state(s, img)
+        if info is None:
+            raise DeviceError("this firmware has no ROMFS partition: flash the pinned image "
+                              "(clockterm flash) or deploy with --layout lib")
+        if len(img) > info["size"]:
+            raise DeviceError(f"the ROMFS image ({len(img)} bytes) is larger than the romfs partition "
+                              f"({info['size']} bytes): raise flash.romfs_kb in the board config and flash again")
+        stale = [p for p in s.json(_WALK % "/lib") if p.startswith(("/lib/clockterm/", "/lib/microdot/"))]
+        if stale:
+            _say(f"-- removing {len(stale)} files of an earlier /lib deploy (they would shadow /rom/lib)")
+            s.exec(_RMTREE % ["/lib/clockterm", "/lib/microdot"])
+    finally:
+        s.close()
+    if info["head"] == sha256_hex(img):
+        _say(f"-- ROMFS partition already holds this image ({len(img)} bytes)")
+        return
+    _say(f"-- writing the ROMFS image ({len(img)} bytes) with mpremote romfs deploy")
+    r = subprocess.run([sys.executable, "-m", "mpremote", "connect", port, "romfs", "deploy", str(img_path)])
+    if r.returncode != 0:
+        raise DeviceError(f"mpremote romfs deploy failed (exit {r.returncode})")
+
+
+def _deploy_lib(s: Session, files: dict[str, Path]) -> None:
+    lib = {k: v for k, v in files.items() if k.startswith("/lib/")}
+    stale = [p for p in s.json(_WALK % "/lib") if p not in lib]
+    if stale:
+        _say(f"-- removing {len(stale)} stale files from /lib")
+        s.exec(_RMTREE % stale)
+    _say("-- copying changed files to /lib")
+    n = _copy_changed(s, lib)
+    _say(f"   {n} of {len(lib)} files copied")
+
+
+def verify(port: str, baud: int, files: dict[str, Path]) -> list[str]:
+    """Compare the hash of every file of the bundle with the one computed on the board."""
+    s = Session(port, baud)
+    try:
+        s.exec("pass")
+        theirs = s.hashes(list(files))
+    finally:
+        s.close()
+    return [f"{dest}: {'missing' if theirs.get(dest) is None else 'differs'} on the board"
+            for dest, src in files.items() if theirs.get(dest) != sha256_hex(src.read_bytes())]
+
+
+def deploy(board: str, port: str, layout: str = "romfs", baud: int = 115200, restart: bool = True) -> int:
+    out = bundle.build(board)
+    files = local_files(out, layout)
+    _say(f"{board}: bundle {out} ({len(files)} files, layout {layout})")
+    if layout == "romfs":
+        _deploy_romfs(port, baud, out, out / "romfs.img")
+    s = Session(port, baud)
+    try:
+        if layout == "lib":
+            _deploy_lib(s, files)
+        _say("-- boot.py, main.py, board.json")
+        _copy_changed(s, _root_files(files))
+        _say("-- soft reset, then every file's sha256 on the board")
+        s.t.enter_raw_repl(soft_reset=True)  # the firmware mounts the new ROMFS image at a reset
+    finally:
+        s.close()
+    bad = verify(port, baud, files)
+    if bad:
+        for b in bad:
+            print(f"deploy: {b}", file=sys.stderr)
+        return 3
+    _say(f"   all {len(files)} files match")
+    if restart:
+        Session(port, baud).restart()
+        _say(f"{board}: deployed; the terminal restarts. Next: clockterm provision --port {port}")
+    return 0
+
+
+def cmd_deploy(a: argparse.Namespace) -> int:
+    try:
+        return deploy(a.board, a.port, a.layout, a.baud, not a.no_restart)
+    except DeviceError as e:
+        print(f"deploy: {e}", file=sys.stderr)
+        return 2
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("deploy", help="build the bundle, put it on the board, check every file's hash there")
+    s.add_argument("--board", required=True)
+    s.add_argument("--port", required=True, help="serial port of the board (or a virtual board's pty)")
+    s.add_argument("--layout", choices=("romfs", "lib"), default="romfs",
+                   help="romfs: the code in the ROMFS partition (the pinned image); lib: .mpy files in /lib")
+    s.add_argument("--baud", type=int, default=115200)
+    s.add_argument("--no-restart", action="store_true", help="leave the board at its REPL afterwards")
+    s.set_defaults(func=cmd_deploy)

@@ -1,0 +1,124 @@
+"""A terminal on a serial port, through mpremote's transport: stop the app, run code, move files, restart.
+
+The running terminal holds the REPL. A session takes it the way a technician would: Ctrl-C raises
+KeyboardInterrupt in the app, whose run() returns, and main.py ends at the REPL (the terminal stops
+clocking while a session is open: a tap meanwhile gets no answer). Code then runs in the raw REPL; the
+session ends with a reset, which starts boot.py and main.py again (`restart`), or leaves the REPL as it
+is. Files are written through a temporary name and renamed, so a cut cable never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+# Run on the device: sha256 of files (hex, or None for a missing one) and of a partition's first bytes.
+HASH_FN = """
+import hashlib, binascii, os
+def _h(p):
+    s = hashlib.sha256()
+    b = bytearray(512)
+    try:
+        f = open(p, 'rb')
+    except OSError:
+        return None
+    with f:
+        while True:
+            n = f.readinto(b)
+            if not n:
+                break
+            s.update(b if n == 512 else b[:n])
+    return binascii.hexlify(s.digest()).decode()
+"""
+
+
+class DeviceError(RuntimeError):
+    """The board did not answer, or the code run on it raised: the message carries its traceback."""
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Session:
+    """One mpremote connection to a board, the app stopped and the raw REPL entered."""
+
+    def __init__(self, port: str, baud: int = 115200):
+        from mpremote.transport import TransportError
+        from mpremote.transport_serial import SerialTransport
+
+        try:
+            self.t = SerialTransport(port, baudrate=baud)
+        except TransportError as e:
+            raise DeviceError(f"cannot open {port}: {e}") from None
+        try:
+            self.t.enter_raw_repl(soft_reset=False)
+        except TransportError as e:
+            self.t.close()
+            raise DeviceError(f"{port}: no MicroPython REPL answered ({e})") from None
+
+    def exec(self, code: str, timeout: float = 30) -> str:
+        from mpremote.transport import TransportError
+
+        try:
+            out, err = self.t.exec_raw(code, timeout=timeout)
+        except TransportError as e:
+            raise DeviceError(f"the board stopped answering: {e}") from None
+        if err:
+            raise DeviceError(err.decode(errors="replace").strip())
+        return out.decode(errors="replace")
+
+    def json(self, code: str, timeout: float = 30):
+        """Run code that prints one JSON document on its last line; return it parsed."""
+        out = self.exec(code, timeout)
+        lines = [ln for ln in out.splitlines() if ln.strip()]
+        try:
+            return json.loads(lines[-1])
+        except (IndexError, ValueError):
+            raise DeviceError(f"unexpected answer from the board: {out[-300:]!r}") from None
+
+    def hashes(self, paths: list[str]) -> dict[str, str | None]:
+        return self.json(HASH_FN + f"import json\nprint(json.dumps({{p: _h(p) for p in {paths!r}}}))",
+                         timeout=60 + len(paths))
+
+    def write(self, path: str, data: bytes) -> None:
+        """Write a file on the board through path.tmp and a rename (a cut leaves the old file or the new)."""
+        tmp = path + ".tmp"
+        self.t.fs_writefile(tmp, data, chunk_size=1024)
+        self.exec(f"import os\nos.rename({tmp!r}, {path!r})")
+
+    def read(self, path: str) -> bytes | None:
+        from mpremote.transport import TransportError
+
+        try:
+            return self.t.fs_readfile(path, chunk_size=1024)
+        except (TransportError, OSError):
+            return None
+
+    def makedirs(self, path: str) -> None:
+        self.exec(f"import os\np = ''\nfor part in {path!r}.strip('/').split('/'):\n p += '/' + part\n"
+                  " try:\n  os.mkdir(p)\n except OSError:\n  pass\n")
+
+    def restart(self) -> None:
+        """A hard reset: boot.py and main.py start the terminal again; the session ends."""
+        try:
+            self.t.exec_raw_no_follow("import machine\nmachine.reset()")
+        finally:
+            self.t.close()
+
+    def close(self) -> None:
+        """End the session and leave the board at its REPL (the app stays stopped)."""
+        try:
+            self.t.exit_raw_repl()
+        finally:
+            self.t.close()
+
+
+def local_files(out: Path, layout: str) -> dict[str, Path]:
+    """What a deployed board holds, by path on the board -> host file, for the bundle in `out`."""
+    files = {f"/{n}": out / n for n in ("boot.py", "main.py", "board.json")}
+    base = "/rom/lib" if layout == "romfs" else "/lib"
+    for p in sorted((out / "lib").rglob("*.mpy")):
+        files[f"{base}/{p.relative_to(out / 'lib').as_posix()}"] = p
+    return files
