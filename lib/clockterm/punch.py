@@ -296,5 +296,6 @@ def decode(buf, base):
         else:
             e >>= 1
             employee = str(bytes(buf[i:i + e]), "utf-8")
-    return Punch(ms, badge, kind, quality=(tag >> 3) & 3, uncertainty_ms=uncertainty, employee=employee,
-                 utc_offset_min=offset, seq=seq)
+    quality = (tag >> 3) & 3
+    # Positional, in the constructor's order: a keyword call matches each name, slower per punch read.
+    return Punch(ms, badge, kind, quality, uncertainty, employee, offset, seq)
