@@ -74,6 +74,7 @@ def test_the_copies_this_test_guards_are_there() -> None:
         "_T_PUNCH": {"clockterm/punch.py", "clockterm/journal.py"},
         "_MAX_RECORD": {"clockterm/punch.py", "clockterm/journal.py"},
         "_SEQ_AT": {"clockterm/punch.py", "clockterm/journal.py"},
+        "_TAG_AT": {"clockterm/punch.py", "clockterm/journal.py"},
         "_BASE_SEQ": {"clockterm/punch.py", "clockterm/journal.py"},
         "_BASE_MS": {"clockterm/punch.py", "clockterm/journal.py"},
         "_BASE_OFF": {"clockterm/punch.py", "clockterm/journal.py"},

@@ -59,6 +59,7 @@ _BASE_JID = const(3)  # Journal._base, the head segment's, has a fourth field: t
 _T_PUNCH = const(1)  # (punch.py defines it: a copy)
 _T_ACK = const(2)
 _T_CORR = const(3)
+_TAG_AT = const(1)  # a record's tag: its type in the top three bits (punch.py defines it: a copy)
 _BODY_AT = const(2)  # an ack or correction record's body follows its length and tag bytes
 _SEQ_AT = const(3)  # where a punch record has its seq (punch.py defines it: a copy)
 _MAX_RECORD = const(254)  # (punch.py defines it: a copy)
@@ -202,7 +203,7 @@ class Journal:
             base_seq = base[_BASE_SEQ]
             for at, length in self._records(slot, None, window, base):
                 rec = memoryview(window)[at:at + length]
-                rtype = rec[1] >> 5
+                rtype = rec[_TAG_AT] >> 5
                 if rtype == _T_PUNCH:
                     seq = base_seq + punch.get_uv(rec, _SEQ_AT)[0]
                     if seq > last:
@@ -421,7 +422,7 @@ class Journal:
             return
         self.acked_seq = through_seq  # a new header carries it, should the record need a new segment
         b = self._buf
-        b[1] = _T_ACK << 5
+        b[_TAG_AT] = _T_ACK << 5
         length = punch.seal(b, punch.put_zz(b, _BODY_AT, through_seq - self._base[_BASE_SEQ]))
         if self._put(length, self.segment_bytes, None) is None:
             self.ack_unsaved = True
@@ -436,7 +437,7 @@ class Journal:
             return
         self._keep_correction((from_seq, through_seq, delta_ms))  # a new header carries the latest
         b = self._buf
-        b[1] = _T_CORR << 5
+        b[_TAG_AT] = _T_CORR << 5
         i = punch.put_zz(b, _BODY_AT, from_seq - self._base[_BASE_SEQ])
         i = punch.put_uv(b, i, through_seq - from_seq)
         if self._put(punch.seal(b, punch.put_zz(b, i, delta_ms)), self.segment_bytes, None) is None:
@@ -455,7 +456,7 @@ class Journal:
             end = self._write_pos if slot == self.head else None
             for at, length in self._records(slot, end, window, base):
                 rec = memoryview(window)[at:at + length]
-                if rec[1] >> 5 != _T_PUNCH or base[_BASE_SEQ] + punch.get_uv(rec, _SEQ_AT)[0] <= after:
+                if rec[_TAG_AT] >> 5 != _T_PUNCH or base[_BASE_SEQ] + punch.get_uv(rec, _SEQ_AT)[0] <= after:
                     continue
                 p = punch.decode(rec, base)
                 for first, through, delta in self._corr:

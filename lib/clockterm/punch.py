@@ -41,7 +41,9 @@ _MAX_RECORD = const(254)  # bytes, whole record (journal.py has a copy: tests/te
 # record types (tag >> 5); 0 and 7 are never written (zeroed / erased flash)
 _T_PUNCH = const(1)  # (journal.py has a copy)
 
-# A punch record's fields at fixed places (journal.py reads the seq at _SEQ_AT: a copy)
+# A record's fields at fixed places: its length at 0, its tag (type << 5 | ...) at _TAG_AT, and in a
+# punch record the form byte and the seq (journal.py has copies of _TAG_AT and _SEQ_AT)
+_TAG_AT = const(1)
 _FORM_AT = const(2)
 _SEQ_AT = const(3)
 
@@ -185,7 +187,7 @@ def encode(buf, punch, seq, base):
     else:
         kind_code = _KIND_OTHER
     employee = punch.employee
-    buf[1] = (_T_PUNCH << 5) | (quality << 3) | (kind_code << 1) | (employee is not None)
+    buf[_TAG_AT] = (_T_PUNCH << 5) | (quality << 3) | (kind_code << 1) | (employee is not None)
     i = put_uv(buf, _SEQ_AT, seq - base[_BASE_SEQ])
     i = put_zz(buf, i, punch.utc_ms - base[_BASE_MS])
     i = put_uv(buf, i, punch.uncertainty_ms)
@@ -247,7 +249,7 @@ def _put_badge(buf, pos, badge):
 
 def decode(buf, base):
     """Decode a checked punch record at buf[0] (see check()) into a Punch; base as for encode()."""
-    tag = buf[1]
+    tag = buf[_TAG_AT]
     form = buf[_FORM_AT]
     delta, i = get_uv(buf, _SEQ_AT)
     seq = base[_BASE_SEQ] + delta

@@ -24,9 +24,9 @@ class RTC:
         return time.time_ns() // 1000000 + PORT_TO_UNIX_S * 1000
 
     def set_ms(self, ms):
-        t = gmtime_ms(ms)
-        # machine.RTC.datetime: (year, month, day, weekday, hour, minute, second, microsecond)
-        self._rtc.datetime((t[0], t[1], t[2], t[6], t[3], t[4], t[5], (ms % 1000) * 1000))
+        year, month, day, hour, minute, second, weekday = gmtime_ms(ms)[:7]
+        # machine.RTC.datetime's order: weekday before the time of day, microseconds last
+        self._rtc.datetime((year, month, day, weekday, hour, minute, second, (ms % 1000) * 1000))
 
 
 class Indicator:
