@@ -22,8 +22,8 @@ _REC = const(48)  # badge, employee id, name (20)
 
 
 def _file():
-    # clockterm.roster_file for one job, not kept: forgotten at once (sys.modules and the package
-    # attribute), so the GC takes it when the job drops its last reference.
+    # clockterm.roster_file for one job, not kept: forgotten at once (clockterm.forget), so the GC
+    # takes its code when the job drops its last reference.
     from clockterm import forget, roster_file
 
     forget("clockterm.roster_file")
