@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 BOARD ?= sim
-APT_PACKAGES := chrony socat tzdata
+APT_PACKAGES := chrony socat tzdata slapd ldap-utils
 STAMP := $(VENV)/.setup-stamp
 MP_SCRIPTS := $(wildcard tests/*_mp.py tools/*/*_mp.py)  # MicroPython scripts run on the unix port
 # The 32-bit interpreter of the heap benchmarks: MicroPython's WebAssembly port (the version the tests'

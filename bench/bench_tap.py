@@ -109,7 +109,7 @@ def run() -> dict:
             while central.store.count() < BACKLOG:
                 if time.monotonic() - t0 > 300:
                     raise RuntimeError(f"backlog not flushed in 300 s: {central.store.count()} stored")
-                _, answer, _, rtt = e2e.timed_tap(term, f"L{i:07X}")
+                _, answer, _, rtt = e2e.timed_tap(term, f"E{i:07X}")
                 e2e.ok_parts(answer)
                 loaded.append(rtt)
                 i += 1
@@ -123,7 +123,7 @@ def run() -> dict:
             # 3. stamp error after sync
             ts_err, ts_off = [], []
             for k in range(TS_TAPS):
-                before, answer, after, _ = e2e.timed_tap(term, f"T{k:07X}")
+                before, answer, after, _ = e2e.timed_tap(term, f"D{k:07X}")
                 stamp = e2e.ok_parts(answer)[1]
                 ts_err.append(e2e.stamp_error_ms(before, stamp, after))
                 ts_off.append(abs(stamp + 0.5 - (before + after) / 2))  # to the middle of both intervals

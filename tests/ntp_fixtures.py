@@ -98,9 +98,9 @@ def ntp_ts(t: float) -> bytes:
     return struct.pack(">II", sec & 0xFFFFFFFF, frac)
 
 
-def good_reply(req: bytes, stratum: int = 2, offset_s: float = 0.0) -> bytearray:
-    """A correct server reply to req, serving host time + offset_s."""
-    now = time.time() + offset_s
+def good_reply(req: bytes, stratum: int = 2, offset_s: float = 0.0, now: float | None = None) -> bytearray:
+    """A correct server reply to req, serving `now` (host time when None) + offset_s."""
+    now = (time.time() if now is None else now) + offset_s
     r = bytearray(48)
     r[0] = (0 << 6) | (4 << 3) | 4
     r[1] = stratum
@@ -124,7 +124,7 @@ Behaviour = Callable[[bytes, tuple, Send, "HostileServer"], None]
 
 def _patched(**fields: object) -> Behaviour:
     def act(req: bytes, addr: tuple, send: Send, srv: HostileServer) -> None:
-        r = good_reply(req)
+        r = good_reply(req, now=srv.now())
         for k, v in fields.items():
             if k == "li":
                 r[0] = (int(v) << 6) | (r[0] & 0x3F)  # type: ignore[call-overload]
@@ -163,7 +163,7 @@ def _kod(code: bytes, echo: bool) -> Behaviour:
 
 def _length(n: int) -> Behaviour:
     def act(req: bytes, addr: tuple, send: Send, srv: HostileServer) -> None:
-        r = good_reply(req)
+        r = good_reply(req, now=srv.now())
         send(bytes(r[:n]) if n <= 48 else bytes(r) + b"\0" * (n - 48))
     return act
 
@@ -171,13 +171,13 @@ def _length(n: int) -> Behaviour:
 def _from_other_port(req: bytes, addr: tuple, send: Send, srv: HostileServer) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
-        s.sendto(good_reply(req), addr)
+        s.sendto(good_reply(req, now=srv.now()), addr)
 
 
 def _from_other_addr(req: bytes, addr: tuple, send: Send, srv: HostileServer) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.2", srv.port_of_current))  # same port, another loopback address
-        s.sendto(good_reply(req), addr)
+        s.sendto(good_reply(req, now=srv.now()), addr)
 
 
 def _silent(req: bytes, addr: tuple, send: Send, srv: HostileServer) -> None:
@@ -187,23 +187,23 @@ def _silent(req: bytes, addr: tuple, send: Send, srv: HostileServer) -> None:
 def _flood_then_good(req: bytes, addr: tuple, send: Send, srv: HostileServer) -> None:
     # forged replies first (wrong origin, wrong source port, junk), then the real one
     for _ in range(5):
-        bad = good_reply(req, offset_s=3600)
+        bad = good_reply(req, offset_s=3600, now=srv.now())
         bad[24:32] = os.urandom(8)
         send(bytes(bad))
-    _from_other_port_lying(req, addr)
+    _from_other_port_lying(req, addr, srv.now())
     send(b"\x00" * 13)
-    send(bytes(good_reply(req)))
+    send(bytes(good_reply(req, now=srv.now())))
 
 
-def _from_other_port_lying(req: bytes, addr: tuple) -> None:
+def _from_other_port_lying(req: bytes, addr: tuple, now: float) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
-        s.sendto(good_reply(req, offset_s=-3600), addr)
+        s.sendto(good_reply(req, offset_s=-3600, now=now), addr)
 
 
 def _repeat_xmt(req: bytes, addr: tuple, send: Send, srv: HostileServer) -> None:
     # the first answer is fine; later ones repeat its transmit timestamp (a replay)
-    r = good_reply(req)
+    r = good_reply(req, now=srv.now())
     if srv.count_of_current > 1:
         r[40:48] = srv.memo.setdefault("xmt", bytes(r[40:48]))
         r[32:40] = r[40:48]
@@ -214,24 +214,90 @@ def _repeat_xmt(req: bytes, addr: tuple, send: Send, srv: HostileServer) -> None
 
 def _late(delay_s: float) -> Behaviour:
     def act(req: bytes, addr: tuple, send: Send, srv: HostileServer) -> None:
-        threading.Timer(delay_s, lambda: send(bytes(good_reply(req)))).start()
+        threading.Timer(delay_s, lambda: send(bytes(good_reply(req, now=srv.now())))).start()
     return act
 
 
 def _rec_after_xmt(req: bytes, addr: tuple, send: Send, srv: HostileServer) -> None:
-    r = good_reply(req)
-    r[32:40] = ntp_ts(time.time() + 0.5)
+    r = good_reply(req, now=srv.now())
+    r[32:40] = ntp_ts(srv.now() + 0.5)
     send(bytes(r))
 
 
 def _liar(offset_s: float) -> Behaviour:
     def act(req: bytes, addr: tuple, send: Send, srv: HostileServer) -> None:
-        send(bytes(good_reply(req, offset_s=offset_s)))
+        send(bytes(good_reply(req, offset_s=offset_s, now=srv.now())))
     return act
 
 
 def _good(req: bytes, addr: tuple, send: Send, srv: HostileServer) -> None:
-    send(bytes(good_reply(req)))
+    send(bytes(good_reply(req, now=srv.now())))
+
+
+# --- modes for selection, step discipline, polling policy and the receive loop --------------------
+# Each counts requests per port (HostileServer.count_of_current: 1 for the first request).
+
+def tight_liar(offset_s: float) -> Behaviour:
+    """A falseticker that claims to be nearly perfect: offset_s off, root delay and dispersion 0."""
+    def act(req: bytes, addr: tuple, send: Send, srv: HostileServer) -> None:
+        r = good_reply(req, offset_s=offset_s, now=srv.now())
+        r[4:12] = b"\0" * 8
+        send(bytes(r))
+    return act
+
+
+def jumper(first: int, offset_s: float, count: int | None = None) -> Behaviour:
+    """Honest for `first` requests, then offset_s off for `count` requests (None: for good), then honest."""
+    def act(req: bytes, addr: tuple, send: Send, srv: HostileServer) -> None:
+        n = srv.count_of_current - first
+        off = offset_s if n > 0 and (count is None or n <= count) else 0.0
+        send(bytes(good_reply(req, offset_s=off, now=srv.now())))
+    return act
+
+
+def rate_after(first: int) -> Behaviour:
+    """Honest for `first` requests, then a RATE kiss (ntpsec's form) to every later one."""
+    kiss = _kod(b"RATE", echo=True)
+
+    def act(req: bytes, addr: tuple, send: Send, srv: HostileServer) -> None:
+        if srv.count_of_current > first:
+            kiss(req, addr, send, srv)
+        else:
+            send(bytes(good_reply(req, now=srv.now())))
+    return act
+
+
+def silent_between(first: int, last: int) -> Behaviour:
+    """Honest, except silent for requests first..last (an outage)."""
+    def act(req: bytes, addr: tuple, send: Send, srv: HostileServer) -> None:
+        if not first <= srv.count_of_current <= last:
+            send(bytes(good_reply(req, now=srv.now())))
+    return act
+
+
+def flooder(seconds: float) -> Behaviour:
+    """Answers each request with a stream of wrong-origin replies from the right address and port,
+    as fast as it can for `seconds`, and never with the real one. (On this host the unix port reads
+    faster than one Python thread sends: the stream has gaps. A board reads far slower; test_sntp's
+    never-dry socket covers a stream without gaps.)"""
+    def act(req: bytes, addr: tuple, send: Send, srv: HostileServer) -> None:
+        sock = srv.current_sock
+
+        def stream() -> None:
+            bad = good_reply(req, now=srv.now())
+            bad[24:32] = b"\x5a" * 8
+            end = time.monotonic() + seconds
+            while time.monotonic() < end and not srv.stopping:
+                try:
+                    sock.sendto(bytes(bad), addr)
+                    srv.flooded += 1
+                except OSError:
+                    time.sleep(0.0005)  # the socket buffer is full: let the client read
+
+        t = threading.Thread(target=stream, daemon=True)
+        srv.threads.append(t)
+        t.start()
+    return act
 
 
 # name -> (behaviour, the client's expected verdict: "ok" or the Reject reason)
@@ -271,51 +337,88 @@ HOSTILE: dict[str, tuple[Behaviour, str]] = {
 
 
 class HostileServer:
-    """One UDP port per behaviour on 127.0.0.1, served from one thread. ports[name] -> port."""
+    """One UDP port per behaviour on 127.0.0.1, served from one thread. ports[name] -> port.
+
+    requests[name] counts the requests each port got and times[name] lists when (in the time it
+    serves). control_port takes "T <ms>" datagrams (answered "ok"): from then on every behaviour
+    serves host time + ms, so a client under simulated time (tests/sntp_mp.py) and these servers
+    agree on what time it is."""
 
     def __init__(self, behaviours: dict[str, Behaviour]) -> None:
         self.behaviours = behaviours
         self.ports: dict[str, int] = {}
         self.requests: dict[str, int] = {}
+        self.times: dict[str, list[float]] = {}
         self.memo: dict[str, bytes] = {}
         self.port_of_current = 0
         self.count_of_current = 0
+        self.current_sock: socket.socket | None = None
+        self.skew_s = 0.0
+        self.flooded = 0
+        self.stopping = False
+        self.threads: list[threading.Thread] = []
         self._sel = selectors.DefaultSelector()
         self._socks: list[socket.socket] = []
-        for name in behaviours:
+        for name in [*behaviours, None]:
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.bind(("127.0.0.1", 0))
             s.setblocking(False)
-            self.ports[name] = s.getsockname()[1]
-            self.requests[name] = 0
             self._sel.register(s, selectors.EVENT_READ, name)
             self._socks.append(s)
+            if name is None:
+                self.control_port = s.getsockname()[1]
+            else:
+                self.ports[name] = s.getsockname()[1]
+                self.requests[name] = 0
+                self.times[name] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def now(self) -> float:
+        """The time served: the host's, plus what the client skipped under simulated time."""
+        return time.time() + self.skew_s
 
     def __enter__(self) -> HostileServer:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stopping = True
         self._stop.set()
         self._thread.join(5)
+        for t in self.threads:
+            t.join(5)
         for s in self._socks:
             s.close()
         self._sel.close()
+
+    def _control(self, sock: socket.socket) -> None:
+        try:
+            msg, addr = sock.recvfrom(64)
+        except OSError:
+            return
+        words = msg.split()
+        if len(words) == 2 and words[0] == b"T":
+            self.skew_s = int(words[1]) / 1000
+            sock.sendto(b"ok", addr)
 
     def _serve(self) -> None:
         while not self._stop.is_set():
             for key, _ in self._sel.select(0.05):
                 sock: socket.socket = key.fileobj  # type: ignore[assignment]
-                name: str = key.data
+                name: str | None = key.data
+                if name is None:
+                    self._control(sock)
+                    continue
                 try:
                     req, addr = sock.recvfrom(512)
                 except OSError:
                     continue
                 self.requests[name] += 1
+                self.times[name].append(self.now())
                 self.port_of_current = self.ports[name]
                 self.count_of_current = self.requests[name]
+                self.current_sock = sock
                 if len(req) < 48:
                     continue
 

@@ -64,6 +64,8 @@ class Terminal:
     expired = 0
     def expire(self):
         Terminal.expired += 1
+    def step(self):
+        pass
 
 class App(app.App):
     def __init__(self):  # only what main and housekeeping use, not a whole terminal

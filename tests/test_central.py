@@ -175,7 +175,7 @@ def test_413_by_count_and_bytes(central: Handle) -> None:
 def test_roster_and_config_with_etags(central: Handle, tmp_path: Path) -> None:
     tok = token(central)
     central.store.import_roster_csv("badge,employee_id,name\nA1,E1,Ann\nB2,E2,Bob\n")
-    central.store.import_roster_csv("badge,employee_id\nB2,E9\n", scope="term-1")
+    central.store.import_roster_csv("badge,employee_id,name\nb2,E9,Bob\n", scope="term-1")
     st, hdrs, body = call(central, "GET", "/v1/devices/term-1/roster", token=tok)
     assert st == 200 and [(e["badge"], e["employee_id"]) for e in body["entries"]] == [
         ("A1", "E1"),
@@ -187,7 +187,7 @@ def test_roster_and_config_with_etags(central: Handle, tmp_path: Path) -> None:
         call(central, "GET", "/v1/devices/term-1/roster", token=tok, headers={"If-None-Match": etag})[0]
         == 304
     )
-    central.store.import_roster_csv("badge,employee_id\nC3,E3\n")
+    central.store.import_roster_csv("badge,employee_id,name\nC3,E3,Cy\n")
     st, hdrs2, body = call(
         central, "GET", "/v1/devices/term-1/roster", token=tok, headers={"If-None-Match": etag}
     )
@@ -198,11 +198,11 @@ def test_roster_and_config_with_etags(central: Handle, tmp_path: Path) -> None:
 
     st, hdrs, cfg = call(central, "GET", "/v1/devices/term-1/config", token=tok)
     assert st == 200 and cfg == {}
-    central.admin("/config/term-1", {"uplink": {"batch": 50}})
+    central.admin("/config/term-1", {"central": {"batch_max": 50}})
     st, hdrs3, cfg = call(
         central, "GET", "/v1/devices/term-1/config", token=tok, headers={"If-None-Match": hdrs["etag"]}
     )
-    assert st == 200 and cfg == {"uplink": {"batch": 50}}
+    assert st == 200 and cfg == {"central": {"batch_max": 50}}
     assert (
         call(
             central, "GET", "/v1/devices/term-1/config", token=tok, headers={"If-None-Match": hdrs3["etag"]}
@@ -244,7 +244,9 @@ def test_export_csv_and_cli(central: Handle, tmp_path: Path, capsys: pytest.Capt
     b = batch(range(1, 3))
     b["punches"][0].update(utc_ms=1_780_000_000_123, utc_offset_min=-300, employee_id="E7")
     call(central, "POST", "/v1/punches", b, token=tok)
-    with urllib.request.urlopen(central.admin_url + "/export.csv?columns=seq,badge", timeout=10) as r:
+    req = urllib.request.Request(central.admin_url + "/export.csv?columns=seq,badge",
+                                 headers={"Authorization": f"Bearer {central.admin_token}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
         assert list(csv.reader(io.StringIO(r.read().decode()))) == [
             ["seq", "badge"],
             ["1", "B0001"],
@@ -277,9 +279,9 @@ def test_export_csv_and_cli(central: Handle, tmp_path: Path, capsys: pytest.Capt
     with pytest.raises(SystemExit, match="unknown export columns"):
         central_main(["central", "export", "--state", str(central.state), "--columns", "salary"])
     roster = tmp_path / "r.csv"
-    roster.write_text("badge,employee_id,name\nZ9,E99,Zed\n")
+    roster.write_text("badge,employee_id,name\nF9,E99,Zed\n")
     assert central_main(["central", "roster", "import", "--state", str(central.state), str(roster)]) == 0
-    assert central.store.roster("term-1")[1] == [{"badge": "Z9", "employee_id": "E99", "name": "Zed"}]
+    assert central.store.roster("term-1")[1] == [{"badge": "F9", "employee_id": "E99", "name": "Zed"}]
 
 
 FIELDS = ["seq", "badge", "kind", "utc_ms", "utc_offset_min", "quality", "uncertainty_ms", "employee_id"]

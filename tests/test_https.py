@@ -34,8 +34,8 @@ async def main():
     peak = 0
     for step in cfg["steps"]:
         hdrs = ""
-        if token:
-            hdrs = "Authorization: Bearer %s\r\n" % token
+        if token or step.get("bearer"):
+            hdrs = "Authorization: Bearer %s\r\n" % (step.get("bearer") or token)
         body = step.get("body")
         if step.get("form"):
             body = step["form"].encode()
@@ -185,7 +185,7 @@ def test_bad_certificates_are_rejected(central: Handle, tmp_path: Path, case: st
 
 
 def test_plain_http_only_when_the_url_says_so(central: Handle) -> None:
-    out = run(central.admin_url, [{"method": "GET", "path": "/stats"}])
+    out = run(central.admin_url, [{"method": "GET", "path": "/stats", "bearer": central.admin_token}])
     assert out["results"][0]["status"] == 200 and "punches_stored" in out["results"][0]["body"]
     # An https URL to the plain port fails (no fallback to plain text).
     https_to_plain = central.admin_url.replace("http://127.0.0.1", "https://localhost")

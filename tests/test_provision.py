@@ -25,7 +25,9 @@ def ct(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([CLI, *args], capture_output=True, text=True, input=input, timeout=120)
 
 
-def _provision(tmp_path, central, sntp, *extra: str, input: str | None = "tok\n") -> subprocess.CompletedProcess:
+def _provision(tmp_path, central, sntp, *extra: str, input: str | None = None) -> subprocess.CompletedProcess:
+    if input is None:
+        input = central.admin_token + "\n"  # the admin API's token (its state folder's admin.token)
     return ct("provision", "--state", str(tmp_path / "st"), "--device-id", "sim-9", "--central", central.url,
               "--ca", str(central.ca_path), "--register", "--admin", central.admin_url, "--admin-token-file", "-",
               "--sntp", "127.0.0.1", "--sntp-port", str(sntp.port), "--control-port", str(free_port()), *extra,

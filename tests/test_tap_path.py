@@ -146,11 +146,11 @@ out = {}
 def tap(b):
     return t.tap(b).split()[0]
 # The ring's heap is taken at construction: filling it with 16 badges keeps no more.
-tap("V00")  # (the last result's text, kept for STATUS, exists from here on)
+tap("F00")  # (the last result's text, kept for STATUS, exists from here on)
 gc.collect()
 before = gc.mem_alloc()
 for i in range(16):
-    tap("W%02dABCDEF" % i)
+    tap("E%02dABCDEF" % i)
 gc.collect()
 out["full"] = gc.mem_alloc() - before
 # The same badge again: a duplicate; a badge that is a prefix of one remembered, or shares its prefix: not.
@@ -159,13 +159,13 @@ out["first"] = [tap("ABC"), tap("ABC"), tap("AB"), tap("ABCD"), tap("ABD"), tap(
 long = "0123456789ABCDEF0123"
 tap(long)
 for i in range(15):
-    tap("X%02d" % i)
+    tap("C%02d" % i)
 out["still"] = tap(long)
-tap("Y00")
+tap("D00")
 out["evicted"] = tap(long)
 # The window: a duplicate only within duplicate_window_s.
 cfg["duplicate_window_s"] = 0
-out["expired"] = tap("Y00")
+out["expired"] = tap("D00")
 print(json.dumps(out))
 """
 

@@ -37,7 +37,7 @@ def lab(tmp_path_factory):
     d = tmp_path_factory.mktemp("lab")
     central = start_background(d / "central", devices="")
     sntp = SntpServer().start()
-    (d / "admin.token").write_text("admin-token-for-tests\n")
+    (d / "admin.token").write_text(central.admin_token + "\n")  # as the central made it in its state folder
     (d / "wifi").write_text("wifi-secret-pw\n")
     vb = vboard.VirtualBoard(d / "board", BOARD).start()
     lab = {"dir": d, "central": central, "sntp": sntp, "vb": vb}

@@ -66,7 +66,8 @@ def test_merge_overlay_takes_policy_fields_only() -> None:
     assert out[0] == local  # an empty overlay is the local config
     merged = out[1]
     assert merged["tz"] == "JST-9"
-    assert merged["terminal"] == {"duplicate_window_s": 120, "unknown_badge": "record", "kind_mode": "in"}
+    assert merged["terminal"] == {"duplicate_window_s": 120, "unknown_badge": "record", "kind_mode": "in",
+                                  "shift_max_h": 16}
     assert merged["journal"]["full_policy"] == "overwrite"
     assert merged["sntp"]["servers"] == ["a.example", "b.example:1123"] and merged["sntp"]["interval_s"] == 64
     assert merged["sntp"]["port"] == local["sntp"]["port"]  # untouched fields stay
@@ -82,6 +83,11 @@ def test_merge_overlay_takes_policy_fields_only() -> None:
 
 def set_overlay(h: Handle, overlay: Any, device: str = "term-1") -> None:
     assert h.admin(f"/config/{device}", overlay) == {"ok": True}
+
+
+def set_unchecked_overlay(h: Handle, overlay: Any, device: str = "term-1") -> None:
+    # What a central that does not check would serve (the reference one refuses it: test_central_admin.py).
+    h.store.set_config(device, overlay)
 
 
 def pull(h: Handle, fs: Path, local: Path, **kw: Any) -> dict[str, Any]:
@@ -154,7 +160,7 @@ def test_bad_overlay_is_refused_and_the_old_one_stays(central: Handle, fs: Path,
     cfile, efile = fs / "config.central.json", fs / "config.etag"
     before = cfile.read_bytes(), efile.read_text(), cfile.stat().st_mtime_ns
 
-    set_overlay(central, bad)
+    set_unchecked_overlay(central, bad)
     out = pull(central, fs, local, journal_id="j2")
     assert out["config_error"] is not None and out["config_error"].startswith("config: " + named), out
     assert (out["config_checks"], out["config_pulls"], out["config_writes"]) == (1, 0, 0)
@@ -181,7 +187,7 @@ def test_overlay_is_checked_against_the_local_config(central: Handle, fs: Path, 
 
 
 def test_oversized_overlay_is_refused(central: Handle, fs: Path, local: Path) -> None:
-    set_overlay(central, {"terminal": {"kind_mode": "in"}, "pad": "x" * 3000})
+    set_unchecked_overlay(central, {"terminal": {"kind_mode": "in"}, "pad": "x" * 3000})
     out = pull(central, fs, local)
     assert out["config_error"] == "config: answer body too large", out
     assert not (fs / "config.central.json").exists()

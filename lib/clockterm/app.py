@@ -23,6 +23,7 @@ _RESTART_MAX_MS = const(60000)
 _DISPLAY_MS = const(10000)  # idle display refresh
 _CRASH_LIMIT = const(3)  # crashes in a row that put the terminal into safe mode
 _HEALTHY_MS = const(600000)  # running this long clears the crash count
+_MOVED_MS = const(60000)  # a first sync that moves the clock more than this rebuilds the in/out state
 # A supervised task's record in App._sup (a list: heap, see docs/heap.md), indexed by:
 _SUP_NAME = const(0)
 _SUP_INFO = const(1)  # its entry in App.tasks, which STATUS shows: restarts, alive, critical
@@ -193,8 +194,12 @@ class App:
 
     def _correct_presync(self, delta):
         # The first sync of this boot: record the correction of the punches stamped before it (same
-        # boot, so the ticks anchor makes their true time known). Called from Clock.correct itself.
+        # boot, so the ticks anchor makes their true time known), and, when the clock moved by more
+        # than a minute, rebuild the in/out state over the work-day window as the true time places it.
+        # Called from Clock.correct itself.
         term = self.terminal
+        if not -_MOVED_MS <= delta <= _MOVED_MS:
+            term.refresh_at = time.ticks_ms()
         if term.presync_first is None:
             return
         try:
@@ -269,7 +274,8 @@ class App:
         # - supervision: each task that ended is restarted once its backoff is over (_restart);
         # - the crash count, cleared once the terminal has run healthy for _HEALTHY_MS;
         # - the duplicate window's expired slots, and the idle display (local time, sync state,
-        #   backlog), every _DISPLAY_MS.
+        #   backlog), every _DISPLAY_MS;
+        # - the in/out state's rebuild, a few punches a turn when one is due (Terminal.step).
         every = wdt.timeout_ms // 4
         up = time.ticks_ms()
         fed = time.ticks_add(up, -every)  # the first feed at the first turn: an ESP32 arms its WDT there
@@ -301,6 +307,7 @@ class App:
                     shown = now
                     self.terminal.expire()  # the duplicate window's old slots (ticks wrap)
                     self._idle()
+                self.terminal.step()  # a step of an in/out state rebuild, when one is due
             except Exception as e:
                 log.exc("housekeeping", e)
 

@@ -37,6 +37,9 @@ _SPEC = const(
     "sntp.stale_after_s int 60 2592000\n"
     "sntp.min_poll_s int? 1 3600\n"
     "sntp.burst_gap_ms int? 10 60000\n"
+    "sntp.owned strs? 0 8\n"
+    "sntp.panic_ms int? 0 86400000\n"
+    "sntp.stepout_s int? 1 86400\n"
     "central.url str 8 200\n"
     "central.client_id str 0 64\n"
     "central.client_secret str 0 128\n"
@@ -48,6 +51,7 @@ _SPEC = const(
     "terminal.duplicate_window_s int 0 3600\n"
     "terminal.unknown_badge str 1 10 record,deny\n"
     "terminal.kind_mode str 1 10 toggle,in,out,keys\n"
+    "terminal.shift_max_h int? 1 72\n"  # the work-day rule: an IN older than this no longer counts
     "journal.full_policy str 1 10 refuse,overwrite\n"
     "network.wifi_ssid str? 0 32\n"
     "network.wifi_password str? 0 64\n"

@@ -470,6 +470,27 @@ class Journal:
                 if limit is not None and count >= limit:
                     return
 
+    def recent(self, span_ms, now_ms):
+        """(after_seq, since_ms) for the punches of the last span_ms: pending(after_seq) reaches every
+        punch stamped at or after since_ms, and maybe some older ones (a segment is found by the time
+        of its first punch, walking back from the newest). since_ms counts back from now_ms, or from
+        the newest segment's first punch when that is later (a clock that lost its time)."""
+        if self._dirty:
+            self.recover()
+        since = max(now_ms, self._base[_BASE_MS]) - span_ms
+        slot = self.head
+        base_seq = self._base[_BASE_SEQ]
+        while True:
+            h = self._hdr(slot)
+            if h:
+                base_seq = h[_H_SEQ]
+                if (h[_H_MS_LO] | (h[_H_MS_HI] << 32)) <= since:
+                    break
+            if slot == self._oldest:
+                break
+            slot = (slot - 1) % self.segments
+        return base_seq - 1, since
+
     def status(self):
         """Counters and fill level for the endpoint."""
         if self._dirty:

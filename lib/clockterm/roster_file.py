@@ -1,4 +1,10 @@
-# Roster file: writing a new roster.bin and checking one (the format is described in roster.py).
+# Roster file: the rules a roster's rows follow, writing a new roster.bin and checking one (the format
+# is described in roster.py).
+#
+# The rules are written here once and used everywhere a roster is checked: by the terminal for every
+# row it writes (a roster pulled from the central, or put by the device endpoint), and by the host
+# side, which runs this module on the MicroPython unix port (clockterm_host.roster) before a roster
+# leaves the CLI or is stored by the central. docs/integrator.md lists them for people.
 #
 # Needed only for rare jobs: checking the file when a roster is opened (at boot, after a new one
 # arrived) and writing a new one. clockterm.roster loads this module for each such job and does not
@@ -8,18 +14,59 @@ import binascii
 import struct
 from micropython import const
 
+from clockterm.roster import normalize_badge
+
 # The layout, as in roster.py (a const does not cross modules).
-_MAGIC = const(b"CTR1")
+_MAGIC = const(b"CTR2")
 _TRAILER = const("<IHHI")  # after the magic: count, record size, reserved, CRC-32
 _HDR = const(16)
-_BADGE = const(16)
+_BADGE = const(20)
 _EMP = const(12)
-_NAME = const(20)
+_NAME = const(16)  # bytes of a name kept on the terminal (what the display shows)
 _REC = const(48)  # _BADGE + _EMP + _NAME
+_FIELDS = const("20s12s16s")  # a record's fields, as struct packs them
+
+# The rules (each error message starts with the column it is about).
+# The most badges in a roster: a new roster is written beside the one in force before it replaces it,
+# so the filesystem must hold two of them (2 x 480 KB at 10,000) and the terminal's other files; the
+# smallest boards have a 1 MB filesystem. Every terminal takes a roster that passes the rules.
+_MAX_BADGES = const(10000)
+_NAME_MAX = const(64)  # bytes of UTF-8 in a name (the terminal keeps the first 16, the central all)
+_EMP_CHARS = const("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_./")
+
+
+def check_row(badge, employee, name):
+    """One row by the roster rules: (badge, employee id, name) as stored (trimmed; the badge upper
+    case), or ValueError naming the column and the rule."""
+    b = normalize_badge(badge)
+    if b is None:
+        raise ValueError("badge \"%s\": not a badge id (1-20 hex digits, or facility:card as FFF:CCCCC, "
+                         "FFFFF:CCCCC or FFFFF:CCCCCC)" % _shown(badge))
+    e = employee.strip()
+    if not 1 <= len(e) <= _EMP:
+        raise ValueError("employee_id \"%s\": 1 to %d characters" % (_shown(e), _EMP))
+    for c in e:
+        if c not in _EMP_CHARS:
+            raise ValueError("employee_id \"%s\": only letters A-Z a-z, digits and - _ . /" % _shown(e))
+    n = name.strip()
+    if not 1 <= len(n.encode()) <= _NAME_MAX:
+        raise ValueError("name \"%s\": 1 to %d bytes of UTF-8" % (_shown(n), _NAME_MAX))
+    for c in n:
+        if c < " " or c == "\x7f":
+            raise ValueError("name \"%s\": a control character" % _shown(n))
+    return b, e, n
+
+
+def _shown(s):
+    # A value in a message: as it is, but control characters and quotes escaped (a tab shows as \t).
+    for c in s:
+        if c < " " or c == "\x7f" or c == '"':
+            return repr(s)[1:-1]
+    return s
 
 
 class RosterWriter:
-    """Streams badge-sorted rows into roster.new; commit() checks and swaps it in atomically."""
+    """Streams badge-sorted rows into roster.bin.new; commit() checks and swaps it in atomically."""
 
     def __init__(self, path):
         self.path = path
@@ -30,27 +77,30 @@ class RosterWriter:
         self._f = open(path + ".new", "wb")
 
     def add(self, badge, employee, name):
-        """One row; raises ValueError (and drops roster.new) for a bad or out-of-order row."""
-        b = badge.strip().upper().encode()
-        e = employee.encode()
-        for v, n, text in ((b, _BADGE, "badge"), (e, _EMP, "employee id")):
-            if not v or len(v) > n or b"\x00" in v:
-                raise ValueError("%s %r: 1..%d bytes" % (text, v.decode(), n))
-        if b <= self._last:
+        """One row, checked by the rules (check_row), after the previous one; raises ValueError
+        ("row N: ...", N counting from 1 in the order given) and drops roster.bin.new."""
+        try:
+            badge, employee, name = check_row(badge, employee, name)
+            b = badge.encode()
+            if b == self._last:
+                raise ValueError("badge %s: twice (badges are compared in upper case)" % badge)
+            if b < self._last:
+                raise ValueError("badge %s: not after %s (rows must be sorted by badge)" % (badge, self._last.decode()))
+            if self.count >= _MAX_BADGES:
+                raise ValueError("roster: more than %d badges" % _MAX_BADGES)
+        except ValueError as e:
             self.abort()
-            raise ValueError("row %d: badge %s is not after %s (rows must be sorted, no duplicates)"
-                             % (self.count + 1, b.decode(), self._last.decode()))
+            raise ValueError("row %d: %s" % (self.count + 1, e)) from None
         self._last = b
-        # Names are cut to fit the record at a character boundary (the display shows short names).
-        while len(name.encode()) > _NAME:
-            name = name[:-1]
+        e = employee.encode()
         n = name.encode()
+        k = len(n)
+        if k > _NAME:  # cut to fit the record, at a character boundary
+            k = _NAME
+            while n[k] & 0xC0 == 0x80:
+                k -= 1
         rec = self._rec
-        for i in range(_REC):
-            rec[i] = 0
-        rec[0:len(b)] = b
-        rec[_BADGE:_BADGE + len(e)] = e
-        rec[_BADGE + _EMP:_BADGE + _EMP + len(n)] = n
+        struct.pack_into(_FIELDS, rec, 0, b, e, n[:k])  # each NUL-padded
         self._f.write(rec)
         self.crc = binascii.crc32(rec, self.crc)
         self.count += 1
@@ -76,6 +126,23 @@ class RosterWriter:
             pass
 
 
+def rows(path):
+    """The rows of a roster file, checked first: (badge, employee id, name) in badge order, names as
+    the terminal keeps them. Raises OSError (no file) or ValueError (a file that fails its check)."""
+    count = check(path)
+    rec = bytearray(_REC)
+    mv = memoryview(rec)
+    with open(path, "rb") as f:
+        for _ in range(count):
+            f.readinto(rec)
+            yield (_field(mv[:_BADGE]), _field(mv[_BADGE:_BADGE + _EMP]), _field(mv[_BADGE + _EMP:]))
+
+
+def _field(mv):
+    # A NUL-padded UTF-8 field of a record.
+    return bytes(mv).split(b"\x00", 1)[0].decode()
+
+
 def check(path):
     """Verify a roster file's trailer and CRC; returns its record count or raises ValueError."""
     buf = bytearray(_REC)
@@ -86,7 +153,7 @@ def check(path):
         f.seek(size - _HDR)
         hdr = f.read(_HDR)
         if hdr[:4] != _MAGIC:
-            raise ValueError("roster: bad trailer")
+            raise ValueError("roster: bad trailer (not a roster file of this firmware)")
         count, rec, _, crc = struct.unpack(_TRAILER, hdr[4:])
         if rec != _REC or size != count * _REC + _HDR:
             raise ValueError("roster: size does not match its trailer")

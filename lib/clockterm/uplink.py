@@ -423,6 +423,11 @@ class Uplink:
                     w.add(parts[0], parts[1], parts[2] if len(parts) > 2 else "")
                 start = i + 1
 
+        if self.roster.error:
+            # The file in force failed its check (or is of an older format): ask for the whole roster,
+            # not whether it changed (an empty ETag is not sent).
+            with open("%s/%s.etag" % (self.fs_root, "roster"), "w"):
+                pass
         try:
             # The long timeout is the roster request's own (a token request before it has the usual one).
             status, hdrs, _ = await self._get("roster", "text/tab-separated-values", feed, _ROSTER_TIMEOUT_MS)

@@ -8,6 +8,7 @@ import json
 import logging
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from . import REPO, bundle, runner
@@ -43,6 +44,26 @@ def check_config(path: Path, board: str = "sim") -> tuple[bool, str]:
     return r.returncode == 0, msg
 
 
+def check_overlay(overlay: object, board: str = "sim") -> tuple[bool, str]:
+    """Validate a central config overlay with the device's own merge and validator (config.merge_overlay
+    over a complete default config), run on the unix port, as a terminal checks it when it pulls it."""
+    out = bundle.build(board)
+    script = (
+        "import sys, json\nfrom clockterm import config\n"
+        "try:\n config.merge_overlay(config.validate(json.load(open(sys.argv[1]))), json.load(open(sys.argv[2])))\n"
+        " print('ok')\n"
+        "except config.ConfigError as e:\n print(e)\n sys.exit(1)\n"
+    )
+    argv, env = bundle.launch(out, bundle.board_config(board).get("heap", "100K"), script)
+    with tempfile.TemporaryDirectory() as tmp:  # files, not arguments: the unix port fails on a long argv
+        local, over = Path(tmp) / "local.json", Path(tmp) / "overlay.json"
+        local.write_text(json.dumps(default_config(board)))
+        over.write_text(json.dumps(overlay))
+        r = subprocess.run([*argv, str(local), str(over)], capture_output=True, text=True, env=env, timeout=60)
+    msg = (r.stdout.strip().splitlines() or [r.stderr.strip()])[-1]
+    return r.returncode == 0, msg
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     if args.check:
         ok, msg = check_config(Path(args.check), args.board)
@@ -69,16 +90,87 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return sim.main(Path(args.state), args.control_port, terminals=args.terminals)
 
 
-def cmd_roster_install(args: argparse.Namespace) -> int:
+def _roster_file(path: str) -> list[tuple[str, str, str]]:
+    # A roster CSV read and checked by the terminal's rules; SystemExit(2) naming each bad row.
     from . import roster
 
     try:
-        rows = roster.read_csv(Path(args.csv).read_text(encoding="utf-8-sig"))
-    except (OSError, roster.RosterCsvError) as e:
-        print(e, file=sys.stderr)
-        return 2
+        return roster.read_csv(Path(path).read_bytes())
+    except OSError as e:
+        raise SystemExit(f"{path}: {e.strerror}") from None
+    except roster.RosterError as e:
+        raise SystemExit(f"{path}: {e}") from None
+
+
+def cmd_roster_check(args: argparse.Namespace) -> int:
+    rows = _roster_file(args.csv)
+    print(f"{args.csv}: ok, {len(rows)} badges")
+    return 0
+
+
+def cmd_roster_install(args: argparse.Namespace) -> int:
+    from . import roster
+
+    rows = _roster_file(args.csv)
     n = roster.install_sim(Path(args.state), rows)
     print(f"roster installed: {n} badges")
+    return 0
+
+
+def _central(args: argparse.Namespace):
+    from .central import admintoken
+    from .ldapsync import Central
+
+    token = admintoken.locate(Path(args.central_state) if args.central_state else None,
+                              Path(args.admin_token_file) if args.admin_token_file else None)
+    return Central(args.central, token, args.scope)
+
+
+def cmd_roster_push(args: argparse.Namespace) -> int:
+    from .ldapsync import SyncError
+
+    rows = _roster_file(args.csv)
+    try:
+        ans = _central(args).put(rows)
+    except SyncError as e:
+        print(e, file=sys.stderr)
+        return 1
+    print(f"{args.csv}: {ans['imported']} badges sent; {ans['stored']} stored at the central for {ans['scope']}")
+    return 0
+
+
+def cmd_roster_sync(args: argparse.Namespace) -> int:
+    import os
+
+    from . import ldapsync, roster
+
+    password = None
+    if args.password_file:
+        try:
+            password = Path(args.password_file).read_text().rstrip("\n")
+        except OSError as e:
+            raise SystemExit(f"--password-file {args.password_file}: {e.strerror}") from None
+    elif os.environ.get("CLOCKTERM_LDAP_PASSWORD"):
+        password = os.environ["CLOCKTERM_LDAP_PASSWORD"]
+    if args.bind_dn and password is None:
+        raise SystemExit("--bind-dn needs a password: --password-file FILE or CLOCKTERM_LDAP_PASSWORD")
+    d = ldapsync.Directory(args.ldap, args.base, args.filter, args.badge_attr, args.id_attr, args.name_attr,
+                           bind_dn=args.bind_dn, password=password, ca_file=args.ca, starttls=args.starttls,
+                           page_size=args.page_size)
+    dest = "central" if args.central else "sim" if args.sim_state else "csv"
+    try:
+        res, done = ldapsync.sync(d, dest, central=_central(args) if args.central else None,
+                                  sim_state=Path(args.sim_state) if args.sim_state else None,
+                                  csv_out=Path(args.csv_out) if args.csv_out else None, dry_run=args.dry_run,
+                                  force=args.force, max_shrink=args.max_shrink)
+    except ldapsync.Refused as e:
+        print(e, file=sys.stderr)
+        return 2
+    except (ldapsync.SyncError, roster.RosterError) as e:
+        print(e, file=sys.stderr)
+        return 1
+    print(json.dumps(res.as_dict(), indent=1) if args.json else res.report())
+    print(done)
     return 0
 
 
@@ -109,13 +201,59 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--terminals", type=int, default=1, help="how many terminals (a fleet: a live panel shows them)")
     s.set_defaults(func=cmd_sim)
 
-    s = sub.add_parser("roster", help="badge rosters")
+    s = sub.add_parser("roster", help="badge rosters: check, install, push to the central, sync from a directory")
     rsub = s.add_subparsers(dest="roster_cmd", required=True)
+    r = rsub.add_parser("check", help="check a roster CSV (badge,employee_id,name) by the terminal's rules")
+    r.add_argument("csv")
+    r.set_defaults(func=cmd_roster_check)
     r = rsub.add_parser("install", help="install a roster CSV (badge,employee_id,name) into a stopped sim "
                                         "terminal's flash")
     r.add_argument("--state", required=True)
     r.add_argument("--csv", required=True)
     r.set_defaults(func=cmd_roster_install)
+
+    def central_args(r: argparse.ArgumentParser, required: bool) -> None:
+        r.add_argument("--central", required=required, metavar="URL",
+                       help="the central's admin API (http://127.0.0.1:PORT, as 'central serve' prints it)")
+        r.add_argument("--central-state", metavar="DIR", help="the central's state folder (for its admin.token)")
+        r.add_argument("--admin-token-file", metavar="FILE", help="the central's admin token (instead of its folder)")
+        r.add_argument("--scope", default="*", help="the roster of all devices (*, default) or of one device id")
+
+    r = rsub.add_parser("push", help="check a roster CSV and send it to a running central")
+    r.add_argument("csv")
+    central_args(r, True)
+    r.set_defaults(func=cmd_roster_push)
+
+    r = rsub.add_parser("sync", help="the roster from an LDAP directory / Active Directory: checked, diffed, applied",
+                        description="Reads people over LDAPS or StartTLS (paged), leaves out disabled AD accounts, "
+                                    "checks the rows by the terminal's rules, shows the diff to the roster in "
+                                    "force, and sends the roster to one destination. See docs/integrator.md.")
+    r.add_argument("--ldap", required=True, metavar="URL", help="ldaps://host[:port], or ldap://host[:port] with "
+                                                                "--starttls")
+    r.add_argument("--base", required=True, metavar="DN", help="search base")
+    r.add_argument("--filter", required=True, metavar="F", help="search filter, e.g. (objectClass=user)")
+    r.add_argument("--badge-attr", required=True, metavar="A", help="attribute holding the badge id(s)")
+    r.add_argument("--id-attr", required=True, metavar="I", help="attribute holding the employee id")
+    r.add_argument("--name-attr", required=True, metavar="N", help="attribute holding the name shown")
+    r.add_argument("--bind-dn", metavar="DN", help="bind as (default: anonymous)")
+    r.add_argument("--password-file", metavar="FILE", help="the bind password (or CLOCKTERM_LDAP_PASSWORD)")
+    r.add_argument("--ca", metavar="FILE", help="CA certificate(s) of the directory's TLS (default: the system's)")
+    r.add_argument("--starttls", action="store_true", help="upgrade ldap:// with StartTLS")
+    r.add_argument("--page-size", type=int, default=500, help="entries per page (Active Directory gives 1,000 at "
+                                                              "most)")
+    dest = r.add_mutually_exclusive_group(required=True)
+    dest.add_argument("--central", metavar="URL", help="send to a running central's admin API")
+    dest.add_argument("--sim-state", metavar="DIR", help="install into a stopped sim terminal's state folder")
+    dest.add_argument("--csv-out", metavar="FILE", help="write a roster CSV (compared with the file as it is)")
+    r.add_argument("--central-state", metavar="DIR", help="the central's state folder (for its admin.token)")
+    r.add_argument("--admin-token-file", metavar="FILE", help="the central's admin token (instead of its folder)")
+    r.add_argument("--scope", default="*", help="the central's roster of all devices (*) or of one device id")
+    r.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
+    r.add_argument("--force", action="store_true", help="apply even an empty or sharply smaller roster")
+    r.add_argument("--max-shrink", type=float, default=0.10,
+                   help="refuse a roster smaller than the one in force by more than this fraction (default 0.10)")
+    r.add_argument("--json", action="store_true", help="the report as JSON")
+    r.set_defaults(func=cmd_roster_sync)
 
     for name in EXTENSIONS:
         try:

@@ -20,6 +20,14 @@ def default_config(board: str = "sim", device_id: str = "term-001") -> dict:
             "timeout_ms": 1000,
             "max_offset_ms": 1000,
             "stale_after_s": 86400,
+            # Polling policy: a burst of `samples` requests burst_gap_ms apart at start and after a long
+            # outage, then one request per poll (public pools ask for that); `owned` lists the servers
+            # (as written in `servers`) that are yours and may get a burst at every poll. No server is
+            # polled more often than min_poll_s, whatever the interval.
+            "min_poll_s": 16,
+            "burst_gap_ms": 2000,
+            "owned": [],
+            # (optional, not shown: panic_ms 1000 and stepout_s 300, the step discipline; docs/integrator.md)
         },
         "central": {
             "url": "https://127.0.0.1:8443" if board == "sim" else "https://central.example.com",
@@ -33,7 +41,8 @@ def default_config(board: str = "sim", device_id: str = "term-001") -> dict:
             "port": 8080,
             "tokens": [{"token": secrets.token_hex(16), "scopes": ["read", "admin"]}],
         },
-        "terminal": {"duplicate_window_s": 10, "unknown_badge": "record", "kind_mode": "toggle"},
+        "terminal": {"duplicate_window_s": 10, "unknown_badge": "record", "kind_mode": "toggle",
+                     "shift_max_h": 16},
         "journal": {"full_policy": "refuse"},
         "network": {"wifi_ssid": "", "wifi_password": "", "static_ip": None, "gateway": None, "dns": None},
     }

@@ -22,7 +22,8 @@
 # LineReader(uart, mode="hex", min_len=4, max_len=20, hold_ms=0)
 #   One id per line (CR or LF ends a line, empty lines ignored, surrounding spaces ignored); "hex"
 #   accepts [0-9A-Fa-f] and reports uppercase, "dec" accepts digits. A line with any other byte,
-#   shorter than min_len or longer than max_len is counted bad and dropped whole.
+#   shorter than min_len or longer than max_len (at most 20, the longest badge id) is counted bad and
+#   dropped whole.
 
 import time
 
@@ -34,6 +35,7 @@ _STX = const(2)
 _ETX = const(3)
 _RX = const(32)  # bytes read from the UART per readinto
 _READS = const(4)  # at most this many readinto per poll, so a babbling line cannot hold the loop
+_ID_MAX = const(20)  # characters of a line's id at most: the longest badge id (clockterm.roster)
 
 
 def _hexval(c):
@@ -167,12 +169,12 @@ class LineReader(_UartReader):
     def __init__(self, uart, mode="hex", min_len=4, max_len=20, hold_ms=0, ticks_ms=None):
         if mode not in ("hex", "dec"):
             raise ValueError("mode")
-        if not 1 <= min_len <= max_len <= 64:
+        if not 1 <= min_len <= max_len <= _ID_MAX:
             raise ValueError("min_len/max_len")
         super().__init__(uart, hold_ms, ticks_ms)
         self.mode = mode
         self.min_len = min_len  # characters
-        self.max_len = max_len  # characters, at most 64
+        self.max_len = max_len  # characters, at most _ID_MAX
         self._line = bytearray(max_len)
         self._k = 0
         self._bad = False

@@ -15,12 +15,17 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .store import EXPORT_COLUMNS, PUNCH_FIELDS, Store, version_of
+from .. import roster
+from ..cli import check_overlay
+from .export import MAX_SHIFT_H, ExportError, bound_ms, zone
+from .export import export as export_report
+from .store import PUNCH_FIELDS, Store, version_of
 
 QUALITIES = ("unsynced", "synced", "stale", "corrected")
 DEVICE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -83,6 +88,7 @@ class Central:
     """Shared state of one running server."""
 
     store: Store
+    admin_token: str = ""  # the admin API's bearer token (admin.token in the state folder)
     faults: Faults = field(default_factory=Faults)
     tokens: dict[str, tuple[str, set[str], float]] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
@@ -364,8 +370,37 @@ class FaultMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-def build_admin(c: Central) -> Starlette:
-    """Plain HTTP on loopback only: fault switches and inspection for tests and `make sim`."""
+class AdminAuth:
+    """Every admin route goes through this: `Authorization: Bearer <admin token>` (the hex in the state
+    folder's admin.token), compared in constant time; anything else is a 401 and reaches no route."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app, self.token = app, token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not admin_authorized(dict(scope["headers"]).get(b"authorization", b""),
+                                                             self.token):
+            await _err(401, "unauthorized", "admin token missing or wrong (Authorization: Bearer <admin.token>)",
+                       {"WWW-Authenticate": 'Bearer realm="clockterm-admin"'})(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def admin_authorized(header: bytes, token: str) -> bool:
+    """Whether an Authorization header carries the admin token."""
+    if not token or header[:7].lower() != b"bearer ":
+        return False
+    return secrets.compare_digest(header[7:].strip(), token.encode())
+
+
+# The largest overlay a terminal takes (clockterm.uplink._CONFIG_MAX_BYTES): refused here, not there.
+OVERLAY_MAX_BYTES = 2048
+
+
+def build_admin(c: Central) -> ASGIApp:
+    """The admin API (docs/central-admin-api.yaml), for operators and integrators: plain HTTP on loopback,
+    every route behind AdminAuth. Rosters and config overlays are checked by the terminal's own rules
+    before they are stored; what is refused is answered 400 with the reasons."""
 
     async def faults(request: Request) -> Response:
         if request.method == "POST":
@@ -378,28 +413,69 @@ def build_admin(c: Central) -> Starlette:
     async def stats(_request: Request) -> Response:
         return JSONResponse({**c.stats, "punches_stored": c.store.count()})
 
+    def export_args(q: Any) -> dict[str, Any]:
+        return {"start": q.get("from"), "end": q.get("to"), "tz_name": q.get("tz", "UTC"),
+                "device_id": q.get("device_id")}
+
     async def punches(request: Request) -> Response:
-        return JSONResponse(c.store.punches(request.query_params.get("device_id")))
+        q = request.query_params
+        try:
+            a = export_args(q)
+            tz = zone(a["tz_name"])
+            start = bound_ms(a["start"], tz) if a["start"] else None
+            end = bound_ms(a["end"], tz, end=True) if a["end"] else None
+        except ExportError as e:
+            return _err(400, "bad_query", str(e))
+        return JSONResponse(c.store.punches(a["device_id"], start, end))
 
     async def export(request: Request) -> Response:
+        q = request.query_params
         buf = io.StringIO()
-        cols = request.query_params.get("columns")
         try:
-            c.store.export_csv(buf, cols.split(",") if cols else EXPORT_COLUMNS)
-        except ValueError as e:
-            return _err(400, "bad_columns", str(e))
-        return PlainTextResponse(buf.getvalue(), media_type="text/csv")
+            max_shift = float(q.get("max_shift_h", MAX_SHIFT_H))
+            n = export_report(c.store, buf, q.get("report", "punches"), cols=q.get("columns"),
+                              bom=q.get("bom", "0") in ("1", "true", "yes"), delimiter=q.get("delimiter", ","),
+                              max_shift_h=max_shift, **export_args(q))
+        except ValueError as e:  # ExportError, or a max_shift_h that is no number
+            return _err(400, "bad_export", str(e))
+        return Response(buf.getvalue().encode(), media_type="text/csv; charset=utf-8",
+                        headers={"X-Rows": str(n), "Content-Disposition": 'attachment; filename="export.csv"'})
 
-    async def roster(request: Request) -> Response:
+    async def roster_post(request: Request) -> Response:
+        scope = request.query_params.get("scope", "*")
+        merge = request.query_params.get("merge", "0") in ("1", "true", "yes")
+        if scope != "*" and c.store.device(scope) is None:
+            return _err(404, "unknown_device", f"no device {scope!r} (scope is * or a device id)")
+        body = await request.body()
         try:
-            n = c.store.import_roster_csv((await request.body()).decode(),
-                                          request.query_params.get("scope", "*"))
-        except ValueError as e:
-            return _err(400, "bad_roster", str(e))
-        return JSONResponse({"imported": n})
+            rows = await run_in_threadpool(roster.read_csv, body)
+            stored = await run_in_threadpool(c.store.import_roster_checked, rows, scope, not merge)
+        except roster.RosterError as e:
+            return JSONResponse({"error": "bad_roster", "detail": str(e), "problems": e.problems}, 400)
+        return JSONResponse({"scope": scope, "imported": len(rows), "stored": stored})
+
+    async def roster_get(request: Request) -> Response:
+        scope = request.query_params.get("scope", "*")
+        rows = c.store.roster_scope(scope)
+        if request.query_params.get("format") == "csv":
+            return Response(roster.to_csv(rows).encode(), media_type="text/csv; charset=utf-8")
+        return JSONResponse({"scope": scope, "version": version_of(rows), "rows": rows})
 
     async def config(request: Request) -> Response:
-        c.store.set_config(request.path_params["device_id"], await request.json())
+        device_id = request.path_params["device_id"]
+        if c.store.device(device_id) is None:
+            return _err(404, "unknown_device", f"no device {device_id!r}")
+        raw = await request.body()
+        try:
+            overlay = json.loads(raw)
+        except ValueError:
+            return _err(400, "bad_config", "the body is not JSON")
+        if len(json.dumps(overlay, separators=(",", ":"))) > OVERLAY_MAX_BYTES:
+            return _err(400, "bad_config", f"overlay over {OVERLAY_MAX_BYTES} bytes (a terminal refuses it)")
+        ok, msg = await run_in_threadpool(check_overlay, overlay)
+        if not ok:
+            return _err(400, "bad_config", msg)
+        c.store.set_config(device_id, overlay)
         return JSONResponse({"ok": True})
 
     async def register(request: Request) -> Response:
@@ -419,12 +495,14 @@ def build_admin(c: Central) -> Starlette:
         return JSONResponse({"device_id": dev, "client_secret": secret}, status_code=201,
                             headers={"Cache-Control": "no-store"})
 
-    return Starlette(routes=[
+    app = Starlette(routes=[
         Route("/devices", register, methods=["POST"]),
         Route("/faults", faults, methods=["GET", "POST"]),
         Route("/stats", stats),
         Route("/punches", punches),
         Route("/export.csv", export),
-        Route("/roster", roster, methods=["POST"]),
+        Route("/roster", roster_get, methods=["GET"]),
+        Route("/roster", roster_post, methods=["POST"]),
         Route("/config/{device_id}", config, methods=["POST"]),
     ])
+    return AdminAuth(app, c.admin_token)

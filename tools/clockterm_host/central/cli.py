@@ -1,4 +1,7 @@
-"""The `central` subcommand: serve the reference central API, import a roster, export punches as CSV."""
+"""The `central` subcommand: serve the reference central API; export punches for payroll; manage rosters.
+
+`export` and `roster` work on the central's state folder (its SQLite database; safe while it runs).
+"""
 
 from __future__ import annotations
 
@@ -6,16 +9,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from .store import EXPORT_COLUMNS, Store
+from .export import DEFAULT_COLUMNS, MAX_SHIFT_H, PAIR_COLUMNS, PUNCH_COLUMNS, REPORTS, ExportError, export
+from .store import Store
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `central {serve,export,roster}` to the main CLI's subparsers."""
-    p = subparsers.add_parser("central", help="the reference central API server")
+    p = subparsers.add_parser("central", help="the reference central API server, payroll exports, rosters")
     sub = p.add_subparsers(dest="central_cmd", required=True)
 
-    s = sub.add_parser("serve", help="serve the API over HTTPS (CA generated into the state folder)")
-    s.add_argument("--state", required=True, type=Path, help="state folder (CA, certificates, database)")
+    s = sub.add_parser("serve", help="serve the API over HTTPS (CA and admin token generated into the state folder)")
+    s.add_argument("--state", required=True, type=Path, help="state folder (CA, certificates, database, admin.token)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8443)
     s.add_argument("--admin-port", type=int, default=0, help="plain-HTTP loopback admin port (0: any)")
@@ -24,22 +28,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="devices as id[:secret],... (secrets generated when omitted; kept in devices.json)")
     s.set_defaults(func=_serve)
 
-    e = sub.add_parser("export", help="export punches as CSV for payroll")
+    e = sub.add_parser("export", help="export punches (or IN/OUT pairs per person and day) as CSV for payroll",
+                       description="Punches, or IN/OUT pairs with worked time, over a date range, as CSV that a "
+                                   "spreadsheet opens. See docs/integrator.md.")
     e.add_argument("--state", required=True, type=Path)
-    e.add_argument("--columns", default=",".join(EXPORT_COLUMNS),
-                   help=f"comma-separated, from: {','.join(EXPORT_COLUMNS)},received_ms")
-    e.add_argument("--device", default=None)
+    e.add_argument("--report", choices=REPORTS, default="punches",
+                   help=f"punches: one row a punch; pairs: {','.join(PAIR_COLUMNS)}")
+    e.add_argument("--from", dest="start", metavar="DATE", help="first day (YYYY-MM-DD) or an ISO date-time")
+    e.add_argument("--to", dest="end", metavar="DATE", help="last day, included (YYYY-MM-DD), or an ISO date-time")
+    e.add_argument("--tz", default="UTC", help="time zone of the range and of date/time columns: UTC (default) "
+                                               "or an IANA name such as Europe/Berlin")
+    e.add_argument("--device", default=None, help="one device's punches only")
+    e.add_argument("--columns", default=None,
+                   help=f"punch report columns, comma-separated, or 'all' (default {','.join(DEFAULT_COLUMNS)}; "
+                        f"known: {','.join(PUNCH_COLUMNS)})")
+    e.add_argument("--bom", action="store_true", help="start with a UTF-8 BOM (Excel then reads names right)")
+    e.add_argument("--delimiter", default=",", help="',' (default), ';' (Excel where ',' is the decimal mark) or 'tab'")
+    e.add_argument("--max-shift-h", type=float, default=MAX_SHIFT_H,
+                   help=f"pairs: the longest shift, hours (default {MAX_SHIFT_H})")
     e.add_argument("-o", "--output", type=Path, default=None, help="file (default stdout)")
     e.set_defaults(func=_export)
 
-    r = sub.add_parser("roster", help="roster management")
+    r = sub.add_parser("roster", help="roster management at the central")
     rs = r.add_subparsers(dest="roster_cmd", required=True)
-    ri = rs.add_parser("import", help="import a roster CSV (badge,employee_id[,name])")
+    ri = rs.add_parser("import", help="import a roster CSV (badge,employee_id,name), checked by the terminal's rules")
     ri.add_argument("--state", required=True, type=Path)
     ri.add_argument("--device", default="*", help="device id, or * for all devices")
     ri.add_argument("--merge", action="store_true", help="add to the roster instead of replacing it")
     ri.add_argument("csv", type=Path)
     ri.set_defaults(func=_roster_import)
+    rv = rs.add_parser("show", help="print the roster stored for all devices (or one) as CSV")
+    rv.add_argument("--state", required=True, type=Path)
+    rv.add_argument("--device", default="*", help="device id, or * for all devices")
+    rv.set_defaults(func=_roster_show)
 
 
 def _serve(a: argparse.Namespace) -> int:
@@ -56,30 +77,48 @@ def _open_store(state: Path) -> Store:
 
 def _export(a: argparse.Namespace) -> int:
     store = _open_store(a.state)
+    delim = "\t" if a.delimiter == "tab" else a.delimiter
     try:
-        cols = [c.strip() for c in a.columns.split(",") if c.strip()]
+        kw = dict(report=a.report, start=a.start, end=a.end, tz_name=a.tz, device_id=a.device, cols=a.columns,
+                  bom=a.bom, delimiter=delim, max_shift_h=a.max_shift_h)
         if a.output:
-            with open(a.output, "w", newline="") as f:
-                n = store.export_csv(f, cols, a.device)
+            with open(a.output, "w", newline="", encoding="utf-8") as f:
+                n = export(store, f, **kw)
         else:
-            n = store.export_csv(sys.stdout, cols, a.device)
-    except ValueError as e:
-        raise SystemExit(str(e)) from None
+            n = export(store, sys.stdout, **kw)
+    except ExportError as e:
+        raise SystemExit(f"export: {e}") from None
     finally:
         store.close()
-    print(f"{n} punches exported", file=sys.stderr)
+    print(f"{n} {'punches' if a.report == 'punches' else 'rows'} exported", file=sys.stderr)
     return 0
 
 
 def _roster_import(a: argparse.Namespace) -> int:
+    from .. import roster
+
     store = _open_store(a.state)
     try:
-        n = store.import_roster_csv(a.csv.read_text(), a.device, replace=not a.merge)
-    except ValueError as e:
-        raise SystemExit(str(e)) from None
+        rows = roster.read_csv(a.csv.read_bytes())
+        stored = store.import_roster_checked(rows, a.device, replace=not a.merge)
+    except OSError as e:
+        raise SystemExit(f"{a.csv}: {e.strerror}") from None
+    except roster.RosterError as e:
+        raise SystemExit(f"{a.csv}: {e}") from None
     finally:
         store.close()
-    print(f"{n} roster entries imported for {a.device}")
+    print(f"{len(rows)} roster rows imported for {a.device}; {stored} stored there")
+    return 0
+
+
+def _roster_show(a: argparse.Namespace) -> int:
+    from .. import roster
+
+    store = _open_store(a.state)
+    try:
+        sys.stdout.write(roster.to_csv(store.roster_scope(a.device)))
+    finally:
+        store.close()
     return 0
 
 

@@ -15,7 +15,7 @@ from urllib.request import Request, urlopen
 
 import uvicorn
 
-from . import tls
+from . import admintoken, tls
 from .app import Central, build_admin, build_api
 from .store import Store
 
@@ -36,8 +36,10 @@ def parse_devices(spec: str | None) -> list[tuple[str, str | None]]:
 
 def setup_state(state: Path, devices: str | None,
                 hosts: list[str]) -> tuple[Store, dict[str, str], dict[str, Path]]:
-    """Create CA/certs and database; register devices (secrets kept in devices.json); return them."""
+    """Create CA/certs, the admin token and the database; register devices (secrets kept in
+    devices.json); return them."""
     state.mkdir(parents=True, exist_ok=True)
+    admintoken.ensure(state)
     pems = tls.ensure(state, hosts)
     store = Store(state / "central.db")
     dfile = state / "devices.json"
@@ -94,6 +96,7 @@ class Handle:
 
     url: str
     admin_url: str
+    admin_token: str
     ca_path: Path
     state: Path
     port: int
@@ -114,8 +117,10 @@ class Handle:
         self.central.faults.update(kw)
 
     def admin(self, path: str, body: Any = None) -> Any:
+        """Call the admin API (with its token): GET, or POST of body (bytes as they are, else JSON)."""
         data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-        with urlopen(Request(self.admin_url + path, data=data), timeout=10) as r:
+        req = Request(self.admin_url + path, data=data, headers={"Authorization": f"Bearer {self.admin_token}"})
+        with urlopen(req, timeout=60) as r:
             return json.loads(r.read())
 
     def stop(self) -> None:
@@ -137,7 +142,7 @@ def start_background(state_dir: str | Path, port: int = 0, devices: str | None =
     """Start the central in a daemon thread; returns once it accepts connections."""
     state = Path(state_dir)
     store, known, pems = setup_state(state, devices, [host, url_host])
-    c = Central(store)
+    c = Central(store, admintoken.ensure(state))
     api_sock = _bind(host, port)
     admin_sock = _bind("127.0.0.1", admin_port)
     servers = _servers(c, pems, api_sock, admin_sock)
@@ -171,7 +176,7 @@ def start_background(state_dir: str | Path, port: int = 0, devices: str | None =
         raise RuntimeError(f"central did not start: {errors}")
     p = api_sock.getsockname()[1]
     return Handle(url=f"https://{url_host}:{p}", admin_url=f"http://127.0.0.1:{admin_sock.getsockname()[1]}",
-                  ca_path=state / "ca.pem", state=state, port=p, devices=known, central=c,
+                  admin_token=c.admin_token, ca_path=state / "ca.pem", state=state, port=p, devices=known, central=c,
                   _servers=servers, _thread=t)
 
 
@@ -180,11 +185,11 @@ def serve(state_dir: str | Path, host: str, port: int, devices: str | None, admi
     """Run in the foreground until interrupted."""
     state = Path(state_dir)
     store, known, pems = setup_state(state, devices, [host, url_host])
-    c = Central(store)
+    c = Central(store, admintoken.ensure(state))
     api_sock, admin_sock = _bind(host, port), _bind("127.0.0.1", admin_port)
     servers = _servers(c, pems, api_sock, admin_sock)
     print(f"central API  https://{url_host}:{api_sock.getsockname()[1]}  (CA {state / 'ca.pem'})")
-    print(f"admin        http://127.0.0.1:{admin_sock.getsockname()[1]}")
+    print(f"admin        http://127.0.0.1:{admin_sock.getsockname()[1]}  (token in {state / admintoken.FILE})")
     print(f"devices      {', '.join(f'{d}:{s}' for d, s in known.items())}", flush=True)
 
     async def main() -> None:

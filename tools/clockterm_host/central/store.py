@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
-import io
 import json
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +30,12 @@ CREATE TABLE IF NOT EXISTS roster (
 DEFAULT_SCOPES = "punches:write roster:read config:read"
 PUNCH_FIELDS = ("seq", "badge", "kind", "utc_ms", "utc_offset_min", "quality", "uncertainty_ms",
                 "employee_id")
-EXPORT_COLUMNS = ("device_id", "journal_id", "seq", "badge", "employee_id", "kind", "utc_iso", "local_iso",
-                  "utc_ms", "utc_offset_min", "quality", "uncertainty_ms")
+PUNCH_KEYS = ("device_id", "journal_id", "seq", "badge", "kind", "utc_ms", "utc_offset_min", "quality",
+              "uncertainty_ms", "employee_id", "received_ms")
 
 
 def _now_ms() -> int:
     return int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
-
-
-def _iso(ms: int, offset_min: int = 0) -> str:
-    tz = dt.timezone(dt.timedelta(minutes=offset_min))
-    t = dt.datetime.fromtimestamp(ms / 1000, tz)
-    s = t.isoformat(timespec="milliseconds")
-    return s.replace("+00:00", "Z") if offset_min == 0 else s
 
 
 class Store:
@@ -105,76 +96,101 @@ class Store:
             inserted = self.db.total_changes - before
         return inserted, len(rows) - inserted
 
-    def punches(self, device_id: str | None = None) -> list[dict[str, Any]]:
+    def punches(self, device_id: str | None = None, start_ms: int | None = None,
+                end_ms: int | None = None) -> list[dict[str, Any]]:
+        """Stored punches (of one device, with start_ms <= utc_ms < end_ms when given), in time order."""
         q = ("SELECT device_id, journal_id, seq, badge, kind, utc_ms, utc_offset_min, quality,"
-             " uncertainty_ms,"
-             " employee_id, received_ms FROM punches")
-        args: tuple = ()
-        if device_id is not None:
-            q += " WHERE device_id=?"
-            args = (device_id,)
-        q += " ORDER BY device_id, journal_id, seq"
+             " uncertainty_ms, employee_id, received_ms FROM punches WHERE 1=1")
+        args: list[Any] = []
+        for cond, v in ((" AND device_id=?", device_id), (" AND utc_ms>=?", start_ms), (" AND utc_ms<?", end_ms)):
+            if v is not None:
+                q += cond
+                args.append(v)
+        q += " ORDER BY utc_ms, device_id, journal_id, seq"
         with self._lock:
             rows = self.db.execute(q, args).fetchall()
-        keys = ("device_id", "journal_id", "seq", "badge", "kind", "utc_ms", "utc_offset_min", "quality",
-                "uncertainty_ms", "employee_id", "received_ms")
-        return [dict(zip(keys, r, strict=True)) for r in rows]
+        return [dict(zip(PUNCH_KEYS, r, strict=True)) for r in rows]
 
     def count(self) -> int:
         with self._lock:
             return self.db.execute("SELECT COUNT(*) FROM punches").fetchone()[0]
 
-    def export_csv(self, out: io.TextIOBase, columns: Iterable[str] = EXPORT_COLUMNS,
-                   device_id: str | None = None) -> int:
-        """Write punches as CSV for payroll; local time is UTC plus the device's offset at the punch."""
-        cols = list(columns)
-        bad = [c for c in cols if c not in EXPORT_COLUMNS and c != "received_ms"]
-        if bad:
-            raise ValueError(f"unknown export columns {bad}; known: {', '.join(EXPORT_COLUMNS)}")
-        w = csv.writer(out)
-        w.writerow(cols)
-        n = 0
-        for p in self.punches(device_id):
-            p["utc_iso"] = _iso(p["utc_ms"])
-            p["local_iso"] = _iso(p["utc_ms"], p["utc_offset_min"])
-            w.writerow(["" if p[c] is None else p[c] for c in cols])
-            n += 1
-        return n
-
     # -- roster (scope "*" is every device's; a device id scope overrides per badge) --
-    def import_roster_csv(self, text: str, scope: str = "*", replace: bool = True) -> int:
-        rd = csv.DictReader(io.StringIO(text))
-        if not rd.fieldnames or not {"badge", "employee_id"} <= set(rd.fieldnames):
-            raise ValueError("roster CSV needs a header with badge,employee_id (and optionally name)")
-        rows = []
-        for i, r in enumerate(rd, start=2):
-            badge, emp = (r.get("badge") or "").strip(), (r.get("employee_id") or "").strip()
-            if not badge or not emp:
-                raise ValueError(f"roster CSV line {i}: badge and employee_id must not be empty")
-            rows.append((scope, badge, emp, (r.get("name") or "").strip()))
+    # Every row stored passed the terminal's rules (clockterm_host.roster.check), and so does every
+    # device's view (its own rows over the global ones): what a terminal pulls, it takes.
+    def import_roster(self, rows: list[tuple[str, str, str]], scope: str = "*", replace: bool = True,
+                      check: Callable[[str, list[tuple[str, str, str]]], object] | None = None) -> int:
+        """Store checked rows (badge, employee_id, name) for a scope, replacing it (or merged into it,
+        a row per badge); returns the rows the scope now holds. `check(who, rows)` is called with each
+        device view the change makes (raise to refuse: nothing is stored)."""
+        with self._lock:
+            kept = {} if replace else {b: (b, e, n) for b, e, n in self.db.execute(
+                "SELECT badge, employee_id, name FROM roster WHERE scope=?", (scope,))}
+            scopes = [r[0] for r in self.db.execute("SELECT DISTINCT scope FROM roster WHERE scope != '*'")]
+            glob = {b: (b, e, n) for b, e, n in self.db.execute(
+                "SELECT badge, employee_id, name FROM roster WHERE scope='*'")}
+        new = {**kept, **{r[0]: tuple(r) for r in rows}}
+        if check is not None:
+            if scope == "*":
+                views = [("every device", new)] + [(f"device {s}", {**new, **self._scope_rows(s)}) for s in scopes]
+            else:
+                views = [(f"device {scope}", {**glob, **new})]
+            for who, v in views:
+                check(who, sorted(v.values(), key=lambda r: r[0].encode()))
         with self._lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                if replace:
-                    self.db.execute("DELETE FROM roster WHERE scope=?", (scope,))
-                self.db.executemany("INSERT OR REPLACE INTO roster VALUES(?,?,?,?)", rows)
+                self.db.execute("DELETE FROM roster WHERE scope=?", (scope,))
+                self.db.executemany("INSERT INTO roster VALUES(?,?,?,?)", [(scope, *r) for r in new.values()])
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
-        return len(rows)
+            return self.db.execute("SELECT COUNT(*) FROM roster WHERE scope=?", (scope,)).fetchone()[0]
+
+    def _scope_rows(self, scope: str) -> dict[str, tuple[str, str, str]]:
+        with self._lock:
+            return {b: (b, e, n) for b, e, n in self.db.execute(
+                "SELECT badge, employee_id, name FROM roster WHERE scope=?", (scope,))}
+
+    def import_roster_checked(self, rows: list[tuple[str, str, str]], scope: str = "*", replace: bool = True) -> int:
+        """Rows that passed the terminal's rules (clockterm_host.roster.read_csv) stored for a scope, once
+        every device view they make passes them too (RosterError otherwise, nothing stored); returns the
+        rows the scope now holds."""
+        from .. import roster
+
+        def check(who: str, view: list[tuple[str, str, str]]) -> None:
+            if len(view) == len(rows) and scope == "*" and replace:
+                return  # the rows as read: checked already
+            try:
+                roster.check([roster.Row(0, *r) for r in view])
+            except roster.RosterError as e:
+                raise roster.RosterError([f"{who}'s roster with this one: {p}" for p in e.problems]) from None
+
+        return self.import_roster(rows, scope, replace, check)
+
+    def import_roster_csv(self, data: str | bytes, scope: str = "*", replace: bool = True) -> int:
+        """A roster CSV checked by the terminal's rules (clockterm_host.roster; RosterError names each
+        bad row) and stored; returns the rows the scope now holds."""
+        from .. import roster
+
+        return self.import_roster_checked(roster.read_csv(data), scope, replace)
+
+    def roster_scope(self, scope: str) -> list[tuple[str, str, str]]:
+        """The rows stored for one scope, sorted by badge."""
+        return sorted(self._scope_rows(scope).values(), key=lambda r: r[0].encode())
 
     def roster(self, device_id: str) -> tuple[str, list[dict[str, str]]]:
-        """(version, entries) for a device: its own entries over the global ones, sorted by badge."""
-        with self._lock:
-            rows = self.db.execute("SELECT scope, badge, employee_id, name FROM roster"
-                                   " WHERE scope IN ('*', ?) "
-                                   "ORDER BY scope='*' DESC, badge", (device_id,)).fetchall()
-        merged: dict[str, dict[str, str]] = {}
-        for _scope, badge, emp, name in rows:
-            merged[badge] = {"badge": badge, "employee_id": emp, "name": name}
-        entries = [merged[b] for b in sorted(merged)]
+        """(version, entries) for a device: its own entries over the global ones, sorted by badge as the
+        terminal orders them (bytes of the upper-case id)."""
+        merged = {**self._scope_rows("*"), **self._scope_rows(device_id)}
+        entries = [{"badge": b, "employee_id": e, "name": n}
+                   for b, e, n in sorted(merged.values(), key=lambda r: r[0].encode())]
         return version_of(entries), entries
+
+    def names(self, device_id: str) -> dict[str, str]:
+        """employee_id -> name in a device's roster view (for exports)."""
+        return {e["employee_id"]: e["name"] for e in self.roster(device_id)[1]}
 
 
 def version_of(obj: Any) -> str:
