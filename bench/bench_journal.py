@@ -72,7 +72,7 @@ while True:
         break
     n += 1
 out["raw.capacity_2mib"] = n
-out["raw.record_bytes"] = j._session_bytes / j._session_punches
+out["raw.record_bytes"] = j._bytes / j._count
 fl.close()
 t = time.ticks_ms()
 j = Journal(NorFlash(SEC, 512, path=D + "/raw.bin"))

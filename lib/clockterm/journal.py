@@ -99,7 +99,7 @@ class Journal:
         if self.segments < 3 or self.segment_bytes < 256:
             raise ValueError("store too small")
         self.last_seq = seq_floor  # a store without a journal is formatted to start above it
-        self._floor_path = floor_path  # optional file that keeps the seq floor across a reformat
+        self.floor_path = floor_path  # optional file that keeps the seq floor across a reformat
         # Record being written, segment headers, corrupt-record probes. Readers have their own window.
         self._buf = bytearray(_WIN)
         self._bad = ()  # (base seq, offset) of corrupt records already counted
@@ -107,17 +107,17 @@ class Journal:
         self.dropped = 0  # unacknowledged punches lost to policy "overwrite"
         self.ack_unsaved = False  # an ack that found no room waits for the next header
         self._full = False
-        self._session_bytes = 0  # bytes and punches appended since the journal was opened: the
-        self._session_punches = 0  # capacity estimate
+        self._count = 0  # punches appended since the journal was opened, and their bytes: the
+        self._bytes = 0  # capacity estimate
         self.recover()
 
     # --- headers --------------------------------------------------------------------------------
 
-    def _hdr(self, slot):
-        # The parsed header of a slot (_H_* fields), or None when the slot holds no segment of this
+    def _hdr(self, index):
+        # The parsed header of the slot at index (_H_* fields), or None when it holds no segment of this
         # journal (of any journal while recovery looks for the newest: self._base is None then).
         hb = memoryview(self._buf)[:_HDR]
-        self.store.readblocks(slot, hb, 0)
+        self.store.readblocks(index, hb, 0)
         if hb[0:2] != _MAGIC or hb[2] != _VER or (hb[_HLEN] | (hb[_HLEN + 1] << 8)) != punch.crc16(hb[:_HLEN]):
             return None
         h = struct.unpack_from(_HFMT, hb)
@@ -190,13 +190,13 @@ class Journal:
                 if h[_H_ACKED] > self.acked_seq:
                     self.acked_seq = h[_H_ACKED]
                 if h[_H_DELTA]:
-                    self._keep_correction(h[_H_CORR:])
-        self._scan()
+                    self._remember(h[_H_CORR:])
+        self._replay()
         self._dirty = False  # self._write_pos: where the head's scan (the last one) stopped
 
-    def _scan(self):
-        # The records from the segment holding the oldest unacknowledged punch to the head: the last
-        # seq, acks and corrections newer than the headers that carry them.
+    def _replay(self):
+        # Replay the records from the segment holding the oldest unacknowledged punch to the head: the
+        # last seq, and the acks and corrections newer than the headers that carry them.
         last = self._base[_BASE_SEQ] - 1
         window = bytearray(_WIN)
         for slot, base in self._segs(self.acked_seq + 1):
@@ -216,31 +216,31 @@ class Journal:
                     first, i = punch.get_zz(rec, _BODY_AT)
                     count, i = punch.get_uv(rec, i)
                     delta = punch.get_zz(rec, i)[0]
-                    self._keep_correction((base_seq + first, base_seq + first + count, delta))
+                    self._remember((base_seq + first, base_seq + first + count, delta))
         self.last_seq = last
         if self.acked_seq > last:
             self.acked_seq = last
 
-    def _keep_correction(self, corr):
-        # Keep corr, (from seq, through seq, delta ms), for pending() to apply: each once, the newest
-        # _MAX_CORR of them.
-        if corr not in self._corr:
-            self._corr = (self._corr + (corr,))[-_MAX_CORR:]
+    def _remember(self, value):
+        # Remember the correction value, (from seq, through seq, delta ms), for pending() to apply: each
+        # once, the newest _MAX_CORR of them.
+        if value not in self._corr:
+            self._corr = (self._corr + (value,))[-_MAX_CORR:]
 
-    def _records(self, slot, end, window, base):
-        # Yield (index, length) of each good record of a slot before `end` (None: up to its last byte
-        # that is not 0xFF), read through `window` (the record is window[index:index + length] until
+    def _records(self, index, end, buf, base):
+        # Yield (at, length) of each good record in the slot at index before `end` (None: up to its last
+        # byte that is not 0xFF), read through the window buf (the record is buf[at:at + length] until
         # the next step); count and skip corrupt stretches (base: the segment's, to know them again).
         # During recovery (dirty), the offset where the scan stopped becomes self._write_pos: where
         # the next record may go.
-        mv = memoryview(window)
+        mv = memoryview(buf)
         size = self.segment_bytes
         if end is None:
             end = size
             while end > _HDR:
                 k = min(_WIN, end - _HDR)
-                self.store.readblocks(slot, mv[:k], end - k)
-                while k and window[k - 1] == 0xFF:
+                self.store.readblocks(index, mv[:k], end - k)
+                while k and buf[k - 1] == 0xFF:
                     k -= 1
                     end -= 1
                 if k:
@@ -251,10 +251,10 @@ class Journal:
         while pos < end:
             if win_at < 0 or pos + _WIN > win_at + win_len and win_at + win_len < size:
                 win_len = min(_WIN, size - pos)
-                self.store.readblocks(slot, mv[:win_len], pos)
+                self.store.readblocks(index, mv[:win_len], pos)
                 win_at = pos
             at = pos - win_at
-            length = window[at]
+            length = buf[at]
             if 4 <= length <= _MAX_RECORD and at + length <= win_len and punch.check(mv[at:], length):
                 yield at, length
                 pos += length
@@ -271,7 +271,7 @@ class Journal:
             probe = self._buf  # scratch: the window keeps its place
             while nxt < end:
                 pm = memoryview(probe)[:min(_WIN, size - nxt)]
-                self.store.readblocks(slot, pm, nxt)
+                self.store.readblocks(index, pm, nxt)
                 if probe[0] <= len(pm) and punch.check(pm, probe[0]):
                     break
                 nxt = pos
@@ -286,9 +286,9 @@ class Journal:
     def format(self, seq_floor=0):
         """Erase the store and start a new journal with a new random id; seqs continue upwards."""
         floor = max(seq_floor, self.last_seq)
-        if self._floor_path:
+        if self.floor_path:
             try:
-                with open(self._floor_path) as f:
+                with open(self.floor_path) as f:
                     floor = max(floor, int(f.read()))
             except (OSError, ValueError):
                 pass
@@ -357,9 +357,9 @@ class Journal:
         self._write_pos = _HDR
         self.ack_unsaved = False
         self._dirty = False
-        if self._floor_path:
+        if self.floor_path:
             try:
-                with open(self._floor_path, "w") as f:
+                with open(self.floor_path, "w") as f:
                     f.write(str(self.last_seq))
             except OSError:
                 pass  # the floor is a second line of defence; the journal header is the first
@@ -406,8 +406,8 @@ class Journal:
             self._put(length, self.segment_bytes, None)
         self.last_seq = seq
         self._full = False
-        self._session_bytes += length
-        self._session_punches += 1
+        self._bytes += length
+        self._count += 1
         p.seq = seq
         p.journal_id = self.journal_id
         return seq
@@ -435,7 +435,7 @@ class Journal:
             raise ValueError("bad correction range")
         if not delta_ms:
             return
-        self._keep_correction((from_seq, through_seq, delta_ms))  # a new header carries the latest
+        self._remember((from_seq, through_seq, delta_ms))  # a new header carries the latest
         b = self._buf
         b[_TAG_AT] = _T_CORR << 5
         i = punch.put_zz(b, _BODY_AT, from_seq - self._base[_BASE_SEQ])
@@ -496,8 +496,8 @@ class Journal:
         if self._dirty:
             self.recover()
         usable = self.segment_bytes - max(_RESERVE, self.segment_bytes // 32) - _HDR  # for punches
-        if self._session_punches >= 16:
-            avg = self._session_bytes / self._session_punches
+        if self._count >= 16:
+            avg = self._bytes / self._count
         else:
             avg = _NOMINAL
         oldest_seq = self.last_seq + 1

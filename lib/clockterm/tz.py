@@ -31,7 +31,7 @@ _R_END = const(5)
 _JULIAN1 = const(0)  # Jn: 1..365, February 29 is never counted
 _JULIAN0 = const(1)  # n: 0..365, February 29 counted
 _MWD = const(2)  # Mm.w.d
-# TZ._cache, the last year asked: (year, DST start, DST end), both as Unix UTC seconds
+# TZ._last, the last year asked: (year, DST start, DST end), both as Unix UTC seconds
 _C_YEAR = const(0)
 _C_START = const(1)
 _C_END = const(2)
@@ -61,10 +61,10 @@ def civil_from_days(n):
     return (y + (m <= 2), m, d)
 
 
-def _rule_day(rule, at, y):
-    """Days since 1970 of the date of the rule's change whose fields start at rule[at] (0: the start
-    of DST, _R_END: its end), in year y."""
-    kind, n = rule[at + _R_KIND], rule[at + _R_N]
+def _rule_day(r, start, y):
+    """Days since 1970 of the date of a DST change in year y: that of rule r whose fields begin at
+    r[start] (0: the change to DST, _R_END: the change back)."""
+    kind, n = r[start + _R_KIND], r[start + _R_N]
     if kind == _JULIAN1:
         day = n - 1
         if n >= 60 and y % 4 == 0 and (y % 100 != 0 or y % 400 == 0):  # skip February 29
@@ -72,7 +72,7 @@ def _rule_day(rule, at, y):
         return days_from_civil(y, 1, 1) + day
     if kind == _JULIAN0:
         return days_from_civil(y, 1, 1) + n
-    month, week, weekday = n, rule[at + _R_WEEK], rule[at + _R_WEEKDAY]
+    month, week, weekday = n, r[start + _R_WEEK], r[start + _R_WEEKDAY]
     first = days_from_civil(y, month, 1)
     wd1 = (first + 4) % 7  # weekday of the 1st, 0 = Sunday (1970-01-01 was a Thursday)
     day = first + (weekday - wd1) % 7 + (week - 1) * 7
@@ -96,7 +96,7 @@ class TZ:
             self.std, self.std_off, self.dst, self.dst_off, self._rule = tzparse.parse(s)
         finally:
             forget("clockterm.tzparse")  # needed again only for another TZ string
-        self._cache = None  # the last year asked and its DST start and end (_C_* fields)
+        self._last = None  # the last year asked and its DST start and end (_C_* fields)
 
     # --- rules ---------------------------------------------------------------------------
 
@@ -105,13 +105,13 @@ class TZ:
         if self._rule is None:
             return False
         y = civil_from_days((s + self.std_off) // _DAY_S)[0]
-        cache = self._cache
+        cache = self._last
         if cache is None or cache[_C_YEAR] != y:
             # The start's local time is in standard time, the end's in DST.
             rule = self._rule
             start = _rule_day(rule, 0, y) * _DAY_S + rule[_R_TIME] - self.std_off
             end = _rule_day(rule, _R_END, y) * _DAY_S + rule[_R_END + _R_TIME] - self.dst_off
-            cache = self._cache = (y, start, end)
+            cache = self._last = (y, start, end)
         start, end = cache[_C_START], cache[_C_END]
         if start < end:
             return start <= s < end
