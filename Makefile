@@ -5,13 +5,14 @@ PY := $(VENV)/bin/python
 BOARD ?= sim
 APT_PACKAGES := chrony socat tzdata slapd ldap-utils
 STAMP := $(VENV)/.setup-stamp
+MP_SCRIPTS := $(wildcard tests/*_mp.py tools/*/*_mp.py)  # MicroPython scripts run on the unix port
 # The 32-bit interpreter of the heap benchmarks: MicroPython's WebAssembly port (the version the tests'
 # unix port is, 1.29 preview), from npm into a folder of the repo, run under Node.js.
 NPM_DIR := build/npm
 WASM_PKG := @micropython/micropython-webassembly-pyscript@1.29.0-6
 NPM_STAMP := $(NPM_DIR)/.stamp-1.29.0-6
 
-.PHONY: setup apt npm bundle test soak sim bench lint clean firmware-inputs
+.PHONY: setup apt npm bundle test soak sim bench lint card clean firmware-inputs
 
 setup: $(STAMP) apt npm
 
@@ -49,8 +50,7 @@ apt:
 bundle: $(STAMP)
 	$(VENV)/bin/clockterm bundle --board $(BOARD)
 
-test: setup
-	$(VENV)/bin/ruff check
+test: setup lint
 	$(VENV)/bin/pytest -q -m "not soak" -n 4
 
 soak: setup
@@ -64,8 +64,16 @@ sim: setup
 bench: setup
 	$(PY) -m bench
 
+# Host code by pyproject.toml, lib/ by lib/ruff.toml (ruff finds it); the firmware outside lib/ is
+# named here with the firmware rules (docs/development.md, "Lint").
 lint: $(STAMP)
 	$(VENV)/bin/ruff check
+	$(VENV)/bin/ruff check --config lib/ruff.toml boot.py main.py $(MP_SCRIPTS)
+
+# The employee card's pictures (docs/card/*.png), from the frames the SSD1306 driver sends
+# (docs/employee-card.md; tests/test_employee_card.py fails when they are out of date).
+card: setup
+	$(PY) -m clockterm_host.card docs/card
 
 clean:
 	rm -rf build

@@ -60,12 +60,7 @@ MODULES = ("asyncio", "asyncio.stream", "clockterm.log", "clockterm.punch", "clo
            "clockterm.boards.norflash", "clockterm.boards.sim", "clockterm.app")
 
 _IMPORT = """
-import gc, sys, json
-def _unload(name):
-    sys.modules.pop(name, None)
-    pkg, _, attr = name.rpartition(".")
-    if pkg in sys.modules and hasattr(sys.modules[pkg], attr):
-        delattr(sys.modules[pkg], attr)
+import gc, json
 gc.collect()
 f0 = gc.mem_free()
 per = {}
@@ -78,7 +73,7 @@ for m in %r:
 gc.collect()
 a = gc.mem_free()
 import clockterm.config
-_unload("clockterm.config")
+clockterm.forget("clockterm.config")
 gc.collect()
 per["clockterm.config_kept"] = a - gc.mem_free()
 total = f0 - gc.mem_free()

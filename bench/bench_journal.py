@@ -59,7 +59,7 @@ j = Journal(fl)
 b, e = workload(j, fl, 36000)
 out["raw.bytes_per_punch"] = b
 out["raw.erases_per_punch"] = e
-out["raw.wraps"] = j._hgen / j.n
+out["raw.wraps"] = j._head_gen / j.segments
 fl.close()
 # raw: fill 2 MiB without acks, then recover (worst case: everything is pending)
 fl = NorFlash(SEC, 512, path=D + "/raw.bin")
@@ -72,7 +72,7 @@ while True:
         break
     n += 1
 out["raw.capacity_2mib"] = n
-out["raw.record_bytes"] = j._nb / j._np
+out["raw.record_bytes"] = j._bytes / j._count
 fl.close()
 t = time.ticks_ms()
 j = Journal(NorFlash(SEC, 512, path=D + "/raw.bin"))
@@ -84,7 +84,7 @@ j = Journal(LfsRing("/flash/j", 6 * SEC, SEC))
 b, e = workload(j, fl, 3500)
 out["littlefs.bytes_per_punch"] = b
 out["littlefs.erases_per_punch"] = e
-out["littlefs.wraps"] = j._hgen / j.n
+out["littlefs.wraps"] = j._head_gen / j.segments
 j.close()
 # littlefs: a full 2 MiB filesystem, segment files copied whole from the raw ring
 fl = lfs(D + "/lfs.bin", 512)

@@ -44,6 +44,7 @@ M("asyncio.stream")
 for m in MODULES:
     __import__(m)
     M(m)
+import clockterm
 from clockterm import app
 board = app.load_board()
 M("board()")
@@ -55,7 +56,7 @@ def build():
     cfg, err = config.load(board.config_path, board.good_config_path)
     M("config.load")
     del config
-    app._unload("clockterm.config")
+    clockterm.forget("clockterm.config")
     M("config.unload")
     board.configure(cfg)
     M("board.configure")

@@ -1,8 +1,8 @@
 # MicroPython side of the journal tests: workload, model check and power-cut sweep (one process).
-# ruff: noqa (MicroPython code, not CPython: runs under the unix port with globals set by the caller)
 #
-# The pytest files prepend settings (BACKEND, TORN, NP, SAMPLE, RECUT, ...) and run this under
-# micropython with the compiled bundle. Not collected by pytest (no test_ prefix).
+# Runs under the unix port with the compiled bundle (linted with the firmware's rules, lib/ruff.toml).
+# The pytest file prepends the settings BACKEND ("raw" or "littlefs") and POLICY as assignments and
+# appends a call of main(). Not collected by pytest (no test_ prefix).
 
 import gc
 import json
@@ -12,14 +12,8 @@ from clockterm.journal import Journal
 from clockterm.punch import Punch
 from clockterm.ring_lfs import LfsRing
 
-try:
-    BACKEND
-except NameError:
-    BACKEND = "raw"
-try:
-    POLICY
-except NameError:
-    POLICY = "refuse"
+BACKEND = globals().get("BACKEND", "raw")
+POLICY = globals().get("POLICY", "refuse")
 
 T0 = 1764000000000
 KINDS = ("in", "out", "unknown", "break")
@@ -197,7 +191,7 @@ def sweep(np_, torn, sample=1, recut=0):
             c += sample
     gc.collect()
     return {"cuts": tried, "recuts": recuts, "ops": n, "steps": np_, "last_seq": j.last_seq,
-            "wraps": j._hgen / j.n, "mem_free": gc.mem_free()}
+            "wraps": j._head_gen / j.segments, "mem_free": gc.mem_free()}
 
 
 def safe_close(j):
@@ -207,5 +201,6 @@ def safe_close(j):
         pass  # files of a filesystem whose chip lost power
 
 
-def main():
-    print(json.dumps(sweep(NP, TORN, SAMPLE, RECUT)))
+def main(np_, torn, sample, recut):
+    """Print the sweep's figures as one JSON line (sweep() says what the arguments are)."""
+    print(json.dumps(sweep(np_, torn, sample, recut)))

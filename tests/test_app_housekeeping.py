@@ -161,3 +161,74 @@ def test_housekeeping_supervises_and_feeds_the_watchdog() -> None:
     # Crash loops past 20 restarts: a non-critical one is no reason to stop feeding, a critical one is.
     assert out["optional"]["restarts"] >= 20 and out["optional"]["fed"] >= 6, out
     assert out["bad"]["restarts"] == 20 and out["bad"]["fed"] == 0, out
+
+
+BACKOFF = r"""
+import json
+from clockterm import app
+
+class T:  # time with an ESP32's ticks: ms wrapping every 2**30, ticks_add refusing 2**29 or more
+    PERIOD = 1 << 30
+    ms = PERIOD - 30000  # 30 s before a wrap
+    def ticks_ms(self):
+        return T.ms % T.PERIOD
+    def ticks_diff(self, a, b):
+        d = (a - b) % T.PERIOD
+        return d - T.PERIOD if d >= T.PERIOD // 2 else d
+    def ticks_add(self, a, d):
+        if not -(1 << 29) < d < (1 << 29):
+            raise OverflowError("ticks interval overflow")
+        return (a + d) % T.PERIOD
+
+class Task:
+    data = None  # as asyncio keeps what ended it: None while it runs
+    def done(self):
+        return self.data is not None
+
+class Asyncio:  # only what supervision uses; the tasks end when the script says
+    def create_task(self, coro):
+        task = Task()
+        starts.append(T.ms)
+        tasks.append(task)
+        return task
+
+app.time = T()
+app.asyncio = Asyncio()
+starts = []
+tasks = []
+
+class App(app.App):
+    def __init__(self):  # supervision only
+        self.tasks = {}
+        self._sup = []
+
+def tick(ms):  # housekeeping's turns over the next ms, 20 ms apart
+    end = T.ms + ms
+    while T.ms < end:
+        T.ms += 20
+        a._restart(T().ticks_ms())
+
+a = App()
+t0 = T.ms
+a.supervise("x", lambda: None)
+ends = []
+for run_ms in (100, 100, 100, 61000, 100):  # three quick crashes, a long run (past the wrap), one more
+    tick(run_ms)
+    tasks[-1].data = RuntimeError("end")
+    ends.append(T.ms)
+    n = len(starts)
+    while len(starts) == n:  # until restarted
+        tick(20)
+print(json.dumps({"waits": [s - e for s, e in zip(starts[1:], ends)], "restarts": a.tasks["x"]["restarts"],
+                  "wrapped": T().ticks_ms() < t0}))
+"""
+
+
+def test_restart_backoff_doubles_and_resets_after_a_long_run_across_a_ticks_wrap() -> None:
+    from mp import mp_json
+
+    out = mp_json(BACKOFF)
+    assert out["restarts"] == 5 and out["wrapped"], out
+    # An end is seen at the next turn (20 ms), the restart follows the backoff: 500 ms, doubled at each
+    # restart; after a run longer than _RESTART_MAX_MS (60 s) it is 500 ms again.
+    assert out["waits"] == [520, 1020, 2020, 520, 1020], out

@@ -117,3 +117,81 @@ print(json.dumps(out))
     assert out["rtc"] == [["RTC.datetime", [2025, 11, 25, 1, 14, 13, 20, 123000]]]
     assert out["journal_size"] == 8
     assert out["wdt_reset"] is True
+
+
+def test_display_shows_idle_state_and_feedback() -> None:
+    # The app's idle lines and a tap's feedback reach the SSD1306 screen: time, sync state, the
+    # result, the backlog as a number (a backlog taken as text made every later feedback raise).
+    script = PRELUDE + f"""
+cfg = json.loads({_board({"type": "wiegand", "d0": 32, "d1": 33})!r})
+cfg["indicators"]["display"] = {{"scl": 22, "sda": 21}}
+b = board_esp32.Board(cfg)
+b.configure(json.loads({TERM_CFG!r}))
+ind = b.indicator
+shown = []
+screen_show = ind.screen.show
+def record(*args):
+    shown.append(list(args))
+    return screen_show(*args)
+ind.screen.show = record
+async def main():
+    ind.idle(("08:01 SYNCED", "backlog 3"))
+    ind.feedback("ok", "IN 08:01 Ada L.")
+    ind.idle(("08:02 STALE", "backlog 0"))
+    await asyncio.sleep_ms(0)
+asyncio.run(main())
+out["shown"] = shown
+out["errors"] = ind.screen.d.errors
+print(json.dumps(out))
+"""
+    out = mp_json(script)
+    assert out["shown"] == [["08:01", "SYNCED", "", 3], ["08:01", "SYNCED", "IN 08:01 Ada L.", 3],
+                            ["08:02", "STALE", "IN 08:01 Ada L.", 0]], out
+    assert out["errors"] == 0
+
+
+def test_feedback_beeps_and_lights() -> None:
+    # Each feedback code's beep (buzzer frequency, on and off, with the waits between) and light, the
+    # light going off 1.5 s after the beep; the waits recorded instead of slept.
+    script = PRELUDE + f"""
+cfg = json.loads({_board({"type": "wiegand", "d0": 32, "d1": 33})!r})
+b = board_esp32.Board(cfg)
+b.configure(json.loads({TERM_CFG!r}))
+ind = b.indicator
+events = []
+class Buzzer:
+    def freq(self, f):
+        events.append(["hz", f])
+    def duty_u16(self, d):
+        events.append(["on" if d else "off"])
+class Led:
+    def __init__(self, name):
+        self.name = name
+    def value(self, v):
+        events.append([self.name, v])
+class Asyncio:  # runs the beep at once, recording each wait
+    def create_task(self, coro):
+        for _ in coro:
+            pass
+    def sleep_ms(self, ms):
+        events.append(["wait", ms])
+        return
+        yield
+ind.buzzer = Buzzer()
+ind.led_ok, ind.led_err = Led("green"), Led("red")
+board_esp32.asyncio = Asyncio()
+for code in ("ok", "dup", "deny", "error"):
+    ind.feedback(code, "text")
+    out[code] = events[:]
+    events.clear()
+print(json.dumps(out))
+"""
+    out = mp_json(script)
+    end = [["wait", 1500]]
+    assert out["ok"] == [["green", 1], ["hz", 2700], ["on"], ["wait", 80], ["off"]] + end + [["green", 0]]
+    assert out["dup"] == [["red", 1], ["hz", 2700], ["on"], ["wait", 40], ["off"], ["wait", 60], ["hz", 2700],
+                          ["on"], ["wait", 40], ["off"]] + end + [["red", 0]]
+    assert out["deny"] == [["red", 1], ["hz", 900], ["on"], ["wait", 400], ["off"]] + end + [["red", 0]]
+    beep = [["hz", 900], ["on"], ["wait", 150]]
+    assert out["error"] == [["red", 1]] + beep + [["off"], ["wait", 100]] + beep + [["off"], ["wait", 100]] + beep \
+        + [["off"]] + end + [["red", 0]]

@@ -167,6 +167,38 @@ print(json.dumps({{"res": res, "bad": bad}}))
     assert out["bad"] == "bad correction range"
 
 
+def test_a_correction_in_many_headers_is_kept_once() -> None:
+    # Every new segment header carries the latest correction, so recovery meets one correction in
+    # several headers (and its record): each must count once among the _MAX_CORR (8) kept, or the
+    # older corrections fall out and their punches come back uncorrected.
+    out = run("raw", """
+fl = new_flash(512, 8)
+j = journal(fl)
+i = 0
+def fill_segment():
+    # Append until the journal opens its next segment (whose header carries the latest correction).
+    global i
+    head = j.head
+    while j.head == head:
+        p = mk(i); p.quality = 0; j.append(p); i += 1
+for _ in range(5):
+    p = mk(i); p.quality = 0; j.append(p); i += 1
+j.correct(1, 5, 1000)
+fill_segment()
+j.ack(j.last_seq - 1)  # the first segment acked: recovery scans records from the second on
+j.correct(j.last_seq, j.last_seq, 2000)
+fill_segment(); fill_segment()
+j.correct(j.last_seq, j.last_seq, 3000)
+for _ in range(4):
+    fill_segment()
+fl2, j2 = reopen(fl)
+got = [(p.seq, p.utc_ms - mk(p.seq - 1).utc_ms, p.quality) for p in j2.pending(0, 6)]
+print(json.dumps({"got": got, "head": j2.head}))
+""")
+    assert out["head"] == 7  # the ring's last segment: seven headers carry a correction
+    assert out["got"] == [[s, 1000, 3] for s in range(1, 6)] + [[6, 0, 0]]
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_reformat_new_id_seq_continues(backend: str) -> None:
     out = run(backend, f"""

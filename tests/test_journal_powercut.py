@@ -18,8 +18,8 @@ DRIVER = (Path(__file__).parent / "journal_mp.py").read_text()
 
 
 def sweep(backend: str, np_: int, torn: bool, sample: int, recut: int, policy: str = "refuse") -> dict:
-    pre = f"BACKEND={backend!r}\nPOLICY={policy!r}\nNP={np_}\nTORN={torn}\nSAMPLE={sample}\nRECUT={recut}\n"
-    r = mp.run_mp(pre + DRIVER + "\nmain()\n", timeout=900)
+    pre = f"BACKEND={backend!r}\nPOLICY={policy!r}\n"
+    r = mp.run_mp(pre + DRIVER + f"\nmain({np_}, {torn}, {sample}, {recut})\n", timeout=900)
     res = json.loads(r.stdout.strip().splitlines()[-1])
     print(f"{backend} torn={torn}: {res['cuts']} cut points tried ({res['recuts']} cut again after "
           f"recovery) over {res['ops']} flash operations, {res['wraps']:.1f} ring wraps")

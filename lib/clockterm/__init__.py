@@ -10,3 +10,15 @@ async def cancel_after(task, ms):
     ~0.8 KB) and, while waiting, a second task with two frames and a closure (~0.7 KB)."""
     await asyncio.sleep_ms(ms)
     task.cancel()
+
+
+def forget(name):
+    """Forget module `name` (a dotted name) so that the GC can free its code once nothing else holds
+    it: for code needed only now and then (the config checker, the TZ parser, the roster writer).
+    sys.modules and the attribute on its package hold a module."""
+    import sys
+
+    sys.modules.pop(name, None)
+    pkg, _, attr = name.rpartition(".")
+    if pkg in sys.modules and hasattr(sys.modules[pkg], attr):
+        delattr(sys.modules[pkg], attr)

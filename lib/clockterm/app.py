@@ -10,13 +10,12 @@
 import gc
 import io
 import json
-import sys
 import time
 
 import asyncio
 from micropython import const
 
-from clockterm import log
+from clockterm import forget, log
 
 VERSION = "0.1.0"
 _RESTART_MIN_MS = const(500)
@@ -29,6 +28,14 @@ _COUNT_MAX = const(1000)  # a crash count at or above this is a damaged file
 _BOARD_BYTES = const(8192)  # read of board.json (written by the host's bundle, 1-2 KB)
 _BOARD_NESTS = const(64)  # objects and lists in board.json (a board config has about 15)
 _MOVED_MS = const(60000)  # a first sync that moves the clock more than this rebuilds the in/out state
+# A supervised task's record in App._sup (a list: heap, see docs/heap.md), indexed by:
+_SUP_NAME = const(0)
+_SUP_INFO = const(1)  # its entry in App.tasks, which STATUS shows: restarts, alive, critical
+_SUP_FACTORY = const(2)  # makes the task's coroutine, at each start
+_SUP_TASK = const(3)  # the task; once ended, kept until its restart (_on_loop_error looks for it)
+_SUP_BACKOFF_MS = const(4)  # the wait before the next restart: doubled at each, up to _RESTART_MAX_MS
+_SUP_STARTED = const(5)  # ticks_ms of its last start
+_SUP_RESTART_AT = const(6)  # ticks_ms at which an ended task is started again
 # The answer buffer, allocated at boot while the heap still has large free blocks: the control port's
 # (or endpoint's) answers and the uplink's requests are built in it in turn (docs/uplink.md, "The
 # request buffer"): a batch larger than it is streamed through it in pieces (uplink), and so is a STATUS
@@ -45,7 +52,7 @@ class OutBuf(io.IOBase):
     `n` as it was before that write. An answer larger than the buffer goes out in pieces: its user
     notes `n` before a piece, and on ValueError sets `n` back to it (the piece's partial bytes
     dropped), hands what the buffer holds to its stream, and writes the piece again into the emptied
-    buffer. (A class here, not a module of its own: a module costs its own heap.)"""
+    buffer. (A class here, not a module of its own: heap, see docs/heap.md.)"""
 
     def __init__(self, size):
         self.buf = bytearray(size)
@@ -153,43 +160,43 @@ class App:
         """Run factory() as a task; housekeeping restarts it, with backoff, whenever it ends."""
         info = {"restarts": 0, "alive": True, "critical": critical}
         self.tasks[name] = info
-        # What housekeeping needs to restart it (no coroutine of its own: a frame each for nothing):
-        # [name, info, factory, task, next backoff ms, start ticks while it runs / restart ticks while it waits]
-        self._sup.append([name, info, factory, asyncio.create_task(factory()), _RESTART_MIN_MS, time.ticks_ms()])
+        # What housekeeping needs to restart it (no coroutine of its own: a frame each for nothing).
+        now = time.ticks_ms()
+        self._sup.append([name, info, factory, asyncio.create_task(factory()), _RESTART_MIN_MS, now, now])
 
     def _restart(self, now):
         # Housekeeping's supervision step: an ended task is counted, said (a crash was said already, by
         # _on_loop_error, as it escaped) and started again once its backoff is over.
-        for r in self._sup:
-            info = r[1]
+        for sup in self._sup:
+            info = sup[_SUP_INFO]
             if info["alive"]:
-                if r[3].done():
+                if sup[_SUP_TASK].done():
                     info["alive"] = False
                     info["restarts"] += 1
                     # What ended it, as MicroPython's asyncio keeps it: StopIteration for a return,
                     # CancelledError (no Exception) for a cancel, else the crash, said already.
-                    e = r[3].data
+                    e = sup[_SUP_TASK].data
                     if isinstance(e, StopIteration) or not isinstance(e, Exception):
-                        log.warn(r[0], "task ended; restarting")
-                    if time.ticks_diff(now, r[5]) > _RESTART_MAX_MS:
-                        r[4] = _RESTART_MIN_MS  # it ran a good while: not a crash loop
-                    r[5] = time.ticks_add(now, r[4])
-                    r[4] = min(r[4] * 2, _RESTART_MAX_MS)
-            elif time.ticks_diff(now, r[5]) >= 0:
+                        log.warn(sup[_SUP_NAME], "task ended; restarting")
+                    if time.ticks_diff(now, sup[_SUP_STARTED]) > _RESTART_MAX_MS:
+                        sup[_SUP_BACKOFF_MS] = _RESTART_MIN_MS  # it ran a good while: not a crash loop
+                    sup[_SUP_RESTART_AT] = time.ticks_add(now, sup[_SUP_BACKOFF_MS])
+                    sup[_SUP_BACKOFF_MS] = min(sup[_SUP_BACKOFF_MS] * 2, _RESTART_MAX_MS)
+            elif time.ticks_diff(now, sup[_SUP_RESTART_AT]) >= 0:
                 # Marked running before the start: a start that fails (no heap for the coroutine) is
                 # then found ended at the next turn, and backs off like any other end.
                 info["alive"] = True
-                r[5] = now
-                r[3] = asyncio.create_task(r[2]())
+                sup[_SUP_STARTED] = now
+                sup[_SUP_TASK] = asyncio.create_task(sup[_SUP_FACTORY]())
 
     def _on_loop_error(self, loop, context):
         # The loop's exception handler: what escaped a task (a supervised task's crash among them).
         e = context.get("exception")
         f = context.get("future")
         tag = "loop"
-        for r in self._sup:
-            if r[3] is f:  # kept until its restart, so this finds it even after housekeeping saw it end
-                tag = r[0]
+        for sup in self._sup:
+            if sup[_SUP_TASK] is f:  # found even after housekeeping saw it end: kept until its restart
+                tag = sup[_SUP_NAME]
         if e is not None:
             log.exc(tag, e)
         else:
@@ -214,18 +221,19 @@ class App:
     def _idle(self):
         utc_ms, q, _ = self.clock.now()
         from clockterm.clock import gmtime_ms
+        from clockterm.punch import QUALITY
 
         t = gmtime_ms(utc_ms + self.tz.offset_s(utc_ms // 1000) * 1000)
         j = self.journal
-        self.board.indicator.idle(("%02d:%02d %s" % (t[3], t[4], ("UNSYNCED", "SYNCED", "STALE", "")[q]),
+        self.board.indicator.idle(("%02d:%02d %s" % (t[3], t[4], QUALITY[q].upper()),
                                    "backlog %d" % (j.last_seq - j.acked_seq)))
 
     # --- status -------------------------------------------------------------------------------
 
     def status(self):
         gc.collect()
-        # (keyword names, not a dict literal: its keys over 9 characters would be string constants,
-        # ~40 B of heap each for good; the heap figures are taken before the rest is built)
+        # Keyword names, not a dict literal, whose long keys would be string constants held with the
+        # code (heap: see docs/heap.md). The heap figures are taken before the rest is built.
         return dict(
             version=1,
             firmware=VERSION,
@@ -360,20 +368,12 @@ def _crash_count(board, add=None):
     return n
 
 
-def _unload(name):
-    # Forget a module so the GC can free it (sys.modules and the package attribute hold it).
-    sys.modules.pop(name, None)
-    pkg, _, attr = name.rpartition(".")
-    if pkg in sys.modules and hasattr(sys.modules[pkg], attr):
-        delattr(sys.modules[pkg], attr)
-
-
 def run():
     """Entry point called by main.py: safe mode, config, then the app until the board resets."""
     # The modules the running terminal needs, imported one by one with a collection after each, so
     # that the code objects pack together at the bottom of the heap instead of leaving holes between
     # them that later fragment it (a fragmented heap fails large allocations with plenty free).
-    # (One string, split here: ten string constants would stay in the heap with this module, ~40 B each.)
+    # (One string, split here: ten string constants would be held with this module; docs/heap.md.)
     for name in "punch journal clock tz roster terminal sntp https uplink".split():
         __import__("clockterm." + name)
         gc.collect()
@@ -433,5 +433,5 @@ def _build(board):
         log.error("config", why)
         err = why if err is None else "%s; %s" % (err, why)
     del config
-    _unload("clockterm.config")  # only needed at boot: give its ~7 KB of heap back
+    forget("clockterm.config")  # needed again only to check a config overlay the uplink pulls
     return App(board, cfg, err)

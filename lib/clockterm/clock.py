@@ -33,13 +33,8 @@ import os
 import time
 from micropython import const
 
-from clockterm import log
+from clockterm import log, punch  # punch: the quality codes of a stamp
 
-# Quality of a stamp, as in clockterm.punch (Q_UNSYNCED ...); 3, corrected, is on the wire only: a
-# pre-sync stamp corrected within its boot.
-_Q_UNSYNCED = const(0)
-_Q_SYNCED = const(1)
-_Q_STALE = const(2)
 _UNKNOWN_MS = const(0x3FFFFFFF)  # uncertainty when nothing bounds it (~12 days; a small int everywhere)
 
 _REANCHOR_MS = const(3600000)  # fold elapsed ticks into the anchor hourly (ticks wrap after ~6 days)
@@ -224,13 +219,13 @@ class Clock:
         else:
             self._last_ms = ms
         m = self._m0 + time.ticks_diff(t, self._t0)  # monotonic ms since boot
-        q = _Q_UNSYNCED
+        q = punch.Q_UNSYNCED
         unc = _UNKNOWN_MS
         if self.last_sync_ms is not None:
             age = m - self._last[_L_MONO]
             rate = _DRIFT_UNC_MEAS_PPB if self.drift_measured else _DRIFT_UNC_PPB
             unc = (self._last[_L_ERR] + abs(self._slew_us) + 1000 + age * rate // 1000000 + 999) // 1000
-            q = _Q_STALE if age > self.stale_after_s * 1000 else _Q_SYNCED
+            q = punch.Q_STALE if age > self.stale_after_s * 1000 else punch.Q_SYNCED
         else:
             # Before a sync: bounded only when a battery RTC carried a synced time (from the store);
             # not when the RTC lost power (source "store": how long we were off is unknown).
@@ -315,8 +310,8 @@ class Clock:
         if unc < _UNKNOWN_MS:
             unc -= self._doubt_ms  # the clock's own bound, without the disagreement a refusal added
         st = self.stored
-        if q == _Q_SYNCED or (q == _Q_UNSYNCED and unc < _UNKNOWN_MS
-                              and ms - int(st.get("sync_ms", st["utc_ms"])) <= self.stale_after_s * 1000):
+        if q == punch.Q_SYNCED or (q == punch.Q_UNSYNCED and unc < _UNKNOWN_MS
+                                   and ms - int(st.get("sync_ms", st["utc_ms"])) <= self.stale_after_s * 1000):
             if abs(off) > (unc + self.panic_ms) * 1000 + err_us:
                 self._doubt_ms = (abs(off) + err_us) // 1000 + 1
                 self.alert("panic")
@@ -407,7 +402,7 @@ class Clock:
         # (the stored bound is the clock's own: a disagreement must not carry over to the next boot,
         # where it would let the servers it was refused from pass)
         unc -= self._doubt_ms
-        d = {"utc_ms": ms, "drift_ppb": self._ppb, "unc_ms": unc if q != _Q_UNSYNCED else _UNKNOWN_MS}
+        d = {"utc_ms": ms, "drift_ppb": self._ppb, "unc_ms": unc if q != punch.Q_UNSYNCED else _UNKNOWN_MS}
         if self.last_sync_ms is not None:
             d["sync_ms"] = self.last_sync_ms
         elif self.stored is not None and "sync_ms" in self.stored:
@@ -426,8 +421,8 @@ class Clock:
         st = self.last_step
         pd = self.pending
         return dict(
-            synced=q == _Q_SYNCED,
-            quality="synced" if q == _Q_SYNCED else "stale" if q == _Q_STALE else "unsynced",
+            synced=q == punch.Q_SYNCED,
+            quality=punch.QUALITY[q],
             utc_ms=ms,
             offset_ms=self.offset_ms,
             last_sync=self.last_sync_ms,

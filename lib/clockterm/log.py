@@ -11,24 +11,25 @@ errors = []  # last _KEEP error lines, oldest first
 counts = {"warn": 0, "error": 0}
 
 
-def _emit(level, tag, msg):
+def _line(level, tag, msg):
+    # Print one log line (seconds since boot, level, tag, message) and return it.
     line = "%9.3f %s %s: %s" % (time.ticks_diff(time.ticks_ms(), _t0) / 1000, level, tag, msg)
     print(line)
     return line
 
 
 def info(tag, msg):
-    _emit("I", tag, msg)
+    _line("I", tag, msg)
 
 
 def warn(tag, msg):
     counts["warn"] += 1
-    _emit("W", tag, msg)
+    _line("W", tag, msg)
 
 
 def error(tag, msg):
     counts["error"] += 1
-    line = _emit("E", tag, msg)
+    line = _line("E", tag, msg)
     errors.append(line[:_KEEP_CHARS])  # the console has it whole
     if len(errors) > _KEEP:
         errors.pop(0)

@@ -13,7 +13,8 @@
 import json
 import os
 
-_QUALITY_NAMES = ("unsynced", "synced", "stale", "corrected")  # by quality code (clock.py)
+from clockterm.punch import QUALITY
+
 _CRASH_LIMIT = 3  # app.py: crashes in a row that put the terminal into safe mode
 _SECTOR = 4096
 
@@ -135,7 +136,7 @@ def export_journal(after_seq=None):
     for p in j.pending(after_seq):
         print(json.dumps({"journal_id": p.journal_id, "seq": p.seq, "utc_ms": p.utc_ms, "badge": p.badge,
                           "kind": p.kind, "employee_id": p.employee, "utc_offset_min": p.utc_offset_min,
-                          "quality": _QUALITY_NAMES[p.quality], "uncertainty_ms": p.uncertainty_ms}))
+                          "quality": QUALITY[p.quality], "uncertainty_ms": p.uncertainty_ms}))
         n += 1
     return _say({"exported": n, "journal_id": j.journal_id, "last_seq": j.last_seq, "acked_seq": j.acked_seq})
 

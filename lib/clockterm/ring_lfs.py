@@ -13,10 +13,11 @@ from micropython import const
 
 _ENOENT = const(2)
 _EINVAL = const(22)
-_SYNC = const(3)
-_COUNT = const(4)
-_SIZE = const(5)
-_ERASE = const(6)
+# block device ioctls (MicroPython's extended block protocol)
+_IOCTL_SYNC = const(3)
+_IOCTL_BLOCK_COUNT = const(4)
+_IOCTL_BLOCK_SIZE = const(5)
+_IOCTL_BLOCK_ERASE = const(6)
 
 
 class LfsRing:
@@ -34,18 +35,18 @@ class LfsRing:
             pass  # exists
         # Two cached handles: a read-only one for older segments (recovery, the uplink), and the
         # newest segment's, which the tap path appends to, so that neither reopens after the other.
-        self._rs = -1  # block of the read handle
-        self._rf = None
-        self._ws = -1  # block of the write handle
-        self._wf = None
+        self._read_block = -1  # block of the read handle
+        self._read_file = None
+        self._write_block = -1  # block of the write handle
+        self._write_file = None
 
     def _close(self, write):
         # Close the read or the write handle. A read handle has nothing to lose; a failed flush of
         # the write handle was reported by writeblocks() already.
         if write:
-            f, self._wf, self._ws = self._wf, None, -1
+            f, self._write_file, self._write_block = self._write_file, None, -1
         else:
-            f, self._rf, self._rs = self._rf, None, -1
+            f, self._read_file, self._read_block = self._read_file, None, -1
         if f is not None:
             try:
                 f.close()
@@ -53,17 +54,17 @@ class LfsRing:
                 pass
 
     def readblocks(self, block, buf, offset=0):
-        if block == self._ws:
-            f = self._wf
+        if block == self._write_block:
+            f = self._write_file
         else:
-            if block != self._rs:
+            if block != self._read_block:
                 self._close(False)
                 try:
-                    self._rf = open("%s/%d" % (self.root, block), "rb")
-                    self._rs = block
+                    self._read_file = open("%s/%d" % (self.root, block), "rb")
+                    self._read_block = block
                 except OSError:
                     pass  # no file: an erased block
-            f = self._rf if block == self._rs else None
+            f = self._read_file if block == self._read_block else None
         n = 0
         if f is not None:
             f.seek(offset)
@@ -72,13 +73,13 @@ class LfsRing:
             buf[i] = 0xFF
 
     def writeblocks(self, block, buf, offset):
-        if block != self._ws:
+        if block != self._write_block:
             self._close(True)
-            if block == self._rs:
+            if block == self._read_block:
                 self._close(False)
-            self._wf = open("%s/%d" % (self.root, block), "w+b" if offset == 0 else "r+b")
-            self._ws = block
-        f = self._wf
+            self._write_file = open("%s/%d" % (self.root, block), "w+b" if offset == 0 else "r+b")
+            self._write_block = block
+        f = self._write_file
         try:
             size = f.seek(0, 2)
             if offset < size:
@@ -93,21 +94,21 @@ class LfsRing:
             raise
 
     def ioctl(self, op, arg):
-        if op == _COUNT:
+        if op == _IOCTL_BLOCK_COUNT:
             return self.block_count
-        if op == _SIZE:
+        if op == _IOCTL_BLOCK_SIZE:
             return self.block_size
-        if op == _ERASE:
-            if arg == self._ws:
+        if op == _IOCTL_BLOCK_ERASE:
+            if arg == self._write_block:
                 self._close(True)
-            if arg == self._rs:
+            if arg == self._read_block:
                 self._close(False)
             try:
                 os.remove("%s/%d" % (self.root, arg))
             except OSError as e:
                 if e.errno != _ENOENT:
                     raise
-        elif op == _SYNC:
+        elif op == _IOCTL_SYNC:
             self._close(False)
             self._close(True)
         return 0

@@ -52,15 +52,11 @@ def normalize_badge(raw):
 
 
 def _file():
-    # clockterm.roster_file for one job, not kept: forgotten at once (sys.modules and the package
-    # attribute), so the GC takes it when the job drops its last reference.
-    import sys
+    # clockterm.roster_file for one job, not kept: forgotten at once (clockterm.forget), so the GC
+    # takes its code when the job drops its last reference.
+    from clockterm import forget, roster_file
 
-    import clockterm
-    from clockterm import roster_file
-
-    del sys.modules["clockterm.roster_file"]
-    delattr(clockterm, "roster_file")
+    forget("clockterm.roster_file")
     return roster_file
 
 

@@ -17,10 +17,9 @@
 import time
 from micropython import const
 
-from clockterm import log
+from clockterm import log, punch
 from clockterm.clock import gmtime_ms, iso_ms
 from clockterm.journal import JournalFull
-from clockterm.punch import Punch
 from clockterm.roster import normalize_badge
 
 _RECENT = const(16)  # badges remembered for the duplicate window
@@ -118,8 +117,8 @@ class Terminal:
         utc_ms, quality, unc_ms = self.clock.now()
         offset_min = self.tz.offset_s(utc_ms // 1000) // 60
         try:
-            seq = self.journal.append(Punch(utc_ms, badge, kind, quality, unc_ms, person[0] if person else None,
-                                            offset_min))
+            seq = self.journal.append(punch.Punch(utc_ms, badge, kind, quality, unc_ms,
+                                                  person[0] if person else None, offset_min))
         except JournalFull:
             log.error("tap", "journal full: punch of %s refused" % badge)
             return self._done("full", "error", "MEMORY FULL", "DENY memory full")
@@ -128,7 +127,7 @@ class Terminal:
             return self._done("error", "error", "ERROR - TRY AGAIN", "ERR journal")
         if self.on_punch:
             self.on_punch()
-        if quality == 0:
+        if quality == punch.Q_UNSYNCED:
             if self.presync_first is None:
                 self.presync_first = seq
             self.presync_last = seq

@@ -19,10 +19,22 @@ from micropython import const
 
 _DAY_S = const(86400)
 
-# Rule kinds (the parser, tzparse.py, makes the rules)
+# The DST rule, as the parser (tzparse.py) makes it: one tuple of ten, the start's five fields and
+# then the end's, each indexed by the _R_* constants (from _R_END on for the end).
+_R_KIND = const(0)  # one of the kinds below
+_R_N = const(1)  # Jn and n: the day number; Mm.w.d: the month
+_R_WEEK = const(2)  # Mm.w.d: the week, 1..5 (5: the last)
+_R_WEEKDAY = const(3)  # Mm.w.d: the weekday, 0 = Sunday
+_R_TIME = const(4)  # local time of the change, seconds after midnight (-167..167 hours)
+_R_END = const(5)
+# Rule kinds (tzparse.py has a copy)
 _JULIAN1 = const(0)  # Jn: 1..365, February 29 is never counted
 _JULIAN0 = const(1)  # n: 0..365, February 29 counted
 _MWD = const(2)  # Mm.w.d
+# TZ._last, the last year asked: (year, DST start, DST end), both as Unix UTC seconds
+_C_YEAR = const(0)
+_C_START = const(1)
+_C_END = const(2)
 
 
 def days_from_civil(y, m, d):
@@ -49,22 +61,24 @@ def civil_from_days(n):
     return (y + (m <= 2), m, d)
 
 
-def _rule_day(r, k, y):
-    """Days since 1970 of the date of rule r[k:k + 5] (kind, a, w, d, time_s) in year y."""
-    kind, a, w, d = r[k], r[k + 1], r[k + 2], r[k + 3]
+def _rule_day(r, start, y):
+    """Days since 1970 of the date of a DST change in year y: that of rule r whose fields begin at
+    r[start] (0: the change to DST, _R_END: the change back)."""
+    kind, n = r[start + _R_KIND], r[start + _R_N]
     if kind == _JULIAN1:
-        n = a - 1
-        if a >= 60 and y % 4 == 0 and (y % 100 != 0 or y % 400 == 0):  # skip February 29
-            n += 1
-        return days_from_civil(y, 1, 1) + n
+        day = n - 1
+        if n >= 60 and y % 4 == 0 and (y % 100 != 0 or y % 400 == 0):  # skip February 29
+            day += 1
+        return days_from_civil(y, 1, 1) + day
     if kind == _JULIAN0:
-        return days_from_civil(y, 1, 1) + a
-    first = days_from_civil(y, a, 1)
+        return days_from_civil(y, 1, 1) + n
+    month, week, weekday = n, r[start + _R_WEEK], r[start + _R_WEEKDAY]
+    first = days_from_civil(y, month, 1)
     wd1 = (first + 4) % 7  # weekday of the 1st, 0 = Sunday (1970-01-01 was a Thursday)
-    day = first + (d - wd1) % 7 + (w - 1) * 7
-    if w == 5:
-        nxt = days_from_civil(y + (a == 12), a % 12 + 1, 1)
-        while day >= nxt:
+    day = first + (weekday - wd1) % 7 + (week - 1) * 7
+    if week == 5:
+        next_month = days_from_civil(y + (month == 12), month % 12 + 1, 1)
+        while day >= next_month:
             day -= 7
     return day
 
@@ -76,17 +90,13 @@ class TZ:
     dst if is_dst(s) else std), std_off and dst_off their offsets in seconds east of Greenwich."""
 
     def __init__(self, s):
-        import sys
-
-        from clockterm import tzparse
+        from clockterm import forget, tzparse
 
         try:
             self.std, self.std_off, self.dst, self.dst_off, self._rule = tzparse.parse(s)
         finally:
-            # the parser is needed again only for another TZ string: let the GC have its code
-            del sys.modules["clockterm.tzparse"]
-            delattr(sys.modules["clockterm"], "tzparse")
-        self._cache = None  # (year, DST start, DST end in UTC seconds) of the last year asked
+            forget("clockterm.tzparse")  # needed again only for another TZ string
+        self._last = None  # the last year asked and its DST start and end (_C_* fields)
 
     # --- rules ---------------------------------------------------------------------------
 
@@ -95,16 +105,17 @@ class TZ:
         if self._rule is None:
             return False
         y = civil_from_days((s + self.std_off) // _DAY_S)[0]
-        # (DST start, DST end) in UTC seconds for year y; cached for the last year asked.
-        c = self._cache
-        if c is None or c[0] != y:
-            r = self._rule  # the start's (kind, a, w, d, time_s), then the end's
-            c = self._cache = (y, _rule_day(r, 0, y) * _DAY_S + r[4] - self.std_off,
-                               _rule_day(r, 5, y) * _DAY_S + r[9] - self.dst_off)
-        a, b = c[1], c[2]
-        if a < b:
-            return a <= s < b
-        return not (b <= s < a)  # southern hemisphere: DST spans the new year
+        cache = self._last
+        if cache is None or cache[_C_YEAR] != y:
+            # The start's local time is in standard time, the end's in DST.
+            rule = self._rule
+            start = _rule_day(rule, 0, y) * _DAY_S + rule[_R_TIME] - self.std_off
+            end = _rule_day(rule, _R_END, y) * _DAY_S + rule[_R_END + _R_TIME] - self.dst_off
+            cache = self._last = (y, start, end)
+        start, end = cache[_C_START], cache[_C_END]
+        if start < end:
+            return start <= s < end
+        return not (end <= s < start)  # southern hemisphere: DST spans the new year
 
     def offset_s(self, s):
         """Local offset from UTC in seconds (s: Unix UTC seconds), east positive, DST applied."""

@@ -1,6 +1,6 @@
 # The POSIX TZ string parser of clockterm.tz, imported only while a string is parsed.
 #
-# tz.TZ() imports this module, parses, and unloads it again (as app does with config): its code
+# tz.TZ() imports this module, parses, and forgets it again (clockterm.forget): its code
 # and its messages take heap only during a parse (at boot, and when the uplink checks a central
 # config overlay), not for the life of the terminal. The grammar is in tz.py's header.
 #
@@ -10,7 +10,7 @@
 from micropython import const
 
 _DEF_TIME_S = const(7200)  # 02:00 local, when a rule gives no time
-# Rule kinds, as in tz.py
+# Rule kinds (tz.py has a copy); a rule's fields are in tz.py's order (_R_*)
 _JULIAN1 = const(0)  # Jn: 1..365, February 29 is never counted
 _JULIAN0 = const(1)  # n: 0..365, February 29 counted
 _MWD = const(2)  # Mm.w.d

@@ -21,10 +21,9 @@ import random
 import time
 from micropython import const
 
-from clockterm import https, log
+from clockterm import forget, https, log
+from clockterm.punch import QUALITY, Q_UNSYNCED
 
-_Q_UNSYNCED = const(0)
-_QUALITY_NAMES = const(("unsynced", "synced", "stale", "corrected"))  # by quality code (clock.py)
 _TOKEN_MARGIN_MS = const(30000)  # refresh a token this long before it expires
 _TOKEN_DEFAULT_S = const(3600)  # a token's lifetime when the answer gives no expires_in
 # A token is used for a day at most, however long it lives: its expiry is a ticks value, and on an
@@ -66,7 +65,7 @@ def _batch_head(device_id, jid):
 def _row(p):
     # A punch as a compact row (bytes), in the order of _BATCH_HEAD's fields: the one encoding of both
     # passes of Uplink._build, whose Content-Length depends on their giving the same bytes.
-    return json.dumps([p.seq, p.badge, p.kind, p.utc_ms, p.utc_offset_min, _QUALITY_NAMES[p.quality],
+    return json.dumps([p.seq, p.badge, p.kind, p.utc_ms, p.utc_offset_min, QUALITY[p.quality],
                        p.uncertainty_ms, p.employee], separators=(",", ":")).encode()
 
 class Uplink:
@@ -512,12 +511,8 @@ class Uplink:
                                            self.good_config_path)
         finally:
             body = config = None
-            if not keep:  # forget it: sys.modules and the package attribute hold it
-                sys.modules.pop("clockterm.config", None)
-                try:
-                    delattr(sys.modules["clockterm"], "config")
-                except (KeyError, AttributeError):
-                    pass
+            if not keep:
+                forget("clockterm.config")
         if self._cfg_crc == -1:
             self._cfg_crc = old  # only the uplink writes the file: the first pull sees the boot's overlay
         if crc != old:
@@ -539,7 +534,7 @@ class Uplink:
             await asyncio.sleep(3600)  # disabled until a config with a usable CA (a reboot)
         while True:
             try:
-                if self.clock.now()[1] == _Q_UNSYNCED:
+                if self.clock.now()[1] == Q_UNSYNCED:
                     self.state = _WAIT_CLOCK
                 else:
                     try:

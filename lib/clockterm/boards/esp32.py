@@ -24,16 +24,18 @@ class RTC:
         return time.time_ns() // 1000000 + PORT_TO_UNIX_S * 1000
 
     def set_ms(self, ms):
-        t = gmtime_ms(ms)
-        # machine.RTC.datetime: (year, month, day, weekday, hour, minute, second, microsecond)
-        self._rtc.datetime((t[0], t[1], t[2], t[6], t[3], t[4], t[5], (ms % 1000) * 1000))
+        year, month, day, hour, minute, second, weekday = gmtime_ms(ms)[:7]
+        # machine.RTC.datetime's order: weekday before the time of day, microseconds last
+        self._rtc.datetime((year, month, day, weekday, hour, minute, second, (ms % 1000) * 1000))
 
 
 class Indicator:
     """Buzzer (PWM), OK/error LEDs and an optional SSD1306 display with the terminal's screen."""
 
-    _BEEPS = {"ok": ((2700, 80),), "dup": ((2700, 40), (0, 60), (2700, 40)),
-              "deny": ((900, 400),), "error": ((900, 150), (0, 100), (900, 150), (0, 100), (900, 150))}
+    # The beep of each feedback code: Hz and ms, in turn (0 Hz: a pause). One flat tuple per code: a
+    # tuple of pairs would be a heap object per pair (docs/heap.md). docs/employee-card.md says them.
+    _BEEPS = {"ok": (2700, 80), "dup": (2700, 40, 0, 60, 2700, 40), "deny": (900, 400),
+              "error": (900, 150, 0, 100, 900, 150, 0, 100, 900, 150)}
 
     def __init__(self, cfg):
         self.buzzer = None
@@ -53,8 +55,8 @@ class Indicator:
             self.screen = Screen(SSD1306(i2c, d.get("addr", 0x3C), d.get("width", 128), d.get("height", 64),
                                          machine.Pin(rst, machine.Pin.OUT) if rst is not None else None,
                                          d.get("flip", False)))
-        self.last = None
-        self._idle = ("", "", "")  # time, sync state, backlog
+        self.last = None  # (code, text) of the last feedback: its text stays on the screen
+        self._idle = ("", "", 0)  # time, sync state, backlog
 
     def feedback(self, result, text):
         self.last = (result, text)
@@ -65,7 +67,9 @@ class Indicator:
         asyncio.create_task(self._beep(result, led))
 
     async def _beep(self, result, led):
-        for freq, ms in self._BEEPS.get(result, ()):
+        beep = self._BEEPS.get(result, ())
+        for i in range(0, len(beep), 2):
+            freq, ms = beep[i], beep[i + 1]
             if self.buzzer:
                 if freq:
                     self.buzzer.freq(freq)
@@ -78,9 +82,9 @@ class Indicator:
             led.value(1 - self._on)
 
     def idle(self, lines):
-        # lines: ("HH:MM SYNCED", "backlog N") from the app's display task
+        # lines: ("HH:MM SYNCED", "backlog N") from the app's housekeeping (App._idle)
         hm, _, sync = lines[0].partition(" ")
-        self._idle = (hm, sync, lines[1].split()[-1])
+        self._idle = (hm, sync, int(lines[1].split()[-1]))  # the screen shows the backlog as a number
         self._show(self.last[1] if self.last else "")
 
     def _show(self, result):

@@ -1,4 +1,5 @@
 # The hold window every reader shares: a card left in the field is reported once per presentation.
+
 import time
 
 

@@ -2,7 +2,8 @@
 #
 # Reader interface (shared by every driver in clockterm.drivers, see docs/boards.md):
 #   poll() -> badge id str or None, never blocks long, never raises on bad input; call every poll_ms.
-#   async run(tap): polls forever and calls tap(badge_id) for each read (the app's reader task).
+#   poll_ms: how often to poll (a class attribute; the board config's reader.poll_ms overrides it);
+#   the app's reader task (app.poll_reader) polls and sends each badge down the tap path.
 #   frames_ok, frames_bad: counters; status() -> dict of all counters; deinit().
 #
 # MFRC522(spi, cs, rst=None, hold_ms=800, check_ms=5000, ticks_ms=None)
@@ -67,7 +68,7 @@ _VERSIONS = b"\x88\x90\x91\x92\x12\xb2"
 class MFRC522:
     """RC522 card reader; see the module comment for the interface."""
 
-    poll_ms = 100  # how often the board layer should call poll()
+    poll_ms = 100  # ms: how often app.poll_reader calls poll()
 
     def __init__(self, spi, cs, rst=None, hold_ms=800, check_ms=5000, ticks_ms=None):
         self._spi = spi
@@ -76,8 +77,8 @@ class MFRC522:
         self.hold_ms = hold_ms  # ms: the same UID again within this of its last sighting is held
         self.check_ms = check_ms  # ms between health checks (version and config registers)
         self._ticks_ms = ticks_ms or time.ticks_ms
-        self._w = bytearray(2)
-        self._r = bytearray(2)
+        self._reg_out = bytearray(2)
+        self._reg_in = bytearray(2)
         self._tx = bytearray(9)
         self._rx = bytearray(16)
         self._uid = bytearray(10)
@@ -98,19 +99,19 @@ class MFRC522:
 
     # --- register access ---------------------------------------------------------------------
 
-    def _rd(self, reg):
-        w = self._w
+    def _read_reg(self, reg):
+        w = self._reg_out
         w[0] = 0x80 | (reg << 1)
         w[1] = 0
         self._cs.value(0)
         try:
-            self._spi.write_readinto(w, self._r)
+            self._spi.write_readinto(w, self._reg_in)
         finally:
             self._cs.value(1)
-        return self._r[1]
+        return self._reg_in[1]
 
-    def _wr(self, reg, val):
-        w = self._w
+    def _write_reg(self, reg, val):
+        w = self._reg_out
         w[0] = (reg << 1) & 0x7E
         w[1] = val
         self._cs.value(0)
@@ -120,10 +121,10 @@ class MFRC522:
             self._cs.value(1)
 
     def _set(self, reg, mask):
-        self._wr(reg, self._rd(reg) | mask)
+        self._write_reg(reg, self._read_reg(reg) | mask)
 
     def _clr(self, reg, mask):
-        self._wr(reg, self._rd(reg) & ~mask & 0xFF)
+        self._write_reg(reg, self._read_reg(reg) & ~mask & 0xFF)
 
     # --- chip life cycle ---------------------------------------------------------------------
 
@@ -135,20 +136,20 @@ class MFRC522:
                 self._rst.value(0)
                 time.sleep_us(10)
                 self._rst.value(1)
-            self._wr(_COMMAND, _SOFTRESET)
+            self._write_reg(_COMMAND, _SOFTRESET)
             for _ in range(_SPINS):  # PowerDown clears when the oscillator runs again
-                if not self._rd(_COMMAND) & 0x10:
+                if not self._read_reg(_COMMAND) & 0x10:
                     break
-            self.version = v = self._rd(_VERSION)
+            self.version = v = self._read_reg(_VERSION)
             if v not in _VERSIONS:
                 self.init_failures += 1
                 return False
-            self._wr(_TMODE, 0x80)  # timer starts at the end of each transmission
-            self._wr(_TPRESCALER, _TPRESCALER_V)
-            self._wr(_TRELOADH, _TRELOAD_V >> 8)
-            self._wr(_TRELOADL, _TRELOAD_V & 0xFF)
-            self._wr(_TXASK, 0x40)  # 100 % ASK modulation
-            self._wr(_MODE, 0x3D)  # CRC preset 0x6363 (ISO 14443A)
+            self._write_reg(_TMODE, 0x80)  # timer starts at the end of each transmission
+            self._write_reg(_TPRESCALER, _TPRESCALER_V)
+            self._write_reg(_TRELOADH, _TRELOAD_V >> 8)
+            self._write_reg(_TRELOADL, _TRELOAD_V & 0xFF)
+            self._write_reg(_TXASK, 0x40)  # 100 % ASK modulation
+            self._write_reg(_MODE, 0x3D)  # CRC preset 0x6363 (ISO 14443A)
             self._set(_TXCONTROL, 0x03)  # antenna drivers on
             self._ok = self._healthy()
             if not self._ok:
@@ -159,8 +160,8 @@ class MFRC522:
             return False
 
     def _healthy(self):
-        return (self._rd(_VERSION) in _VERSIONS and self._rd(_TPRESCALER) == _TPRESCALER_V
-                and self._rd(_TXCONTROL) & 0x03 == 0x03)
+        return (self._read_reg(_VERSION) in _VERSIONS and self._read_reg(_TPRESCALER) == _TPRESCALER_V
+                and self._read_reg(_TXCONTROL) & 0x03 == 0x03)
 
     def reinit(self):
         self.reinits += 1
@@ -176,8 +177,8 @@ class MFRC522:
 
     def _transceive(self, n, last_bits=0):
         """Send self._tx[:n]; the answer lands in self._rx. Returns its byte count or an outcome."""
-        wr = self._wr
-        rd = self._rd
+        wr = self._write_reg
+        rd = self._read_reg
         wr(_COMMAND, _IDLE)
         wr(_COMIRQ, 0x7F)  # clear every interrupt request bit
         wr(_FIFOLEVEL, 0x80)  # flush the FIFO

@@ -8,9 +8,11 @@
 #   The display is not critical: I2C errors are counted in `errors`, never raised.
 #
 # Screen(display) -> show(time_str, sync, result, backlog): the terminal's screen:
-#   line 0: local time on the left, clock state on the right ("SYNC", "NO SYNC", "STALE"),
-#   a rule, the last result in double size when it fits 8 characters, else on two normal lines
-#   ("IN 08:01 Ada L.", "UNKNOWN BADGE", "MEMORY FULL"), and the backlog ("QUEUE 12") at the bottom.
+#   line 0: local time on the left, the clock's sync state on the right (the app shows SYNCED,
+#   UNSYNCED or STALE), a rule, the last result in double size when it fits 8 characters, else on
+#   two normal lines ("IN 08:01 Ada L.", "UNKNOWN BADGE", "MEMORY FULL"; one line on a 128x32
+#   panel), and at the bottom the backlog (an int; "QUEUE 12", nothing when 0; 128x64 only).
+#   docs/employee-card.md shows each screen, rendered from the bytes show() sends (make card).
 
 from micropython import const
 import framebuf

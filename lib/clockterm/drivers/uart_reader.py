@@ -2,7 +2,8 @@
 #
 # Reader interface (shared by every driver in clockterm.drivers, see docs/boards.md):
 #   poll() -> badge id str or None, never blocks, never raises on bad input; call every poll_ms.
-#   async run(tap): polls forever and calls tap(badge_id) for each read (the app's reader task).
+#   poll_ms: how often to poll (a class attribute; the board config's reader.poll_ms overrides it);
+#   the app's reader task (app.poll_reader) polls and sends each badge down the tap path.
 #   frames_ok, frames_bad: counters; status() -> dict of all counters; deinit().
 #
 # Both take a UART-like object with readinto(buf) -> int or None (machine.UART on the board, a byte
@@ -47,7 +48,7 @@ def _hexval(c):
 
 
 class _UartReader:
-    poll_ms = 20  # how often the board layer should call poll()
+    poll_ms = 20  # ms: how often app.poll_reader calls poll()
 
     def __init__(self, uart, hold_ms, ticks_ms):
         self._uart = uart

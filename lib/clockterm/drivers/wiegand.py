@@ -2,7 +2,8 @@
 #
 # Reader interface (shared by every driver in clockterm.drivers, see docs/boards.md):
 #   poll() -> badge id str or None, never blocks, never raises on bad input; call every poll_ms.
-#   async run(tap): polls forever and calls tap(badge_id) for each read (the app's reader task).
+#   poll_ms: how often to poll (a class attribute; the board config's reader.poll_ms overrides it);
+#   the app's reader task (app.poll_reader) polls and sends each badge down the tap path.
 #   frames_ok, frames_bad: counters; status() -> dict of all counters; deinit().
 #
 # Wiegand(d0, d1, bits=(26, 34, 37), id_format="fc", gap_us=25000, hold_ms=0, ticks_us=None,
@@ -43,7 +44,7 @@ _LAYOUTS = {
 class Wiegand:
     """Wiegand reader on two GPIO lines; see the module comment for the interface."""
 
-    poll_ms = 20  # how often the board layer should call poll()
+    poll_ms = 20  # ms: how often app.poll_reader calls poll()
 
     def __init__(self, d0, d1, bits=(26, 34, 37), id_format="fc", gap_us=25000, hold_ms=0,
                  ticks_us=None, ticks_ms=None):
@@ -125,22 +126,22 @@ class Wiegand:
 
     def poll(self):
         """A badge id when a complete valid frame has arrived since the last call, else None."""
-        f = self._frame
+        frame = self._frame
         n = self._n
-        t = self._last
-        if n == 0 or f == self._taken:
+        last = self._last
+        if n == 0 or frame == self._taken:
             return None
-        if time.ticks_diff(self._ticks_us(), t) <= self.gap_us:
+        if time.ticks_diff(self._ticks_us(), last) <= self.gap_us:
             return None  # frame still arriving
         flags = self._flags
         self._work[:n] = memoryview(self._buf)[:n]
-        if self._frame != f:
+        if self._frame != frame:
             # A new frame began while we copied: the copy may be torn. Take neither half whole.
-            self._taken = f
+            self._taken = frame
             self.lost += 1
             self.frames_bad += 1
             return None
-        self._taken = f
+        self._taken = frame
         try:
             bid = self._decode(n, flags)
         except Exception:  # never let a bad frame reach the caller as an exception
@@ -168,32 +169,32 @@ class Wiegand:
             self.frames_bad += 1
             return None
         fac_bits, card_bits, even_n, odd_from = _LAYOUTS[n]
-        w = self._work
-        d = n - 2  # data bits sit at w[1 .. n-2]
-        p = w[0]
+        frame = self._work
+        data_n = n - 2  # the data bits sit at frame[1 .. n-2], between the two parity bits
+        even = frame[0]
         for i in range(1, even_n + 1):
-            p ^= w[i]
-        q = w[n - 1]
-        for i in range(odd_from + 1, d + 1):
-            q ^= w[i]
-        if p != 0 or q != 1:
+            even ^= frame[i]
+        odd = frame[n - 1]
+        for i in range(odd_from + 1, data_n + 1):
+            odd ^= frame[i]
+        if even != 0 or odd != 1:
             self.bad_parity += 1
             self.frames_bad += 1
             return None
         fmt = self.id_format
         if fmt == "hex":
-            return _hex(w, 1, d)
+            return _hex(frame, 1, data_n)
         if fmt == "dec":
             v = 0
-            for i in range(1, d + 1):
-                v = (v << 1) | w[i]
+            for i in range(1, data_n + 1):
+                v = (v << 1) | frame[i]
             return str(v)
         fac = 0
         for i in range(1, fac_bits + 1):
-            fac = (fac << 1) | w[i]
+            fac = (fac << 1) | frame[i]
         card = 0
         for i in range(fac_bits + 1, fac_bits + card_bits + 1):
-            card = (card << 1) | w[i]
+            card = (card << 1) | frame[i]
         if n == 26:
             return "%03d:%05d" % (fac, card)
         if n == 34:
