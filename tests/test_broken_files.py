@@ -128,7 +128,7 @@ def broken_configs(good: dict[str, Any]) -> list[tuple[str, bytes, str]]:
         ("100 KB", text + b" " * HUGE, "config: over 8192 bytes"),
         ("deeply nested", NESTED, "config: more than 100 objects and lists"),
         ("a byte order mark", b"\xef\xbb\xbf" + text, "config: starts with a byte order mark"),
-        ("NUL bytes", text[:40] + b"\x00\x00" + text[40:], "config: NUL character at 40"),
+        ("NUL bytes", text[:40] + b"\x00\x00" + text[40:], "config: NUL byte at 40"),
         ("erased flash", b"\xff" * 4096, "config: not UTF-8 text"),
         ("empty", b"", "config: not valid JSON"),
         ("cut short", text[: len(text) // 2], "config: not valid JSON"),
@@ -168,7 +168,7 @@ def test_broken_central_overlay_boots_the_local_config_then_the_fixed_one_applie
         ("deeply nested", NESTED, "overlay: more than 100 objects and lists"),
         ("a field it may not set", b'{"device_id": "evil"}', "device_id: not allowed from central"),
         ("a section of the wrong type", b'{"terminal": [1]}', "terminal: expected an object, got list"),
-        ("NUL bytes", b'{"tz": "JST-9"}\x00', "overlay: NUL character"),
+        ("NUL bytes", b'{"tz": "JST-9"}\x00', "overlay: NUL byte"),
     ]:
         flash(boots.state, {"config.central.json": data})
         st = boots.status_after_boot()

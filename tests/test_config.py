@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import copy
 import json
+import tempfile
 
 from clockterm_host.cli import check_config
 from clockterm_host.defaults import default_config
-from mp import fragment_heap, mp_json
+from mp import fragment_heap, mp_json, run_mp
 
 
 def _check_all(docs: list[str]) -> list[str]:
-    """Run the device validator over many config texts in one micropython process."""
+    """Run the device validator over many config texts in one micropython process (read from a file, one
+    per line, and answered one per line: the 100 KB heap holds one at a time)."""
     script = (
-        "import json\nfrom clockterm import config\n"
-        f"docs = json.loads({json.dumps(json.dumps(docs))})\n"
-        "out = []\n"
-        "for d in docs:\n"
-        "    try:\n        config.parse(d)\n        out.append('ok')\n"
-        "    except config.ConfigError as e:\n        out.append(str(e))\n"
-        "print(json.dumps(out))\n"
+        "import sys, json\nfrom clockterm import config\n"
+        "for line in open(sys.argv[1]):\n"
+        "    try:\n        config.parse(json.loads(line))\n        print('R', json.dumps('ok'))\n"
+        "    except config.ConfigError as e:\n        print('R', json.dumps(str(e)))\n"
     )
-    return mp_json(script)
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl") as f:
+        f.write("".join(json.dumps(d) + "\n" for d in docs))
+        f.flush()
+        out = run_mp(script, args=[f.name]).stdout
+    return [json.loads(ln[2:]) for ln in out.splitlines() if ln.startswith("R ")]
 
 
 def _mutate(path: str, value=None, delete=False) -> str:

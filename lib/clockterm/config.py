@@ -164,7 +164,7 @@ def _check(path, kind, a, b, allowed, v):
                     raise ConfigError("%s.sha256: expected 64 lowercase hex digits" % p)
             elif not isinstance(tok, str) or len(tok) < 16:
                 raise ConfigError("%s.token: expected a string of at least 16 characters" % p)
-            elif min(tok.encode()) < 32 or tok.find(chr(127)) >= 0:
+            elif min(tok.encode()) < 32 or tok.encode().find(bytes((127,))) >= 0:
                 raise ConfigError("%s.token: control character in the text" % p)
             scopes = t.get("scopes")
             if not isinstance(scopes, list) or not scopes or any(s not in _SCOPES for s in scopes):
@@ -186,9 +186,10 @@ def _check(path, kind, a, b, allowed, v):
             ok = len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts)
         else:
             ok = 0 < len(host) <= 253
-            for p in parts:  # (isalpha is ASCII only on MicroPython)
-                if not 0 < len(p) < 64 or p[0] == "-" or p[-1] == "-" or \
-                        not all(c.isalpha() or c.isdigit() or c == "-" for c in p):
+            for p in parts:  # (bytes: a str's characters would each be interned for good)
+                p = p.encode()
+                if not 0 < len(p) < 64 or p[0] == 45 or p[-1] == 45 or \
+                        not all(48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c == 45 for c in p):
                     ok = False
         if not ok:
             raise ConfigError("%s: %r is not a usable address" % (path, v))
@@ -305,16 +306,19 @@ def loads(text, name="config"):
     """The JSON document in text (bytes-like or str), refused with a ConfigError naming it (`name`) and why
     when it is not UTF-8, starts with a byte order mark, holds a NUL, nests more objects and lists than
     a config has, or is not JSON."""
-    if not isinstance(text, str):
-        try:
-            text = bytes(text).decode()
-        except UnicodeError:
-            raise ConfigError("%s: not UTF-8 text" % name) from None
-    if text[:1] == chr(0xFEFF):  # (chr: a string made here, not a name kept for good; heap: docs/heap.md)
+    # Looked at as bytes: a one-character string made at run time (a str's item, chr()) is an interned
+    # name that MicroPython keeps for good (heap: see docs/heap.md)
+    data = text.encode() if isinstance(text, str) else bytes(text)
+    if data[:3] == bytes((0xEF, 0xBB, 0xBF)):
         raise ConfigError("%s: starts with a byte order mark (save it as UTF-8 without one)" % name)
-    i = text.find(chr(0))
+    i = data.find(bytes(1))
     if i >= 0:
-        raise ConfigError("%s: NUL character at %d" % (name, i))
+        raise ConfigError("%s: NUL byte at %d" % (name, i))
+    try:
+        text = data.decode()
+    except UnicodeError:
+        raise ConfigError("%s: not UTF-8 text" % name) from None
+    data = None
     if text.count("[") + text.count("{") > _CONTAINERS_MAX:
         raise ConfigError("%s: more than %d objects and lists" % (name, _CONTAINERS_MAX))
     try:
