@@ -413,8 +413,9 @@ def _build(board):
     # of the App took what it needs (the whole document would otherwise stay in the heap).
     from clockterm import config
 
+    good = []  # the config's bytes, to keep as the last good one once the App is built
     try:
-        cfg, err = config.load(board.config_path, board.good_config_path)
+        cfg, err = config.load(board.config_path, board.good_config_path, good)
     except config.ConfigError as e:
         board.fatal("config refused: %s" % e)
         return None
@@ -434,4 +435,26 @@ def _build(board):
         err = why if err is None else "%s; %s" % (err, why)
     del config
     forget("clockterm.config")  # needed again only to check a config overlay the uplink pulls
-    return App(board, cfg, err)
+    app = App(board, cfg, err)
+    # The config that booted, kept as the last good one: here, once the App is built (written before,
+    # its file buffers left holes in the heap where the TLS context must fit). Written only when it
+    # changed (flash wear), through a temporary file and a rename.
+    path = board.good_config_path
+    if good and path:
+        cfg = None
+        try:
+            with open(path, "rb") as f:
+                if f.read(len(good[0]) + 1) == good[0]:
+                    return app
+        except OSError:
+            pass
+        try:
+            with open(path + ".tmp", "wb") as f:
+                f.write(good[0])
+            import os
+
+            os.rename(path + ".tmp", path)
+        except OSError as e:  # a full filesystem: the terminal runs, the older copy stays
+            log.error("config", "last good config not kept: %s" % e)
+    return app
+

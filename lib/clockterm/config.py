@@ -381,12 +381,14 @@ def parse(text):
     return validate(loads(text))
 
 
-def load(path, good_path=None):
+def load(path, good_path=None, out=None):
     """Load the config at path. Returns (config, error).
 
-    On success the text is saved to good_path (when given) and error is None. When the config is
-    broken and a last good copy exists, that copy is returned with the error that rejected the new
-    one, so the terminal keeps working. With no good copy the ConfigError is raised.
+    On success the text is saved to good_path (when given) and error is None; with `out` (a list) its
+    bytes are appended there instead, for the caller to save once it has built what it needs (app.run
+    does: the file's writes would leave holes in the boot's heap). When the config is broken and a
+    last good copy exists, that copy is returned with the error that rejected the new one, so the
+    terminal keeps working. With no good copy the ConfigError is raised.
     """
     err = None
     try:
@@ -397,7 +399,9 @@ def load(path, good_path=None):
     except ConfigError as e:
         err = e
     if err is None:
-        if good_path:
+        if out is not None:
+            out.append(text)
+        elif good_path:
             _save_good(good_path, text)
         return doc, None
     if good_path:
