@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import copy
 import json
+import tempfile
 
 from clockterm_host.cli import check_config
 from clockterm_host.defaults import default_config
-from mp import fragment_heap, mp_json
+from mp import fragment_heap, mp_json, run_mp
 
 
 def _check_all(docs: list[str]) -> list[str]:
-    """Run the device validator over many config texts in one micropython process."""
+    """Run the device validator over many config texts in one micropython process (read from a file, one
+    per line, and answered one per line: the 100 KB heap holds one at a time)."""
     script = (
-        "import json\nfrom clockterm import config\n"
-        f"docs = json.loads({json.dumps(json.dumps(docs))})\n"
-        "out = []\n"
-        "for d in docs:\n"
-        "    try:\n        config.parse(d)\n        out.append('ok')\n"
-        "    except config.ConfigError as e:\n        out.append(str(e))\n"
-        "print(json.dumps(out))\n"
+        "import sys, json\nfrom clockterm import config\n"
+        "for line in open(sys.argv[1]):\n"
+        "    try:\n        config.parse(json.loads(line))\n        print('R', json.dumps('ok'))\n"
+        "    except config.ConfigError as e:\n        print('R', json.dumps(str(e)))\n"
     )
-    return mp_json(script)
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl") as f:
+        f.write("".join(json.dumps(d) + "\n" for d in docs))
+        f.flush()
+        out = run_mp(script, args=[f.name]).stdout
+    return [json.loads(ln[2:]) for ln in out.splitlines() if ln.startswith("R ")]
 
 
 def _mutate(path: str, value=None, delete=False) -> str:
@@ -47,6 +50,27 @@ CASES = [
     (_mutate("sntp.servers", ["ok", 5]), "sntp.servers[1]: expected a non-empty string, got int"),
     (_mutate("terminal.kind_mode", "sideways"), "terminal.kind_mode: 'sideways' is not one of"),
     (_mutate("central.url", "ftp://x.example"), "central.url: must start with https://"),
+    (_mutate("central.url", "http://127.0.0.1:8443"), "central.url: must start with https://"),
+    (_mutate("central.url", "https://"), "central.url: '' is not a usable address"),
+    (_mutate("central.url", "https://central.example.com:99999/v1"), "central.url: 'central.example.com:99999' is not"),
+    (_mutate("central.url", "https://central.example.com:"), "central.url: 'central.example.com:' is not"),
+    (_mutate("central.url", "https://exa mple.com"), "central.url: 'exa mple.com' is not a usable address"),
+    (_mutate("central.url", "https://-central.example.com"), "central.url: '-central.example.com' is not"),
+    (_mutate("central.url", "https://10.0.0.256"), "central.url: '10.0.0.256' is not a usable address"),
+    (_mutate("central.url", "https://[zz::1]:8443"), "central.url: '[zz::1]:8443' is not a usable address"),
+    (_mutate("sntp.servers", ["pool.ntp.org:abc"]), "sntp.servers[0]: 'pool.ntp.org:abc' is not a usable address"),
+    (_mutate("sntp.servers", ["ok.example", "1.2.3"]), "sntp.servers[1]: '1.2.3' is not a usable address"),
+    (_mutate("sntp.servers", ["ntp.example:0"]), "sntp.servers[0]"),
+    (_mutate("network.static_ip", "10.0.0.1/33"), "network.static_ip: '10.0.0.1/33' is not a usable address"),
+    (_mutate("network.gateway", "10.0.0.x"), "network.gateway: '10.0.0.x' is not a usable address"),
+    (_mutate("network.dns", "1.2.3.4.5"), "network.dns: '1.2.3.4.5' is not a usable address"),
+    (_mutate("device_id", "term\r\nX-Injected: 1"), "device_id: control character in the text"),
+    (_mutate("network.wifi_password", "pass\x00word"), "network.wifi_password: control character"),
+    (_mutate("sntp.servers", ["pool.ntp.org\t"]), "sntp.servers[0]: control character"),
+    (_mutate("endpoint.tokens", [{"token": "x" * 20 + "\n", "scopes": ["read"]}]), "endpoint.tokens[0].token: control"),
+    (_mutate("sim", "fast"), "sim: expected object, got string"),
+    (_mutate("network", [1]), "network: expected object, got list"),
+    (_mutate("central", "https://x.example"), "central: expected object, got string"),
     (_mutate("sim.rtc_drift_ppm", "fast"), "sim.rtc_drift_ppm: expected number, got string"),
     (_mutate("endpoint.tokens", [{"token": "short", "scopes": ["read"]}]), "endpoint.tokens[0].token"),
     (_mutate("endpoint.tokens", [{"token": "x" * 20, "scopes": ["root"]}]), "endpoint.tokens[0].scopes"),
@@ -67,6 +91,14 @@ def test_bad_fields_are_named():
     got = _check_all([doc for doc, _ in CASES])
     for (_, want), msg in zip(CASES, got, strict=True):
         assert want in msg, (want, msg)
+
+
+def test_addresses_that_can_be_used_pass():
+    docs = [_mutate("central.url", url) for url in ("https://[::1]:8443/api", "https://central.example.com/v1/",
+                                                     "https://10.1.2.3", "https://localhost:8443")]
+    docs += [_mutate("network.static_ip", "192.168.1.20/24"), _mutate("network.static_ip", "192.168.1.20"),
+             _mutate("sntp.servers", ["pool.ntp.org", "192.168.1.1:1123", "ntp-1.example.com"])]
+    assert _check_all(docs) == ["ok"] * len(docs)
 
 
 def test_optional_fields_may_be_absent_or_null():

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import struct
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -311,7 +313,7 @@ async def main():
     for _ in range(2):
         status, _, answer = await c.request("POST", "/p", body, "", 10)
         out.append([status, answer.decode()])
-        await asyncio.sleep_ms(300)  # meanwhile the server closes the kept-alive connection
+        await asyncio.sleep_ms(300)
     print(json.dumps({"answers": out, "calls": len(calls), "connections": c.connections}))
 
 asyncio.run(main())
@@ -319,20 +321,74 @@ asyncio.run(main())
 
 
 def test_body_function_called_again_when_a_kept_alive_connection_was_closed() -> None:
-    # The server answers with keep-alive, then closes the idle connection: the next request finds it
-    # closed (no answer byte) and goes once more on a fresh connection, its body built anew.
+    # The server answers with keep-alive, then takes the next request and closes without an answer
+    # (the close crossed the request): no answer byte, so the request goes once more on a fresh
+    # connection, its body built anew.
     got: list[bytes] = []
 
     def handle(conn: socket.socket) -> None:
         got.append(read_request(conn, 6)[1])  # b"body N"
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(got) + b"k" * len(got))
-        # closed right after the answer: the client's next request on it finds it closed
+        if len(got) == 1:
+            got.append(read_request(conn, 6)[1])  # taken, never answered: closed
 
     with local_server(handle, 2) as port:
         out = mp.mp_json(STALE, args=[str(port)])
-    assert out["answers"] == [[200, "k"], [200, "kk"]]
-    assert out["connections"] == 2 and out["calls"] == 3  # the second request built twice, sent once
-    assert got == [b"body 1", b"body 3"]
+    assert out["answers"] == [[200, "k"], [200, "kkk"]]
+    assert out["connections"] == 2 and out["calls"] == 3  # the second request built twice
+    assert got == [b"body 1", b"body 2", b"body 3"]
+
+
+IDLE = r"""
+import sys, json, asyncio
+from clockterm import https
+port = int(sys.argv[1])
+
+async def main():
+    c = https.Client("http://127.0.0.1:%d" % port)
+    out = []
+    for _ in range(3):
+        try:
+            status, _, answer = await c.request("POST", "/p", b"body")
+            out.append([status, answer.decode()])
+        except https.HTTPError as e:
+            out.append(str(e))
+        await asyncio.sleep_ms(300)  # meanwhile the server closes the connection, or sends more
+    print(json.dumps({"answers": out, "connections": c.connections}))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("after", [b"", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale"])
+def test_a_kept_alive_connection_is_used_again_only_when_nothing_came_on_it(after: bytes) -> None:
+    # Between two requests the client looks at the kept-alive connection without waiting: closed by
+    # the server while idle, or with bytes on it that no request asked for (a server that sent more
+    # than its answer announced: they would pass for the next answer), it is not used again; the
+    # next request goes on a fresh connection, and never onto the old one.
+    seen: list[bytes] = []
+
+    def handle(conn: socket.socket) -> None:
+        seen.append(read_request(conn, 4)[1])
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(seen) + b"k" * len(seen))
+        if after:
+            time.sleep(0.1)  # a segment of its own, after the answer was taken (in the same read: an error)
+            conn.sendall(after)
+        else:  # closed while idle (its reading side stays open, to see whether a request still comes)
+            conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(0.6)
+        try:
+            seen.append(conn.recv(100) or b"closed by the client")
+        except TimeoutError:
+            seen.append(b"nothing sent")
+        except ConnectionResetError:  # closed with the unread bytes still on it
+            seen.append(b"closed by the client")
+
+    with local_server(handle, 3) as port:
+        out = mp.mp_json(IDLE, args=[str(port)])
+    assert out["answers"] == [[200, "k"], [200, "kkk"], [200, "kkkkk"]], out
+    assert out["connections"] == 3
+    assert seen[1::2] == [b"closed by the client"] * 3, seen  # nothing ever written to a used-up connection
 
 
 # A client built at boot, then a heap cut into pieces of about 2 KB (plenty free, nothing as large
@@ -454,7 +510,6 @@ def test_close_closes_the_connection_at_once() -> None:
     # Client.close() must close the socket itself (asyncio's Stream.close() does not on MicroPython: only
     # wait_closed() does); left to the GC, a dropped connection stays open on both ends (and on a board
     # its TLS session's memory stays taken) until some later collection.
-    import time
 
     seen: dict[str, float] = {}
 
@@ -557,7 +612,7 @@ def test_streamed_body_must_add_up_to_its_length(central: Handle, tmp_path: Path
 
 
 STALE_STREAMED = r"""
-import sys, json, asyncio
+import sys, json, time, asyncio
 from clockterm import https
 port = int(sys.argv[1])
 buf = bytearray(1000)
@@ -567,6 +622,8 @@ def body():  # three pieces of 1000 bytes through one buffer, built anew for a r
     calls.append(1)
     yield 3000
     for i in range(3):
+        if i:
+            time.sleep_ms(150)  # the server's reset arrives before the next piece goes
         buf[:] = b"%d" % i * 1000
         yield memoryview(buf)
 
@@ -576,7 +633,6 @@ async def main():
     for _ in range(2):
         status, _, answer = await c.request("POST", "/p", body)
         out.append([status, answer.decode()])
-        await asyncio.sleep_ms(300)  # meanwhile the server closes the kept-alive connection
     print(json.dumps({"answers": out, "calls": len(calls), "connections": c.connections}))
 
 asyncio.run(main())
@@ -584,18 +640,23 @@ asyncio.run(main())
 
 
 def test_streamed_body_sent_again_when_a_kept_alive_connection_was_closed() -> None:
-    # As for a body in one write: the server closed the idle kept-alive connection; the first piece
-    # goes into the socket, a later write fails (the server's reset): sent again, whole, on a fresh one.
+    # As for a body in one write: the server closes the kept-alive connection as the next request
+    # goes out. The first piece goes into the socket, a later write fails (the server's reset): no
+    # answer came, so the request is sent again, whole, on a fresh connection.
     got: list[bytes] = []
 
     def handle(conn: socket.socket) -> None:
-        got.append(read_request(conn, 3000)[1])
+        head, data = read_request(conn, 3000)
+        got.append(data)
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(got) + b"k" * len(got))
+        if len(got) == 1:
+            read_request(conn, 1000)  # the next request's head and first piece, then a reset
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     with local_server(handle, 2) as port:
         out = mp.mp_json(STALE_STREAMED, args=[str(port)])
     assert out["answers"] == [[200, "k"], [200, "kk"]]
-    assert out["connections"] == 2 and out["calls"] == 3  # the second request built twice, sent once
+    assert out["connections"] == 2 and out["calls"] == 3  # the second request built twice, sent once whole
     assert got == [b"0" * 1000 + b"1" * 1000 + b"2" * 1000] * 2
 
 
@@ -754,23 +815,28 @@ EARLY = r"""
 import json, asyncio
 from clockterm import https
 
+class Sock:  # the connection's socket: quiet while the request goes out
+    def readinto(self, b):
+        return None
+    def close(self):
+        pass
+
 class Stream:  # the server answered 413 early, then stopped reading: the second piece's write fails
     def __init__(self):
         self.writes = 0
-        self.lines = [b"HTTP/1.1 413 Payload Too Large\r\n", b"Content-Length: 2\r\n", b"\r\n"]
-        self.s = self
+        self.answer = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 2\r\n\r\nno"
+        self.s = Sock()
     def write(self, b):
         self.writes += 1
         if self.writes > 1:
             raise OSError(104)  # ECONNRESET
     async def drain(self):
         pass
-    async def readline(self):
-        return self.lines.pop(0)
-    async def read(self, n):
-        return b"no"
-    def close(self):
-        pass
+    async def readinto(self, b):
+        n = min(len(b), len(self.answer))
+        b[:n] = self.answer[:n]
+        self.answer = self.answer[n:]
+        return n
 
 buf = bytearray(100)
 
@@ -800,3 +866,44 @@ def test_an_early_answer_to_a_streamed_body_is_read() -> None:
     # refreshes its token or halves its batch, instead of taking it for a dropped connection.
     out = mp.mp_json(EARLY)
     assert out == [413, "no", True], out  # and the connection is not kept
+
+
+ENDLESS = r"""
+import sys, json, gc, asyncio
+from clockterm import https
+port = int(sys.argv[1])
+c = https.Client("http://127.0.0.1:%d" % port)
+""" + mp.fragment_heap(1000, 2000) + r"""
+
+async def main():
+    out = []
+    for _ in range(2):
+        try:
+            await c.request("GET", "/")
+            out.append("answered")
+        except https.HTTPError as e:
+            out.append(str(e))
+        except MemoryError:
+            out.append("MemoryError")
+    print(json.dumps({"fragmented": fragmented, "results": out, "connected": c.stream is not None}))
+
+asyncio.run(main())
+"""
+
+
+def test_an_endless_header_line_is_refused_without_holding_it() -> None:
+    # A header line that never ends (64 KB without a newline), in a heap cut into pieces of about
+    # 1 KB (nothing of 2 KB in one block): refused as too long, whether the header is one the client
+    # keeps (its line must fit the read buffer) or not (read through up to 4 KB, then refused), and
+    # never by a MemoryError (a reader that holds the whole line first needs a block of its size).
+    lines = [b"x-policy: ", b"etag: "]
+
+    def handle(conn: socket.socket) -> None:
+        read_request(conn, 0)
+        with contextlib.suppress(OSError):  # the client gives up and closes
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n" + lines.pop(0) + b"x" * 65536)
+
+    with local_server(handle, 2) as port:
+        out = mp.mp_json(ENDLESS, args=[str(port)])
+    assert out["fragmented"], out
+    assert out["results"] == ["answer line too long"] * 2 and not out["connected"], out

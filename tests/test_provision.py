@@ -153,6 +153,8 @@ def test_recover_on_a_sim_state_clears_crashes_and_restores_the_config(tmp_path,
     r = ct("recover", "status", *st)
     assert "config         version: 2 is out of range 1..1" in r.stdout, r.stdout + r.stderr
     r = ct("recover", "restore-config", *st)
-    # The sim board keeps no copy of its host config file (the host file is the source of truth).
-    assert r.returncode == 2 and "keeps no last good config" in r.stderr
-    cfg.write_text(good)
+    # The sim board keeps the last good config in its flash image, as a board does: put back in force
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert cfg.read_text() == good and (tmp_path / "st" / "config.bad.json").read_text() == '{"version": 2}'
+    r = ct("recover", "status", *st)
+    assert "config         ok" in r.stdout and "last good      ok" in r.stdout, r.stdout

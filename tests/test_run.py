@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from clockterm_host.cli import check_config
 from clockterm_host.defaults import default_config
 from clockterm_host.runner import Terminal
 from clockterm_host.sim import free_port
@@ -120,7 +121,7 @@ def test_device_refuses_bad_config_itself(tmp_path):
 
 
 def test_config_command_prints_a_config_run_accepts(tmp_path):
-    r = _cli("config", "--board", "sim")
+    r = _cli("config", "--board", "sim", cwd=tmp_path)
     assert r.returncode == 0
     cfg = json.loads(r.stdout)
     for field in (("sim", "control_port"), ("endpoint", "port"), ("sntp", "servers"), ("central", "url"),
@@ -129,7 +130,11 @@ def test_config_command_prints_a_config_run_accepts(tmp_path):
     cfg["sim"]["control_port"] = free_port()
     path = tmp_path / "c.json"
     path.write_text(json.dumps(cfg))
-    assert _cli("config", "--check", str(path)).returncode == 0
+    assert check_config(path) == (True, "ok")  # what `run` takes
+    # `config --check` wants the central's secret too: printed beside no central (stderr said so), it is
+    # empty (with one, see test_defaults)
+    r = _cli("config", "--check", str(path))
+    assert r.returncode == 2 and "central.client_secret: empty" in r.stderr, r
     term = Terminal(path, tmp_path / "state")
     try:
         term.start()

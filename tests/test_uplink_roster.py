@@ -69,3 +69,18 @@ def test_bad_roster_keeps_the_old_one(central: Handle, tmp_path: Path) -> None:
     assert (fs / "roster.etag").read_text() == etag  # asked again next time
     assert not (fs / "roster.bin.new").exists()
     assert out["acked"] == 3 and json.dumps(out["last_error"]).count("roster") == 1
+
+
+def test_a_damaged_etag_file_is_no_etag(central: Handle, tmp_path: Path) -> None:
+    # roster.etag broken on flash (not UTF-8, a line break that would add a header of its own): the
+    # pull goes without If-None-Match, takes the whole roster and writes the new ETag, instead of
+    # failing at every try.
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    import_roster(central, "badge,employee_id,name\nA1,E1,Ada L.\n")
+    for damaged in (b'"v1"\xff\xfe', b'"v1"\r\nX-Injected: 1'):
+        (fs / "roster.etag").write_bytes(damaged)
+        out = pull(central, fs, ["A1"])
+        assert out["roster_pulls"] == 1 and out["roster_error"] is None, out
+        assert out["lookups"]["A1"][:2] == ["E1", "Ada L."]
+        assert (fs / "roster.etag").read_bytes().startswith(b'"') and b"\r" not in (fs / "roster.etag").read_bytes()

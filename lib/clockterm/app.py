@@ -23,6 +23,10 @@ _RESTART_MAX_MS = const(60000)
 _DISPLAY_MS = const(10000)  # idle display refresh
 _CRASH_LIMIT = const(3)  # crashes in a row that put the terminal into safe mode
 _HEALTHY_MS = const(600000)  # running this long clears the crash count
+_COUNT_BYTES = const(8)  # read of the crash count file (it holds a few digits)
+_COUNT_MAX = const(1000)  # a crash count at or above this is a damaged file
+_BOARD_BYTES = const(8192)  # read of board.json (written by the host's bundle, 1-2 KB)
+_BOARD_NESTS = const(64)  # objects and lists in board.json (a board config has about 15)
 _MOVED_MS = const(60000)  # a first sync that moves the clock more than this rebuilds the in/out state
 # A supervised task's record in App._sup (a list: heap, see docs/heap.md), indexed by:
 _SUP_NAME = const(0)
@@ -76,9 +80,13 @@ last = None  # the App that run() built, kept after a Ctrl-C so that its status 
 
 
 def load_board():
-    """Import the board layer named in board.json (written into the bundle by the host)."""
-    with open("board.json") as f:
-        board_cfg = json.load(f)
+    """Import the board layer named in board.json (written into the bundle by the host). Raises
+    OSError, ValueError (not JSON, too large), KeyError or TypeError (not a board config)."""
+    with open("board.json", "rb") as f:
+        board_cfg = f.read(_BOARD_BYTES + 1)
+    if len(board_cfg) > _BOARD_BYTES or board_cfg.count(b"[") + board_cfg.count(b"{") > _BOARD_NESTS:
+        raise ValueError("size")  # too large or nested for a board config: json would take more heap than there is
+    board_cfg = json.loads(board_cfg)
     name = board_cfg["board"]
     if name == "sim":
         import os
@@ -137,7 +145,9 @@ class App:
         c = cfg["central"]
         ca = c.get("ca") or None
         if ca and not ca.startswith("/"):
-            ca = root + "/" + ca  # a CA file provisioned beside the config
+            # A CA file provisioned beside the config: on a board "/ca.pem"; on the sim board the config
+            # is a host file, and so is its CA (say the one `clockterm central serve` made)
+            ca = board.config_path.rpartition("/")[0] + "/" + ca
         self.uplink = Uplink(self.journal, self.clock, cfg["device_id"], c["url"], c["client_id"],
                              c["client_secret"], cafile=ca, batch_max=c["batch_max"], interval_s=c["interval_s"],
                              roster=self.roster, fs_root=root, config_path=board.config_path,
@@ -340,11 +350,15 @@ def _max_block():
 
 
 def _crash_count(board, add=None):
-    # The crash count lives on flash so that it survives the reset that follows a crash.
+    # The crash count lives on flash so that it survives the reset that follows a crash. A file that
+    # does not hold a count the board could have written (damaged) counts as none: a few bytes are
+    # read, whatever its size (a crash loop is still caught: the next crashes count from there).
     path = board.fs_root + "/crashes"
     try:
-        with open(path) as f:
-            n = int(f.read() or 0)
+        with open(path, "rb") as f:
+            n = int(f.read(_COUNT_BYTES) or 0)
+        if not 0 <= n < _COUNT_MAX:
+            n = 0
     except (OSError, ValueError):
         n = 0
     if add is not None:
@@ -363,7 +377,12 @@ def run():
     for name in "punch journal clock tz roster terminal sntp https uplink".split():
         __import__("clockterm." + name)
         gc.collect()
-    board = load_board()
+    try:
+        board = load_board()
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, ImportError) as e:
+        # No board: no pins, no flash to count crashes on. Said, and nothing started (the REPL free).
+        log.error("boot", "board.json unusable, nothing started: %r" % (e,))
+        return
     board.mount_fs()
     if board.watchdog_reset():
         _crash_count(board, 1)  # the last run ended by the watchdog: that was a crash too
@@ -394,8 +413,9 @@ def _build(board):
     # of the App took what it needs (the whole document would otherwise stay in the heap).
     from clockterm import config
 
+    good = []  # the config's bytes, to keep as the last good one once the App is built
     try:
-        cfg, err = config.load(board.config_path, board.good_config_path)
+        cfg, err = config.load(board.config_path, board.good_config_path, good)
     except config.ConfigError as e:
         board.fatal("config refused: %s" % e)
         return None
@@ -404,18 +424,37 @@ def _build(board):
     # The central's config overlay (docs/uplink.md, "Config"), pulled by the uplink in an earlier boot:
     # laid over the local config when present and valid; otherwise the local config alone, and why.
     try:
-        with open(board.fs_root + "/config.central.json") as f:
-            text = f.read()
+        cfg = config.merge_overlay(cfg, config.loads(config.read(board.fs_root + "/config.central.json", "overlay"),
+                                                     "overlay"))
+        log.info("config", "central overlay applied")
     except OSError:
-        text = None  # no overlay: the local config as it is
-    if text is not None:
-        try:
-            cfg = config.merge_overlay(cfg, json.loads(text))
-            log.info("config", "central overlay applied")
-        except ValueError as e:  # ConfigError, or broken JSON
-            why = "central overlay refused, local config in force: %s" % e
-            log.error("config", why)
-            err = why if err is None else "%s; %s" % (err, why)
-    del config, text
+        pass  # no overlay: the local config as it is
+    except config.ConfigError as e:
+        why = "central overlay refused, local config in force: %s" % e
+        log.error("config", why)
+        err = why if err is None else "%s; %s" % (err, why)
+    del config
     forget("clockterm.config")  # needed again only to check a config overlay the uplink pulls
-    return App(board, cfg, err)
+    app = App(board, cfg, err)
+    # The config that booted, kept as the last good one: here, once the App is built (written before,
+    # its file buffers left holes in the heap where the TLS context must fit). Written only when it
+    # changed (flash wear), through a temporary file and a rename.
+    path = board.good_config_path
+    if good and path:
+        cfg = None
+        try:
+            with open(path, "rb") as f:
+                if f.read(len(good[0]) + 1) == good[0]:
+                    return app
+        except OSError:
+            pass
+        try:
+            with open(path + ".tmp", "wb") as f:
+                f.write(good[0])
+            import os
+
+            os.rename(path + ".tmp", path)
+        except OSError as e:  # a full filesystem: the terminal runs, the older copy stays
+            log.error("config", "last good config not kept: %s" % e)
+    return app
+

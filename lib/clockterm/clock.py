@@ -44,6 +44,8 @@ _DRIFT_MAX_PPB = const(500000)  # |drift| above 500 ppm is not a crystal: refuse
 _DRIFT_UNC_PPB = const(50000)  # rate uncertainty with no measured drift (50 ppm, a poor crystal)
 _DRIFT_UNC_MEAS_PPB = const(2000)  # rate uncertainty once drift is measured (2 ppm, temperature)
 _RTC_UNC_PPB = const(200000)  # rate uncertainty of an RTC across a power cut (200 ppm, generous)
+_STORE_BYTES = const(256)  # the stored time's file: about 90 bytes of JSON
+_STORE_MAX = const(1 << 48)  # its numbers: ms up to the year 10889
 _ALERT_HOLD_MS = const(86400000)  # a latched alert stays a day after it was last raised
 _TICK_US = const(1000)  # two samples stamped on ms ticks may differ by a tick
 _CONFIRM_SAMPLES = const(3)  # consistent samples (rounds) a step after the first sync needs, the first included
@@ -142,13 +144,25 @@ class Clock:
         # The stored best guess (and drift) from the last run, then where the boot time comes from.
         st = None
         try:
-            with open(path) as f:
-                st = json.load(f)
+            # A damaged file is no stored time: only a few hundred bytes are read, whatever its size,
+            # and each number must be an int in range (a string or 1e999 would fail in now(), at a tap)
+            with open(path, "rb") as f:
+                st = f.read(_STORE_BYTES + 1)
+            if len(st) > _STORE_BYTES:
+                raise ValueError("size")
+            st = json.loads(st)
             int(st["utc_ms"])
-            self._ppb = int(st.get("drift_ppb", 0))
+            for k in st:  # save() writes numbers only
+                v = st[k]
+                if isinstance(v, bool) or not isinstance(v, int) or not abs(v) < _STORE_MAX:
+                    raise ValueError(k)
+            self._ppb = st.get("drift_ppb", 0)
             if abs(self._ppb) > _DRIFT_MAX_PPB:
                 self._ppb = 0
-        except (OSError, ValueError, KeyError, TypeError):
+        except OSError:
+            st = None
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            log.warn("clock", "%s refused: %r" % (path, e))
             st = None
         self.stored = st
         try:

@@ -4,6 +4,11 @@
 # Every field is checked against _SPEC below; an error names the field by its dotted path
 # ("sntp.port: expected int, got str"). On the device a config that fails keeps the last good one
 # (saved beside it after each successful load) in force and the error is reported in the status.
+# A file is refused before it is parsed when it could not be a config or would take the heap: over
+# _FILE_MAX_BYTES, not UTF-8, a byte order mark, a NUL, or more objects and lists than a config has
+# (MicroPython's json takes heap for each level of nesting: a small file of "[[[[..." would need more
+# than the board has). Fields the validator does not know are ignored here (a newer config on an older
+# firmware); `clockterm config --check` refuses them on the host, with the name that was meant.
 
 import json
 from micropython import const
@@ -15,6 +20,7 @@ _STR = const(3)
 _BOOL = const(4)
 _STRS = const(5)  # list of strings
 _DICT = const(6)  # free-form object, checked by the module that owns it
+_ADDR = const(0)  # an address: not a kind of _SPEC (validate() checks these fields; a gives the form, see _check)
 _TOKENS = const(7)  # list of {"sha256": hex, "scopes": [str], "name": str} (or {"token": str, "scopes"})
 
 _OPT = const(0x100)  # flag: field may be absent (then the default applies) or null
@@ -65,6 +71,9 @@ _SPEC = const(
     "sim.journal_kb int? 16 65536\n"
 )
 
+_FILE_MAX_BYTES = const(8192)  # a config (a few KB with 16 endpoint tokens) or the central's overlay
+_CONTAINERS_MAX = const(100)  # objects and lists in one file (a full config has about 45)
+_NET_ADDRS = const("network static_ip gateway dns")  # its fields that are IPv4 addresses (the first may carry /bits)
 # Indexed by kind.
 _KIND_WORDS = const(("", "int", "num", "str", "bool", "strs", "dict", "tokens"))
 _TYPE_NAMES = const(("", "int", "number", "string", "bool", "list of strings", "object", "list of tokens"))
@@ -125,6 +134,11 @@ def _check(path, kind, a, b, allowed, v):
             raise ConfigError("%s: length %d is out of range %d..%d" % (path, len(v), a, b))
         if allowed and v not in allowed:
             raise ConfigError("%s: %r is not one of %s" % (path, v, ", ".join(allowed)))
+        # No control character: an escaped "\r\n" in a device id or a URL would end the line of a
+        # request it goes into, and a NUL cuts it on the way to a C library
+        b = v.encode()
+        if b and (min(b) < 32 or b.find(b"\x7f") >= 0):
+            raise ConfigError("%s: control character in the text" % path)
         return
     if base == _STRS:
         if not isinstance(v, list):
@@ -134,6 +148,7 @@ def _check(path, kind, a, b, allowed, v):
         for i, s in enumerate(v):
             if not isinstance(s, str) or not s:
                 raise ConfigError("%s[%d]: expected a non-empty string, got %s" % (path, i, _type_name(s)))
+            _check("%s[%d]" % (path, i), _STR, 1, 255, None, s)
         return
     if base == _TOKENS:
         if not isinstance(v, list) or len(v) > b:
@@ -149,12 +164,35 @@ def _check(path, kind, a, b, allowed, v):
                     raise ConfigError("%s.sha256: expected 64 lowercase hex digits" % p)
             elif not isinstance(tok, str) or len(tok) < 16:
                 raise ConfigError("%s.token: expected a string of at least 16 characters" % p)
+            elif min(tok.encode()) < 32 or tok.encode().find(bytes((127,))) >= 0:
+                raise ConfigError("%s.token: control character in the text" % p)
             scopes = t.get("scopes")
             if not isinstance(scopes, list) or not scopes or any(s not in _SCOPES for s in scopes):
                 raise ConfigError("%s.scopes: expected a non-empty list of %s" % (p, ", ".join(_SCOPES)))
         return
     if base == _DICT and not isinstance(v, dict):
         raise ConfigError(bad)
+    if base == _ADDR:
+        # An address a board can connect to; a says which form: 0 an IPv4 address (a.b.c.d), 1 one with
+        # "/bits" allowed (a static IP), 2 a host name (dot-separated labels of letters, digits and inner
+        # '-') or an IPv4 address, with ":port" allowed
+        host, n = v, None
+        if a and ("/" if a == 1 else ":") in v:
+            host, n = v.split("/" if a == 1 else ":", 1)
+        parts = host.split(".")
+        if n is not None and not (n.isdigit() and (int(n) <= 32 if a == 1 else 0 < int(n) < 65536)):
+            ok = False
+        elif a < 2 or host.replace(".", "").isdigit():
+            ok = len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts)
+        else:
+            ok = 0 < len(host) <= 253
+            for p in parts:  # (bytes: a str's characters would each be interned for good)
+                p = p.encode()
+                if not 0 < len(p) < 64 or p[0] == 45 or p[-1] == 45 or \
+                        not all(48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c == 45 for c in p):
+                    ok = False
+        if not ok:
+            raise ConfigError("%s: %r is not a usable address" % (path, v))
 
 
 def validate(doc):
@@ -163,8 +201,14 @@ def validate(doc):
         raise ConfigError("config: expected a JSON object, got %s" % _type_name(doc))
     for path, kind, a, b, allowed in _fields():
         v = doc
-        for part in path.split("."):  # a missing parent object counts as a missing field
-            v = v.get(part) if isinstance(v, dict) else None
+        i = 0
+        while v is not None and i < len(path):  # a missing parent object counts as a missing field
+            if not isinstance(v, dict):  # a section that is not an object
+                raise ConfigError("%s: expected object, got %s" % (path[:i - 1], _type_name(v)))
+            j = path.find(".", i)
+            j = len(path) if j < 0 else j
+            v = v.get(path[i:j])
+            i = j + 1
         if v is None:
             if kind & _OPT:
                 continue
@@ -175,10 +219,30 @@ def validate(doc):
     try:
         tz.TZ(doc["tz"])
     except ValueError as e:
-        raise ConfigError("tz: %s" % e)
+        raise ConfigError("tz: %s" % e) from None
+    # Addresses: what a board could not connect to is refused here, not found out in the field
     url = doc["central"]["url"]
-    if not (url.startswith("https://") or url.startswith("http://")):
-        raise ConfigError("central.url: must start with https:// (or http:// for a lab)")
+    if not url.startswith("https://"):
+        raise ConfigError("central.url: must start with https:// (a terminal never sends unverified)")
+    host = url[8:].split("/", 1)[0]
+    if host[:1] == "[":  # [v6] or [v6]:port: hex digits and colons, then the port checked as a name's
+        v, _, tail = host[1:].partition("]")
+        try:
+            int(v.replace(":", ""), 16)  # ("::" alone is no central's address)
+            host = "v" + tail
+        except ValueError:
+            pass
+    try:
+        _check("central.url", _ADDR, 2, 0, None, host)
+    except ConfigError:  # (the address as the URL has it, for the [v6] form too)
+        raise ConfigError("central.url: %r is not a usable address" % url[8:].split("/", 1)[0]) from None
+    for i, v in enumerate(doc["sntp"]["servers"]):
+        _check("sntp.servers[%d]" % i, _ADDR, 2, 0, None, v)
+    words = _NET_ADDRS.split()  # (names made here, not kept for good: heap, see docs/heap.md)
+    net = doc.get(words[0]) or {}
+    for key in words[1:]:
+        if net.get(key) is not None:
+            _check(words[0] + "." + key, _ADDR, key == words[1], 0, None, net[key])
     return doc
 
 
@@ -228,6 +292,41 @@ def merge_overlay(local, overlay):
     return validate(doc)
 
 
+def read(path, name="config"):
+    """The bytes of a config file on flash (only _FILE_MAX_BYTES are read, whatever the file's size);
+    ConfigError naming the file (`name`) when it is larger, OSError when it cannot be read."""
+    with open(path, "rb") as f:
+        data = f.read(_FILE_MAX_BYTES + 1)
+    if len(data) > _FILE_MAX_BYTES:
+        raise ConfigError("%s: over %d bytes" % (name, _FILE_MAX_BYTES))
+    return data
+
+
+def loads(text, name="config"):
+    """The JSON document in text (bytes-like or str), refused with a ConfigError naming it (`name`) and why
+    when it is not UTF-8, starts with a byte order mark, holds a NUL, nests more objects and lists than
+    a config has, or is not JSON."""
+    # Looked at as bytes: a one-character string made at run time (a str's item, chr()) is an interned
+    # name that MicroPython keeps for good (heap: see docs/heap.md)
+    data = text.encode() if isinstance(text, str) else bytes(text)
+    if data[:3] == bytes((0xEF, 0xBB, 0xBF)):
+        raise ConfigError("%s: starts with a byte order mark (save it as UTF-8 without one)" % name)
+    i = data.find(bytes(1))
+    if i >= 0:
+        raise ConfigError("%s: NUL byte at %d" % (name, i))
+    try:
+        text = data.decode()
+    except UnicodeError:
+        raise ConfigError("%s: not UTF-8 text" % name) from None
+    data = None
+    if text.count("[") + text.count("{") > _CONTAINERS_MAX:
+        raise ConfigError("%s: more than %d objects and lists" % (name, _CONTAINERS_MAX))
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise ConfigError("%s: not valid JSON (%s)" % (name, e.args[0] if e.args else "syntax error")) from None
+
+
 def save_overlay(body, path, local_path, good_path=None):
     """The central's overlay (bytes, as pulled) checked over the local config and, when accepted,
     written to path through a temp file and a rename; not rewritten when its bytes are already there.
@@ -235,22 +334,23 @@ def save_overlay(body, path, local_path, good_path=None):
     Returns (CRC32 of the file before or None, CRC32 of body). Raises ConfigError naming the refused
     field, or when the local config cannot be read (nothing to check against); nothing is written."""
     import binascii
+    import os
 
-    try:
-        overlay = json.loads(body)
-    except ValueError:
-        raise ConfigError("overlay: not valid JSON")
+    overlay = loads(body, "overlay")
     # The local config (or its last good copy), parsed from the file as it is read: a running
-    # terminal's heap may no longer hold its 1-3 KB of text in one piece.
+    # terminal's heap may no longer hold its 1-3 KB of text in one piece. (Its size is looked at
+    # first; a file changed since boot that nests deeper than a config fails with MemoryError.)
     local = err = None
     for p in (local_path, good_path):
         if p:
             try:
+                if os.stat(p)[6] > _FILE_MAX_BYTES:
+                    raise ConfigError("config: over %d bytes" % _FILE_MAX_BYTES)
                 with open(p) as f:
                     try:
                         local = json.load(f)
-                    except ValueError as e:
-                        raise ConfigError("config: not valid JSON (%s)" % (e.args[0] if e.args else "syntax error"))
+                    except (ValueError, MemoryError) as e:  # UnicodeError is a ValueError
+                        raise ConfigError("config: not valid JSON (%r)" % (e,)) from None
                 validate(local)
                 break
             except OSError as e:
@@ -269,8 +369,6 @@ def save_overlay(body, path, local_path, good_path=None):
         old = None
     crc = binascii.crc32(body)
     if crc != old:
-        import os
-
         tmp = path + ".tmp"
         with open(tmp, "wb") as f:
             f.write(body)
@@ -280,55 +378,50 @@ def save_overlay(body, path, local_path, good_path=None):
 
 def parse(text):
     """Parse and validate config text; ConfigError on broken JSON or a bad field."""
-    try:
-        doc = json.loads(text)
-    except ValueError as e:
-        raise ConfigError("config: not valid JSON (%s)" % (e.args[0] if e.args else "syntax error"))
-    return validate(doc)
+    return validate(loads(text))
 
 
-def _read(path):
-    with open(path) as f:
-        return f.read()
-
-
-def load(path, good_path=None):
+def load(path, good_path=None, out=None):
     """Load the config at path. Returns (config, error).
 
-    On success the text is saved to good_path (when given) and error is None. When the config is
-    broken and a last good copy exists, that copy is returned with the error that rejected the new
-    one, so the terminal keeps working. With no good copy the ConfigError is raised.
+    On success the text is saved to good_path (when given) and error is None; with `out` (a list) its
+    bytes are appended there instead, for the caller to save once it has built what it needs (app.run
+    does: the file's writes would leave holes in the boot's heap). When the config is broken and a
+    last good copy exists, that copy is returned with the error that rejected the new one, so the
+    terminal keeps working. With no good copy the ConfigError is raised.
     """
     err = None
     try:
-        text = _read(path)
+        text = read(path)
         doc = parse(text)
     except OSError as e:
         err = ConfigError("config: cannot read %s (%s)" % (path, e))
     except ConfigError as e:
         err = e
     if err is None:
-        if good_path:
+        if out is not None:
+            out.append(text)
+        elif good_path:
             _save_good(good_path, text)
         return doc, None
     if good_path:
         try:
-            return parse(_read(good_path)), err
+            return parse(read(good_path, "last good config")), err
         except (OSError, ConfigError):
             pass
     raise err
 
 
-def _save_good(good_path, text):
+def _save_good(good_path, data):
     # Write atomically (temp file, then rename) and only when it changed, to spare the flash.
     try:
-        if _read(good_path) == text:
+        if read(good_path) == data:
             return
-    except OSError:
+    except (OSError, ConfigError):
         pass
     import os
 
     tmp = good_path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
+    with open(tmp, "wb") as f:
+        f.write(data)
     os.rename(tmp, good_path)

@@ -34,6 +34,8 @@ from clockterm import punch
 _HDR = const(48)  # header bytes reserved at the start of each segment
 _HFMT = const("<2sBBIIIIHhIIIq")
 _HLEN = const(44)  # packed size of _HFMT; CRC16 follows
+_SEQ_LIMIT = const(0x7FFFFFFF)  # a seq floor read from its file must be under this (the header keeps u32 seqs)
+_FLOOR_BYTES = const(12)  # read of the seq floor file (a few digits)
 _MAGIC = const(b"CJ")
 _VER = const(1)
 #  (0: magic, 1: version, 2: flags, reserved: 0xFF)
@@ -288,8 +290,12 @@ class Journal:
         floor = max(seq_floor, self.last_seq)
         if self.floor_path:
             try:
-                with open(self.floor_path) as f:
-                    floor = max(floor, int(f.read()))
+                # A few digits, whatever the file's size; a floor the header cannot hold (a damaged
+                # file) is no floor: the new journal id keeps the seqs apart from any before it
+                with open(self.floor_path, "rb") as f:
+                    n = int(f.read(_FLOOR_BYTES))
+                if 0 <= n < _SEQ_LIMIT:
+                    floor = max(floor, n)
             except (OSError, ValueError):
                 pass
         self._dirty = True

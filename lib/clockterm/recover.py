@@ -33,9 +33,11 @@ def _say(doc):
 
 
 def _crashes(board):
+    # As app._crash_count reads it: a few bytes whatever the file's size, a damaged count is none.
     try:
-        with open(board.fs_root + "/crashes") as f:
-            return int(f.read() or 0)
+        with open(board.fs_root + "/crashes", "rb") as f:
+            n = int(f.read(8) or 0)
+        return n if 0 <= n < 1000 else 0
     except (OSError, ValueError):
         return 0
 
@@ -45,8 +47,7 @@ def _config_error(path):
     from clockterm import config
 
     try:
-        with open(path) as f:
-            config.parse(f.read())
+        config.parse(config.read(path))  # bounded: a damaged file is a reason, not a MemoryError
     except OSError as e:
         return "cannot read %s (%s)" % (path, e)
     except config.ConfigError as e:

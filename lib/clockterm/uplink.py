@@ -25,6 +25,11 @@ from clockterm import forget, https, log
 from clockterm.punch import QUALITY, Q_UNSYNCED
 
 _TOKEN_MARGIN_MS = const(30000)  # refresh a token this long before it expires
+_TOKEN_DEFAULT_S = const(3600)  # a token's lifetime when the answer gives no expires_in
+# A token is used for a day at most, however long it lives: its expiry is a ticks value, and on an
+# ESP32 ticks_add refuses a step of 2**29 ms (6.2 days) or more (ticks wrap at 2**30)
+_TOKEN_MAX_S = const(86400)
+_TOKEN_MAX_LEN = const(2048)  # characters of an access token (it goes into every request's head)
 _BATCH_BYTES = const(1536)  # the request buffer allocated when the creator lends none
 _HEAD_ROOM = const(320)  # bytes in front of the body for the HTTP head (a batch that fits the buffer is
 #                          one write; a longer head, e.g. a huge token, falls back to a write of its own)
@@ -185,16 +190,35 @@ class Uplink:
             return False
         try:
             d = json.loads(body)
-            tok = d["access_token"]
-            ttl_ms = int(d.get("expires_in", 3600)) * 1000
-        except (ValueError, KeyError, TypeError, AttributeError):
+            tok = d.get("access_token")
+            ttl = d.get("expires_in")
+        except (ValueError, AttributeError):  # not JSON, not an object
+            tok = ttl = None
+        # The token goes into every request's head: visible ASCII only (b64token, RFC 6750), so that
+        # it can never end the Authorization line and add a header of its own
+        if isinstance(tok, str) and 0 < len(tok) <= _TOKEN_MAX_LEN:
+            b = tok.encode()
+            if min(b) < 33 or max(b) > 126:
+                tok = None
+        else:
             tok = None
-        if not isinstance(tok, str) or not tok:
+        if tok is None:
             self._error("token: malformed answer")
             return False
+        # expires_in: seconds, a positive number (an int, a float, or digits in a string); huge values
+        # (1e999 is inf) are cut to _TOKEN_MAX_S; none means _TOKEN_DEFAULT_S; anything else (a bool,
+        # zero or less, NaN, text) refuses the answer
+        if ttl is None:
+            ttl = _TOKEN_DEFAULT_S
+        elif isinstance(ttl, str) and ttl.isdigit():
+            ttl = int(ttl)
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+            self._error(("token: bad expires_in %r" % (ttl,))[:60])
+            return False
+        ttl_ms = int(min(ttl, _TOKEN_MAX_S) * 1000)
         self.token = tok
         self._token_exp = time.ticks_add(time.ticks_ms(), max(1000, ttl_ms - _TOKEN_MARGIN_MS)
-                                         if ttl_ms > 2 * _TOKEN_MARGIN_MS else max(0, ttl_ms // 2))
+                                         if ttl_ms > 2 * _TOKEN_MARGIN_MS else ttl_ms // 2)
         return True
 
     # --- batch ---------------------------------------------------------------------------------
@@ -372,10 +396,12 @@ class Uplink:
             raise https.HTTPError("no token")
         hdrs = "Authorization: Bearer %s\r\nAccept: %s\r\n" % (self.token, accept)
         try:
-            with open("%s/%s.etag" % (self.fs_root, name)) as f:
+            with open("%s/%s.etag" % (self.fs_root, name), "rb") as f:
                 etag = f.read(200).strip()
-            if etag:
-                hdrs += "If-None-Match: %s\r\n" % etag
+            # As the answer's header gave it (visible ASCII): a damaged file is no ETag, the whole
+            # answer comes again (and its ETag replaces the file)
+            if etag and min(etag) > 32 and max(etag) < 127:
+                hdrs += "If-None-Match: %s\r\n" % etag.decode()
         except OSError:
             pass
         ans = await self.client.request("GET", "/v1/devices/%s/%s" % (self.device_id, name), None, hdrs, 0, sink,

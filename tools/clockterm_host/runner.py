@@ -22,21 +22,33 @@ def read_config(path: Path) -> dict:
         doc = json.loads(Path(path).read_text())
     except OSError as e:
         raise ConfigFileError(f"config: cannot read {path}: {e.strerror}") from e
-    except ValueError as e:
+    except ValueError as e:  # UnicodeDecodeError too
         raise ConfigFileError(f"config: not valid JSON ({e})") from e
     if not isinstance(doc, dict) or not isinstance(doc.get("board"), str):
         raise ConfigFileError("board: missing (the config must name its board)")
     return doc
 
 
-def command(config: Path, state: Path) -> tuple[list[str], dict, Path]:
-    """The argv, environment and working folder that start a terminal."""
+def command(config: Path, state: Path, doc: dict | None = None) -> tuple[list[str], dict, Path]:
+    """The argv, environment and working folder that start a terminal. doc: the config as the device
+    is to get it when the host changed it (a time zone name turned into its rule): written into the
+    state folder as config.run.json, with a relative CA made absolute (it is read beside `config`)."""
     cfg = read_config(config)
     board = cfg["board"]
     out = bundle.build(board)
     heap = bundle.board_config(board).get("heap", "100K")
     state = Path(state).resolve()
-    state.mkdir(parents=True, exist_ok=True)
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigFileError(f"state folder {state}: cannot make it ({e.strerror})") from e
+    if doc is not None:
+        doc = json.loads(json.dumps(doc))
+        ca = (doc.get("central") or {}).get("ca")
+        if ca and not Path(ca).is_absolute():
+            doc["central"]["ca"] = str(Path(config).resolve().parent / ca)
+        config = state / "config.run.json"
+        config.write_text(json.dumps(doc, indent=2))
     # boot.py then main.py, as the board does at reset. A sim board with a drifting crystal first
     # puts its drifting tick counters in place of the time module (lib/clockterm/boards/simtime.py).
     drift = (cfg.get("sim") or {}).get("rtc_drift_ppm") or 0
@@ -48,9 +60,9 @@ def command(config: Path, state: Path) -> tuple[list[str], dict, Path]:
     return argv, env, out
 
 
-def exec_terminal(config: Path, state: Path) -> None:
+def exec_terminal(config: Path, state: Path, doc: dict | None = None) -> None:
     """Replace this process by the terminal: killing it is then a power cut of the terminal itself."""
-    argv, env, cwd = command(config, state)
+    argv, env, cwd = command(config, state, doc)
     os.chdir(cwd)
     os.execve(argv[0], argv, env)
 

@@ -46,7 +46,9 @@ class Board:
         except OSError:
             pass
         self.config_path = os.getenv("CLOCKTERM_CONFIG") or state_dir + "/config.json"
-        self.good_config_path = None  # the host file is the source of truth; see app.load_config
+        # As on a board, the last config that loaded is kept on the flash: a config file that breaks
+        # later (the host's check run by `clockterm run` is bypassed) boots with it
+        self.good_config_path = self.fs_root + "/config.good.json"
         fl = board_cfg["flash"]
         self.fs_flash = NorFlash(_SECTOR, fl["fs_kb"] * 1024 // _SECTOR, path=state_dir + "/fs.bin")
         self.journal_flash = None

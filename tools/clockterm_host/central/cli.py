@@ -9,7 +9,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..defaults import CENTRAL_PORT, CENTRAL_STATE
 from .export import DEFAULT_COLUMNS, MAX_SHIFT_H, PAIR_COLUMNS, PUNCH_COLUMNS, REPORTS, ExportError, export
+from .server import DEFAULT_DEVICES
 from .store import Store
 
 
@@ -19,19 +21,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = p.add_subparsers(dest="central_cmd", required=True)
 
     s = sub.add_parser("serve", help="serve the API over HTTPS (CA and admin token generated into the state folder)")
-    s.add_argument("--state", required=True, type=Path, help="state folder (CA, certificates, database, admin.token)")
+    s.add_argument("--state", type=Path, default=Path(CENTRAL_STATE),
+                   help="state folder: CA, certificates, database, devices.json, admin.token (default: %(default)s)")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8443)
-    s.add_argument("--admin-port", type=int, default=0, help="plain-HTTP loopback admin port (0: any)")
+    s.add_argument("--port", type=_port, default=CENTRAL_PORT)
+    s.add_argument("--admin-port", type=_port, default=0, help="plain-HTTP loopback admin port (0: any)")
     s.add_argument("--name", default="localhost", help="host name the terminals use (in the certificate)")
     s.add_argument("--devices", default=None,
-                   help="devices as id[:secret],... (secrets generated when omitted; kept in devices.json)")
+                   help=f"devices as id[:secret],... (secrets generated when omitted; kept in devices.json; "
+                        f"default on a new state folder: {DEFAULT_DEVICES})")
     s.set_defaults(func=_serve)
 
     e = sub.add_parser("export", help="export punches (or IN/OUT pairs per person and day) as CSV for payroll",
                        description="Punches, or IN/OUT pairs with worked time, over a date range, as CSV that a "
                                    "spreadsheet opens. See docs/integrator.md.")
-    e.add_argument("--state", required=True, type=Path)
+    e.add_argument("--state", type=Path, default=Path(CENTRAL_STATE),
+                   help="the central's state folder (default: %(default)s)")
     e.add_argument("--report", choices=REPORTS, default="punches",
                    help=f"punches: one row a punch; pairs: {','.join(PAIR_COLUMNS)}")
     e.add_argument("--from", dest="start", metavar="DATE", help="first day (YYYY-MM-DD) or an ISO date-time")
@@ -52,15 +57,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r = sub.add_parser("roster", help="roster management at the central")
     rs = r.add_subparsers(dest="roster_cmd", required=True)
     ri = rs.add_parser("import", help="import a roster CSV (badge,employee_id,name), checked by the terminal's rules")
-    ri.add_argument("--state", required=True, type=Path)
+    ri.add_argument("--state", type=Path, default=Path(CENTRAL_STATE),
+                    help="the central's state folder (default: %(default)s)")
     ri.add_argument("--device", default="*", help="device id, or * for all devices")
     ri.add_argument("--merge", action="store_true", help="add to the roster instead of replacing it")
     ri.add_argument("csv", type=Path)
     ri.set_defaults(func=_roster_import)
     rv = rs.add_parser("show", help="print the roster stored for all devices (or one) as CSV")
-    rv.add_argument("--state", required=True, type=Path)
+    rv.add_argument("--state", type=Path, default=Path(CENTRAL_STATE),
+                    help="the central's state folder (default: %(default)s)")
     rv.add_argument("--device", default="*", help="device id, or * for all devices")
     rv.set_defaults(func=_roster_show)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0..65535)")
+    return int(text)
 
 
 def _serve(a: argparse.Namespace) -> int:
@@ -88,6 +101,8 @@ def _export(a: argparse.Namespace) -> int:
             n = export(store, sys.stdout, **kw)
     except ExportError as e:
         raise SystemExit(f"export: {e}") from None
+    except OSError as e:
+        raise SystemExit(f"cannot write {a.output}: {e.strerror}") from None
     finally:
         store.close()
     print(f"{n} {'punches' if a.report == 'punches' else 'rows'} exported", file=sys.stderr)

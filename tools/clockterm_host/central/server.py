@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import socket
@@ -15,22 +16,25 @@ from urllib.request import Request, urlopen
 
 import uvicorn
 
+from ..defaults import DEVICE_ID
 from . import admintoken, tls
 from .app import Central, build_admin, build_api
 from .store import Store
 
 log = logging.getLogger("clockterm.central")
-DEFAULT_DEVICES = "term-1"
+DEFAULT_DEVICES = DEVICE_ID  # the device id of the default config (`clockterm config`)
 
 
 def parse_devices(spec: str | None) -> list[tuple[str, str | None]]:
-    """'term-1:secret,term-2' -> [(id, secret or None)]."""
+    """'term-1:secret,term-2' -> [(id, secret or None)]; ValueError for an entry without an id."""
     out = []
     for part in (spec or "").split(","):
         part = part.strip()
         if part:
             dev, _, sec = part.partition(":")
-            out.append((dev, sec or None))
+            if not dev.strip():
+                raise ValueError(f"devices: {part!r} has no device id (id[:secret],...)")
+            out.append((dev.strip(), sec or None))
     return out
 
 
@@ -182,11 +186,21 @@ def start_background(state_dir: str | Path, port: int = 0, devices: str | None =
 
 def serve(state_dir: str | Path, host: str, port: int, devices: str | None, admin_port: int,
           url_host: str = "localhost") -> None:
-    """Run in the foreground until interrupted."""
+    """Run in the foreground until interrupted. A state folder that cannot be made, bad --devices or an
+    address that cannot be listened on end it with SystemExit and a message."""
     state = Path(state_dir)
-    store, known, pems = setup_state(state, devices, [host, url_host])
-    c = Central(store, admintoken.ensure(state))
-    api_sock, admin_sock = _bind(host, port), _bind("127.0.0.1", admin_port)
+    try:
+        store, known, pems = setup_state(state, devices, [host, url_host])
+        c = Central(store, admintoken.ensure(state))
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    except OSError as e:
+        raise SystemExit(f"state folder {state}: {e.strerror or e}") from None
+    try:
+        api_sock, admin_sock = _bind(host, port), _bind("127.0.0.1", admin_port)
+    except OSError as e:
+        why = " (another central running? give it another --port)" if e.errno == errno.EADDRINUSE else ""
+        raise SystemExit(f"cannot listen on {host}:{port}: {e.strerror or e}{why}") from None
     servers = _servers(c, pems, api_sock, admin_sock)
     print(f"central API  https://{url_host}:{api_sock.getsockname()[1]}  (CA {state / 'ca.pem'})")
     print(f"admin        http://127.0.0.1:{admin_sock.getsockname()[1]}  (token in {state / admintoken.FILE})")

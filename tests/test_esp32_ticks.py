@@ -1,0 +1,200 @@
+"""Values from a server or a config that end up in tick arithmetic, under an ESP32's ticks: the uplink's
+token lifetime (a token that lives a week, or a lifetime that is garbage, must neither stop the uploads
+nor be taken on trust), Retry-After, backoffs, and the SNTP and uplink intervals at the config's limits.
+
+On an ESP32 ticks wrap at 2**30 ms and ticks_add refuses a step of 2**29 ms (6.2 days) or more: the
+host's 64-bit ticks hide both, so these tests put tests/esp32time_mp.py's ESP32Time in place of the
+modules' time (and check each wait that asyncio.sleep_ms would add to the ticks).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mp
+from canned import answering
+from clockterm_host.central import Handle
+
+ESP32TIME = (Path(__file__).parent / "esp32time_mp.py").read_text()
+
+TOKENS = ESP32TIME + r"""
+import sys, json, asyncio
+from clockterm import https, uplink
+port, cases = int(sys.argv[1]), int(sys.argv[2])
+T = ESP32Time()
+T.manual = (1 << 30) - 5000  # 5 s before the ticks wrap
+uplink.time = T
+
+class Journal:
+    last_seq = acked_seq = 0
+
+c = https.Client("http://127.0.0.1:%d" % port)
+up = uplink.Uplink(Journal(), None, "term-1", "https://unused", "term-1", "pw1", client=c)
+
+async def get():
+    up.token = up.last_error = None
+    try:
+        ok = await up._ensure_token()
+    except Exception as e:  # the answer must be taken or refused, never raise
+        return repr(e)
+    return [ok, up.token, T.ticks_diff(up._token_exp, T.ticks_ms()) if ok else up.last_error]
+
+async def main():
+    for _ in range(cases - 2):
+        print("R", json.dumps(await get()))
+    # The last two answers: a token that lives a week, used for a day (across the ticks wrap) and then
+    # replaced by the next one
+    print("R", json.dumps(await get()))
+    out = []
+    for hours in (12, 23, 24):
+        T.manual = (1 << 30) - 5000 + hours * 3600000
+        ok = await up._ensure_token()
+        out.append([hours, ok, up.token, c.requests])
+    print("R", json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+def token_answer(body: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+
+
+DAY_MS = 86_400_000
+CASES = [  # (the answer's JSON after the access token, the token's lifetime in ms here, or the error)
+    (b',"expires_in":604800', DAY_MS - 30_000),  # a week: used for a day
+    (b',"expires_in":1e999', DAY_MS - 30_000),  # inf
+    (b',"expires_in":100000000000000000000000000000', DAY_MS - 30_000),
+    (b',"expires_in":3600', 3_570_000),  # refreshed 30 s before it expires
+    (b',"expires_in":3600.5', 3_570_500),
+    (b',"expires_in":"3600"', 3_570_000),
+    (b'', 3_570_000),  # none: an hour
+    (b',"expires_in":null', 3_570_000),
+    (b',"expires_in":45', 22_500),  # short: used for half its life
+    (b',"expires_in":-5', "token: bad expires_in -5"),
+    (b',"expires_in":0', "token: bad expires_in 0"),
+    (b',"expires_in":-1e999', "token: bad expires_in -inf"),
+    (b',"expires_in":true', "token: bad expires_in True"),
+    (b',"expires_in":"soon"', "token: bad expires_in 'soon'"),
+    (b',"expires_in":"-5"', "token: bad expires_in '-5'"),
+    (b',"expires_in":[3600]', "token: bad expires_in [3600]"),
+]
+
+
+def test_token_lifetimes_under_esp32_ticks() -> None:
+    answers = [token_answer(b'{"access_token":"t%d"%s}' % (i, extra)) for i, (extra, _) in enumerate(CASES)]
+    bad_tokens = [b'{"access_token":"a\\r\\nX-Injected: 1"}', b'{"access_token":""}', b'{"access_token":7}',
+                  b'{"access_token":"%s"}' % (b"x" * 3000), b'{"access_token":"caf\xc3\xa9"}', b'[1]']
+    answers += [token_answer(b) for b in bad_tokens]
+    answers += [token_answer(b'{"access_token":"week","expires_in":604800}'),
+                token_answer(b'{"access_token":"next","expires_in":604800}')]
+    with answering(answers) as port:
+        r = mp.run_mp(TOKENS, args=[str(port), str(len(answers))])
+    out = [json.loads(ln[2:]) for ln in r.stdout.splitlines() if ln.startswith("R ")]
+    for i, ((extra, want), got) in enumerate(zip(CASES, out, strict=False)):
+        if isinstance(want, int):
+            assert got == [True, f"t{i}", want], (extra, got)
+        else:
+            assert got == [False, None, want], (extra, got)
+    for body, got in zip(bad_tokens, out[len(CASES):], strict=False):
+        assert got == [False, None, "token: malformed answer"], (body, got)
+    # The week's token: kept at 12 and 23 hours (no request), past 24 hours the next one is fetched
+    assert out[-2] == [True, "week", DAY_MS - 30_000], out[-2]
+    n = len(answers) - 1
+    assert out[-1] == [[12, True, "week", n], [23, True, "week", n], [24, True, "next", n + 1]], out[-1]
+
+
+def test_week_long_tokens_upload_on_an_esp32(central: Handle, tmp_path: Path) -> None:
+    # The central issues 7-day tokens; the uplink runs with an ESP32's ticks, three days after boot:
+    # every punch is uploaded (an expiry added to the ticks as it came made every try raise
+    # OverflowError after the token was kept and before its expiry was, for ever, while punches piled up).
+    from test_uplink import DRIVER, config
+
+    central.set_faults(token_ttl_s=7 * 86400)
+    patch = ESP32TIME + "\nfrom clockterm import uplink as _up\n_up.time = ESP32Time(esp32_offset(3 * 86400000))\n"
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(config(central, initial=40, taps=10, tap_every_ms=20, batch_max=20)))
+    out = mp.mp_json(patch + DRIVER, args=[str(cfg)])
+    assert out["acked"] == out["last"] == 50 and out["bad_acks"] == 0, out
+    assert out["last_error"] is None and central.admin("/stats")["tokens_issued"] == 1, out
+
+
+STEPS = ESP32TIME + r"""
+import sys, json, asyncio
+from clockterm import https, sntp, uplink
+port = int(sys.argv[1])
+T = ESP32Time()
+T.manual = (1 << 30) - 5000
+uplink.time = sntp.time = T
+
+def sleepable(ms):  # what asyncio.sleep_ms does with a wait on a board: add it to the ticks
+    T.ticks_add(T.ticks_ms(), ms)
+    return ms
+
+class Journal:
+    journal_id = "j"
+    last_seq, acked_seq = 1, 0
+    def pending(self, after=None, limit=None):
+        from clockterm.punch import Punch
+        if (after or 0) < 1:
+            yield Punch(1780000000000, "B1", "in", 1, 3, None, 0, 1, "j")
+
+class Clock:  # the uplink's: a synced time
+    def now(self):
+        return 1780000000000, 1, 3
+
+async def main():
+    out = {}
+    c = https.Client("http://127.0.0.1:%d" % port)
+    from clockterm import config  # the config's largest values (as validate() lets them through)
+    top = {}
+    for path, _, _, b, _ in config._fields():
+        top[path] = b
+    up = uplink.Uplink(Journal(), Clock(), "term-1", "https://unused", "term-1", "pw1", client=c,
+                       interval_s=top["central.interval_s"])
+    up.token, up._token_exp = "t", T.ticks_add(T.ticks_ms(), 3600000)
+    out["retry_after"] = []
+    for _ in range(2):
+        out["retry_after"].append(sleepable(await up.send_once()))
+    up.failures = 0
+    out["backoff_max"] = max(sleepable(up._backoff()) for _ in range(100))
+    out["uplink_interval"] = sleepable(up.interval_ms)
+    from clockterm import clock as clock_mod
+
+    class RTC:
+        def now_ms(self):
+            return 1780000000000
+
+        def set_ms(self, ms):
+            pass
+
+    clock_mod.time = T
+    cfg = {"servers": ["127.0.0.1"], "port": 123, "interval_s": top["sntp.interval_s"], "samples": 8,
+           "timeout_ms": top["sntp.timeout_ms"], "max_offset_ms": 1000, "stale_after_s": top["sntp.stale_after_s"],
+           "min_poll_s": top["sntp.min_poll_s"], "burst_gap_ms": top["sntp.burst_gap_ms"]}
+    sup = sntp.Supervisor(clock_mod.Clock(RTC(), sys.argv[2], T.ticks_ms), cfg)
+    sup._resolve()
+    delays = [sleepable(sup._after(True))]
+    delays += [sleepable(sup._after(False)) for _ in range(40)]
+    out["sntp_max"] = max(delays)
+    out["window"] = sleepable(top["terminal.duplicate_window_s"] * 1000)
+    out["burst_gap"] = sleepable(top["sntp.burst_gap_ms"])
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+def test_every_wait_from_a_server_or_the_config_fits_esp32_ticks(tmp_path: Path) -> None:
+    # Retry-After of 10**20 seconds (and one that is a date: a backoff), 100 backoffs in a row, and the
+    # SNTP and uplink intervals at the config's largest values: each wait is one a board can add to
+    # its ticks (under 2**29 ms), within its documented cap.
+    answers = [b"HTTP/1.1 429 Too Many\r\nretry-after: 100000000000000000000\r\ncontent-length: 0\r\n\r\n",
+               b"HTTP/1.1 429 Too Many\r\nretry-after: Wed, 21 Oct 2099 07:28:00 GMT\r\ncontent-length: 0\r\n\r\n"]
+    with answering(answers) as port:
+        out = mp.mp_json(STEPS, args=[str(port), str(tmp_path / "clock.json")])
+    assert out["retry_after"][0] == 900_000, out  # capped at 15 minutes
+    assert 500 <= out["retry_after"][1] <= 1000, out  # a date is not a number of seconds: the first backoff
+    assert out["backoff_max"] <= 300_000 and out["uplink_interval"] >= 3_600_000, out
+    assert out["sntp_max"] >= 3_600_000 and out["window"] and out["burst_gap"], out
