@@ -95,7 +95,7 @@ def test_sim_fleet_taps_each_terminal_and_shows_the_panel(tmp_path):
         assert [r[0] for r in rows] == ["sim-001", "sim-002", "sim-003"], panel
         assert all(r[2] == "SYNCED" and r[3] == "0" for r in rows), panel
         # Each row shows its terminal's display: the last result, or the idle screen that follows it.
-        assert all(re.fullmatch(r"\d\d:\d\d SYNCED \| backlog 0|UNKNOWN BADGE 0CAFE12\d", r[1]) for r in rows), panel
+        assert all(re.fullmatch(r"\d\d:\d\d (SYNCED \| backlog 0|UNKNOWN BADGE 0CAFE12\d)", r[1]) for r in rows), panel
         assert (tmp_path / "console-2.log").read_text().count("UNKNOWN BADGE 0CAFE123") == 1
         s.proc.stdin.close()
         assert s.proc.wait(timeout=30) == 0, s.text()
