@@ -30,7 +30,8 @@ def status():
 
 
 async def main():
-    await board.start(lambda badge: "OK 1 " + badge, status, out)
+    srv = board.start(lambda badge: "OK 1 " + badge, status, out)
+    asyncio.create_task(srv.run())
     clobbers = 0
 
     async def other_user():

@@ -19,6 +19,9 @@ from clockterm.boards.norflash import NorFlash, mount_lfs
 
 _SECTOR = const(4096)
 _LINE_MAX = const(64)  # longest control-port line accepted
+_SLOTS = const(3)  # control-port connections at once (a newcomer evicts the one idle longest)
+_LINE_WAIT_MS = const(60000)  # a control-port connection waits this long for its next line
+_ANSWER_MS = const(10000)  # an answer must be taken within this
 
 
 def _host_ms():
@@ -131,102 +134,60 @@ class Board:
     # --- control port: the tap injection port on 127.0.0.1 ------------------------------------------
     # `TAP <badge>` -> `OK <seq> <iso>` | `DENY <reason>` | `ERR <reason>`; `STATUS` -> one line of
     # JSON. One command per line; a line over _LINE_MAX bytes is refused once its end has been read
-    # and thrown away (hostile input costs no heap).
+    # and thrown away (hostile input costs no heap). Served by clockterm.server, as the endpoint is:
+    # the same slots, eviction and deadlines protect it.
 
-    async def start(self, tap, status, out):
-        # out: the app's answer buffer (an app.OutBuf, shared with the uplink: filled and handed to the
-        # stream's write() with no await in between, so neither user ever sees the other's bytes).
+    def start(self, tap, status, out):
+        """Listen; returns the server (clockterm.server.Server), whose accept loop (run) and deadlines
+        (expire) the app drives. out: the app's answer buffer (an app.OutBuf, shared with the uplink and
+        the endpoint: filled and handed to the stream's write() with no await in between, so that no
+        user sees another's bytes)."""
+        from clockterm.server import Server
+
         self.tap = tap
         self.app_status = status
         self.out = out
-        await asyncio.start_server(self._client, "127.0.0.1", self.port)
+        self.server = Server(self._client, _SLOTS, _LINE_MAX + 2)
+        self.server.start("127.0.0.1", self.port)
         log.info("sim", "control port on 127.0.0.1:%d" % self.port)
+        return self.server
 
-    async def _client(self, reader, w):
-        buf = b""
-        skip = False  # inside an over-long line: dropped up to its end
-        try:
-            while True:
-                i = buf.find(b"\n")
-                if i < 0:
-                    if len(buf) > _LINE_MAX:
-                        buf = b""
-                        skip = True
-                    chunk = await reader.read(_LINE_MAX)
-                    if not chunk:
-                        break
-                    buf += chunk
-                    continue
-                line = buf[:i]
-                buf = buf[i + 1:]
-                if skip or len(line) > _LINE_MAX:
-                    skip = False
-                    w.write(b"ERR line too long\n")
-                    await w.drain()
-                    continue
-                # The answer line goes into self.out (preallocated, shared: see start()).
-                out = self.out.reset()
+    async def _client(self, w, index):
+        from clockterm.server import dump, put, send
+
+        srv = self.server
+        while True:
+            srv.wait(index, _LINE_WAIT_MS)
+            line = await srv.readline(index)
+            srv.wait(index, _ANSWER_MS, True)
+            # The answer line goes into self.out (preallocated, shared: see start()).
+            out = self.out.reset()
+            words = ()
+            if line is None or len(line) > _LINE_MAX:
+                out.write(b"ERR line too long")
+            else:
                 try:
                     words = line.decode().split()
                 except UnicodeError:
-                    words = ()
+                    pass
                 if len(words) == 2 and words[0] == "TAP":
                     out.write(self.tap(words[1]))
                 elif len(words) == 1 and words[0] == "STATUS":
                     # A few KB of JSON, more than the buffer: streamed one top-level member at a time.
-                    # A member that does not fit what is left hands the buffer to the stream and is
-                    # written again into the emptied one; before each await the buffer is handed over
-                    # and after it reset (the uplink or another client fills it meanwhile).
-                    sent = False
                     try:
-                        sep = "{"
-                        for k, v in self.app_status().items():
-                            while True:
-                                mark = out.n
-                                try:
-                                    out.write(sep)
-                                    json.dump(k, out)
-                                    out.write(":")
-                                    json.dump(v, out)
-                                    break
-                                except ValueError as e:  # OutBuf full (json.dump raises no ValueError itself)
-                                    out.n = mark  # the member's partial bytes go
-                                    if mark == 0:
-                                        # Over the whole buffer: a stand-in keeps the line valid JSON.
-                                        out.write(sep)
-                                        json.dump(k, out)
-                                        out.write(':{"error":"%s"}' % e)
-                                        log.warn("sim", "STATUS %s: %s" % (k, e))
-                                        break
-                                    sent = True
-                                    w.write(out.view())
-                                    await w.drain()
-                                    out.reset()
-                            sep = ","
-                        if out.n > len(out.buf) - 2:  # no room left for the closing "}\n"
-                            sent = True
-                            w.write(out.view())
-                            await w.drain()
-                            out.reset()
-                        out.write("}")
-                    except Exception as e:
-                        if sent:
-                            raise  # part of the line is out: the connection closes on it
+                        doc = self.app_status()
+                    except Exception as e:  # nothing of the answer is out: an ERR line, the connection goes on
                         log.exc("sim", e)
-                        out.reset().write("ERR status: %r" % (e,))
+                        out.write("ERR status: %r" % (e,))
+                    else:
+                        await dump(w, out, False, doc)  # the line ends with the document's LF
+                        doc = None
+                        await send(w, out, False)
+                        continue
                 else:
                     out.write("ERR bad command")
-                out.write(b"\n")
-                w.write(out.view())
-                await w.drain()
-        except OSError as e:
-            log.warn("sim", "control client: OSError %s" % e)
-        finally:
-            w.close()
-            try:
-                await w.wait_closed()
-            except OSError:
-                pass
+            await put(w, out, False, b"\n")
+            await send(w, out, False)
 
     # --- the board layer ------------------------------------------------------------------------------
 
