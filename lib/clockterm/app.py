@@ -7,7 +7,9 @@
 # (those duties guarded: none of them can stop the feeding). A global asyncio exception handler logs
 # what escapes a task, under the supervised task's name where it was one.
 
+import binascii
 import gc
+import hashlib
 import io
 import json
 import time
@@ -41,6 +43,8 @@ _SUP_RESTART_AT = const(6)  # ticks_ms at which an ended task is started again
 # request buffer"): a batch larger than it is streamed through it in pieces (uplink), and so is a STATUS
 # answer (boards/sim.py); it must hold the HTTP head, one punch row, and the largest STATUS member.
 _OUT_BYTES = const(1536)
+_EP_LINE = const(160)  # the endpoint's line buffer per connection (endpoint.py: _LINE)
+_EP_HEAD_MAX = const(4096)  # a request head's bytes (endpoint.py: _HEAD_MAX)
 
 
 class OutBuf(io.IOBase):
@@ -153,6 +157,49 @@ class App:
                              roster=self.roster, fs_root=root, config_path=board.config_path,
                              good_config_path=board.good_config_path, buf=self.out)
         self.terminal.on_punch = self.uplink.kick
+        self.servers = []  # the server.Server instances (the endpoint, the sim's control port): their deadlines
+        self.endpoint = None
+        ep = cfg["endpoint"]
+        if ep["port"]:
+            # The device endpoint: HTTPS with the config's certificate and key (files beside the config),
+            # plain HTTP only when endpoint.allow_plain_http says so
+            try:
+                ctx = None
+                if ep.get("cert") and ep.get("key"):
+                    import tls
+
+                    from clockterm.https import load
+
+                    ctx = tls.SSLContext(tls.PROTOCOL_TLS_SERVER)
+                    where = board.config_path.rpartition("/")[0] + "/"  # files named relative to the config's folder
+                    ctx.load_cert_chain(*[load(p if p.startswith("/") else where + p)
+                                          for p in (ep["cert"], ep["key"])])  # (DER: see https.load)
+                elif not ep.get("allow_plain_http"):
+                    raise ValueError("endpoint.cert and endpoint.key, or endpoint.allow_plain_http: true, are needed")
+                # Its server, whose connections clockterm.endpoint serves (that module is imported at a first
+                # connection and forgotten after the last: its code takes heap only while in use). The
+                # endpoint's state lives on the server: the app, the tokens as (SHA-256, scope bits: 1
+                # read, 2 admin; a plaintext token of an older config is hashed here, not kept), health
+                # without a token, the auth failures per address, the head limit for long lines.
+                from clockterm.server import Server
+
+                e = Server("clockterm.endpoint", ep.get("connections") or 3, _EP_LINE, ctx)
+                e.app = self
+                e.keys = []
+                w = "read, admin".split(", ")  # (at run time: "admin" is not otherwise an interned name)
+                for t in ep.get("endpoint.tokens".split(".")[1]) or ():
+                    d = t.get("sha256")
+                    d = binascii.unhexlify(d) if d else hashlib.sha256(t["token"].encode()).digest()
+                    e.keys.append((d, (3 if w[1] in t["scopes"] else 0) | (1 if w[0] in t["scopes"] else 0)))
+                e.free = bool(ep.get("health_public"))
+                e.failures = []  # [address, failures in a row, ticks_ms of the last]
+                e.limit = _EP_HEAD_MAX
+                e.start(" 127.0.0.1 0.0.0.0".split()[board.name != "sim"], ep["port"])  # (the sim: this host only)
+                self.endpoint = e
+                log.info("endpoint", "%s on port %d" % ("https" if ctx else "http (plain)", ep["port"]))
+            except Exception as e:  # (OSError, ValueError: the certificate; MemoryError) taps go on without it
+                self.endpoint = None
+                log.error("endpoint", "not started: %r" % (e,))
 
     # --- supervision --------------------------------------------------------------------------
 
@@ -231,29 +278,29 @@ class App:
     # --- status -------------------------------------------------------------------------------
 
     def status(self):
+        """The status document, member by member: (name, value) pairs, each made when it is asked for,
+        so that a caller that streams them (the endpoint, the sim's STATUS) holds one member at a time;
+        dict(app.status()) makes the whole document. The heap figures come first, after a collection:
+        the live heap before any of the document is made."""
         gc.collect()
-        # Keyword names, not a dict literal, whose long keys would be string constants held with the
-        # code (heap: see docs/heap.md). The heap figures are taken before the rest is built.
-        return dict(
-            version=1,
-            firmware=VERSION,
-            device_id=self.device_id,
-            board=self.board.name,
-            uptime_s=time.ticks_diff(time.ticks_ms(), self.t0) // 1000,
-            heap=dict(free=gc.mem_free(), alloc=gc.mem_alloc(), max_block=_max_block()),
-            loop=dict(stall_ms_max=self.stall_ms_max),
-            clock=self.clock.status(),
-            journal=self.journal.status(),
-            terminal=self.terminal.status(),
-            roster=self.roster.status(),
-            link=self.board.link.status(),
-            sntp=self.sntp.status(),
-            uplink=self.uplink.status(),
-            tasks=self.tasks,
-            config_error=str(self.cfg_error) if self.cfg_error else None,
-            config_pending=self.uplink.config_pending,  # a newer central overlay waits for a reboot
-            errors=log.errors,
-        )
+        yield "heap", dict(free=gc.mem_free(), alloc=gc.mem_alloc(), max_block=_max_block())
+        yield "version", 1
+        yield "firmware", VERSION
+        yield "device_id", self.device_id
+        yield "board", self.board.name
+        yield "uptime_s", time.ticks_diff(time.ticks_ms(), self.t0) // 1000
+        yield "loop", dict(stall_ms_max=self.stall_ms_max)
+        yield "clock", self.clock.status()
+        yield "journal", self.journal.status()
+        yield "terminal", self.terminal.status()
+        yield "roster", self.roster.status()
+        yield "link", self.board.link.status()
+        yield "sntp", self.sntp.status()
+        yield "uplink", self.uplink.status()
+        yield "tasks", self.tasks
+        yield "config_error", str(self.cfg_error) if self.cfg_error else None
+        yield "config_pending", self.uplink.config_pending  # a newer central overlay waits for a reboot
+        yield "errors", log.errors
 
     # --- run ----------------------------------------------------------------------------------
 
@@ -263,8 +310,14 @@ class App:
         loop = asyncio.get_event_loop()
         loop.set_exception_handler(self._on_loop_error)
         board = self.board
+        # The servers' accept loops, supervised; housekeeping sweeps their connections' deadlines.
         if board.control is not None:
-            await board.control.start(self.terminal.tap, self.status, self.out)
+            srv = board.control.start(self.terminal.tap, self.status, self.out)
+            self.servers.append(srv)
+            self.supervise("control", srv.run)
+        if self.endpoint is not None:
+            self.servers.append(self.endpoint)
+            self.supervise("endpoint", self.endpoint.run, False)
         for name, reader in board.readers():
             self.supervise("reader." + name, lambda r=reader: poll_reader(r, self.terminal.tap))
         if hasattr(board.link, "run"):  # a link with work to do (Wi-Fi, Ethernet); the sim's is always up
@@ -309,6 +362,8 @@ class App:
             # say it, and keep feeding the watchdog. Supervision first, so that they cannot starve it.
             try:
                 self._restart(now)
+                for srv in self.servers:
+                    srv.expire(now)  # connections past their deadline
                 if not healthy and time.ticks_diff(now, up) > _HEALTHY_MS:
                     healthy = True
                     if _crash_count(board):
@@ -374,7 +429,7 @@ def run():
     # that the code objects pack together at the bottom of the heap instead of leaving holes between
     # them that later fragment it (a fragmented heap fails large allocations with plenty free).
     # (One string, split here: ten string constants would be held with this module; docs/heap.md.)
-    for name in "punch journal clock tz roster terminal sntp https uplink".split():
+    for name in "punch journal clock tz roster terminal sntp https uplink server".split():
         __import__("clockterm." + name)
         gc.collect()
     try:
@@ -435,6 +490,7 @@ def _build(board):
         err = why if err is None else "%s; %s" % (err, why)
     del config
     forget("clockterm.config")  # needed again only to check a config overlay the uplink pulls
+    gc.collect()
     app = App(board, cfg, err)
     # The config that booted, kept as the last good one: here, once the App is built (written before,
     # its file buffers left holes in the heap where the TLS context must fit). Written only when it

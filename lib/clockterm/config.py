@@ -54,6 +54,11 @@ _SPEC = const(
     "central.interval_s int 1 86400\n"
     "endpoint.port int 0 65535\n"
     "endpoint.tokens tokens 0 16\n"
+    "endpoint.allow_plain_http bool? 0 0\n"  # serve plain HTTP (no TLS): only when said so
+    "endpoint.cert str? 1 200\n"  # TLS certificate and key files (PEM or DER), beside the config
+    "endpoint.key str? 1 200\n"
+    "endpoint.health_public bool? 0 0\n"  # /api/v1/health without a token
+    "endpoint.connections int? 1 8\n"  # connections at once (3 when absent)
     "terminal.duplicate_window_s int 0 3600\n"
     "terminal.unknown_badge str 1 10 record,deny\n"
     "terminal.kind_mode str 1 10 toggle,in,out,keys\n"
@@ -78,6 +83,8 @@ _NET_ADDRS = const("network static_ip gateway dns")  # its fields that are IPv4 
 _KIND_WORDS = const(("", "int", "num", "str", "bool", "strs", "dict", "tokens"))
 _TYPE_NAMES = const(("", "int", "number", "string", "bool", "list of strings", "object", "list of tokens"))
 _SCOPES = const(("read", "admin"))
+_REDACTED = const("<redacted>")  # a secret, as the endpoint shows the config (view)
+_SECRETS = const("network wifi_password central client_secret")  # (section, field) pairs that are secrets
 
 
 class ConfigError(ValueError):
@@ -296,10 +303,13 @@ def read(path, name="config"):
     """The bytes of a config file on flash (only _FILE_MAX_BYTES are read, whatever the file's size);
     ConfigError naming the file (`name`) when it is larger, OSError when it cannot be read."""
     with open(path, "rb") as f:
-        data = f.read(_FILE_MAX_BYTES + 1)
-    if len(data) > _FILE_MAX_BYTES:
-        raise ConfigError("%s: over %d bytes" % (name, _FILE_MAX_BYTES))
-    return data
+        # Its size first: read(n) takes n bytes of heap at once, and a running terminal's heap may not
+        # have _FILE_MAX_BYTES in one piece (a config is a few KB)
+        n = f.seek(0, 2)
+        if n > _FILE_MAX_BYTES:
+            raise ConfigError("%s: over %d bytes" % (name, _FILE_MAX_BYTES))
+        f.seek(0)
+        return f.read(n)
 
 
 def loads(text, name="config"):
@@ -425,3 +435,56 @@ def _save_good(good_path, data):
     with open(tmp, "wb") as f:
         f.write(data)
     os.rename(tmp, good_path)
+
+
+def view(data, body=None):
+    """The config as the device endpoint shows and takes it. data: the bytes of the config in force.
+
+    body None: that config with its secrets (_SECRETS, each token's hash) replaced by "<redacted>".
+    body (a PUT's bytes): its config, parsed and checked (validate) after each "<redacted>" sent back is
+    replaced by the secret in force (a token's by the hash of the token of its name), and a plaintext
+    token by its SHA-256: what the device keeps. Raises ConfigError naming what is refused."""
+    import binascii
+    import hashlib
+
+    doc = loads(data if body is None else body)
+    value = None if body is None else loads(data)  # the config in force, whose secrets a PUT keeps
+    if not isinstance(doc, dict):
+        raise ConfigError("config: expected a JSON object, got %s" % _type_name(doc))
+    w = _SECRETS.split()
+    for i in range(0, len(w), 2):
+        d = doc.get(w[i])
+        if isinstance(d, dict) and d.get(w[i + 1]):
+            if value is None:
+                d[w[i + 1]] = _REDACTED
+            elif d[w[i + 1]] == _REDACTED:
+                d[w[i + 1]] = (value.get(w[i]) or {}).get(w[i + 1], "")
+    k = "endpoint.tokens".split(".")  # (split at run time: "tokens" is not otherwise an interned name)
+    d = doc.get(k[0])
+    had = () if value is None else (value.get(k[0]) or {}).get(k[1]) or ()
+    for i, t in enumerate(d.get(k[1]) or () if isinstance(d, dict) and isinstance(d.get(k[1]), list) else ()):
+        if not isinstance(t, dict):
+            continue
+        if value is None:
+            for name in ("sha256", "token"):
+                if name in t:
+                    t[name] = _REDACTED
+            continue
+        tok = None
+        if t.get("sha256") == _REDACTED or t.get("token") == _REDACTED:  # sent back as GET showed it
+            t.pop("token", None)
+            t["sha256"] = _REDACTED
+            for x in had:
+                if t.get("name") and x.get("name") == t.get("name"):
+                    tok = x.get("sha256") or x.get("token")
+                    break
+            else:
+                raise ConfigError("endpoint.tokens[%d]: %s, and no token of that name in force" % (i, _REDACTED))
+            if x.get("sha256"):
+                t["sha256"] = tok
+                tok = None
+        elif isinstance(t.get("token"), str):
+            tok = t.pop("token")
+        if tok is not None:  # a plaintext token: only its hash is kept
+            t["sha256"] = binascii.hexlify(hashlib.sha256(tok.encode()).digest()).decode()
+    return doc if value is None else validate(doc)

@@ -60,20 +60,27 @@ class HTTPError(OSError):
     """The exchange failed (connection, TLS, timeout, malformed or oversized answer)."""
 
 
+def load(data):
+    """A certificate or key as DER bytes, from PEM or DER bytes or the name of a file with them: the first
+    PEM block's content (this port's mbedTLS takes PEM only with a NUL at its end). ValueError when bad."""
+    if isinstance(data, str):
+        with open(data, "rb") as f:
+            data = f.read()
+    start = data.find(b"-----BEGIN")
+    if start >= 0:
+        start = data.find(b"\n", start) + 1
+        end = data.find(b"-----END", start)
+        if start <= 0 or end < 0:
+            raise ValueError("bad PEM")
+        data = binascii.a2b_base64(data[start:end].replace(b"\r", b"").replace(b"\n", b""))
+    return data
+
+
 def _tls(ca):
     # A TLS client context that trusts the CA (PEM or DER bytes, or the name of a file with them).
-    if isinstance(ca, str):
-        with open(ca, "rb") as f:
-            ca = f.read()
+    ca = load(ca) if ca else None
     if not ca:
         raise ValueError("https needs a CA (cadata or cafile)")
-    start = ca.find(b"-----BEGIN")
-    if start >= 0:  # PEM: the first certificate, to DER
-        start = ca.find(b"\n", start) + 1
-        end = ca.find(b"-----END", start)
-        if start <= 0 or end < 0:
-            raise ValueError("bad PEM certificate")
-        ca = binascii.a2b_base64(ca[start:end].replace(b"\r", b"").replace(b"\n", b""))
     ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
     ctx.verify_mode = tls.CERT_REQUIRED  # explicit: never rely on a default here
     ctx.load_verify_locations(ca)

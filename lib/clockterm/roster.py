@@ -36,17 +36,20 @@ def normalize_badge(raw):
     b = raw.strip().upper()
     n = len(b)
     c = b.find(":")
+    # The characters are checked as bytes: a str's characters are one-character strings, which
+    # MicroPython interns for good (a first badge with a D or an F grew the pool at the tap).
+    e = b.encode()
     if c < 0:
         if n < 1 or n > _BADGE:
             return None
-        for ch in b:
-            if ch not in "0123456789ABCDEF":
+        for ch in e:
+            if ch not in b"0123456789ABCDEF":
                 return None
         return b
     if not (c == 3 and n == 9 or c == 5 and (n == 11 or n == 12)):  # FFF:CCCCC, FFFFF:CCCCC, FFFFF:CCCCCC
         return None
     for i in range(n):
-        if i != c and not "0" <= b[i] <= "9":
+        if i != c and not 48 <= e[i] <= 57:  # a digit
             return None
     return b
 

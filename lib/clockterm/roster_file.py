@@ -105,6 +105,44 @@ class RosterWriter:
         self.crc = binascii.crc32(rec, self.crc)
         self.count += 1
 
+    def feed(self, line, n):
+        """Line n (from 1) of a roster in CSV (bytes: badge,employee_id,name, fields in RFC 4180 quotes
+        where needed), added; a blank line and a header line (badge first) are passed over. ValueError
+        names the line."""
+        line = line.decode()
+        f = []
+        i = 0
+        while True:
+            if line[i:i + 1] == '"':
+                s = ""
+                j = i + 1
+                while True:
+                    k = line.find('"', j)
+                    if k < 0:
+                        raise ValueError("line %d: a quote not closed" % n)
+                    s += line[j:k]
+                    if line[k + 1:k + 2] != '"':
+                        break
+                    s += '"'
+                    j = k + 2
+                i = k + 1
+                if i < len(line) and line[i] != ",":
+                    raise ValueError("line %d: text after a closing quote" % n)
+            else:
+                k = line.find(",", i)
+                k = len(line) if k < 0 else k
+                s = line[i:k]
+                i = k
+            f.append(s)
+            if i >= len(line):
+                break
+            i += 1
+        if f == [""] or (n == 1 and f[0].strip().lower() == "badge"):
+            return
+        if not 2 <= len(f) <= 3:
+            raise ValueError("line %d: expected badge,employee_id,name" % n)
+        self.add(f[0], f[1], f[2] if len(f) > 2 else "")
+
     def commit(self):
         import os
 

@@ -64,6 +64,7 @@ _MAX_PKTS = const(32)  # refused packets one request reads before it gives up ("
 _EAGAIN = const(11)  # errno of a non-blocking read with nothing to read (unix port and lwIP alike)
 # Supervisor tunables (const: no RAM for their names; first_retry_ms and first_retry_max_ms stay
 # attributes because tests shorten them).
+_KICK_STEP_MS = const(250)  # the wait between rounds looks for a kick this often
 _RETRY_MS = const(32000)  # ms: first retry after a failure once synced; doubles up to interval_s
 _RESOLVE_EVERY_MS = const(3600000)  # ms: names resolved again at most this often (pool rule)
 _SERVERS_PER_ROUND = const(3)  # at most this many servers polled per sync
@@ -241,6 +242,7 @@ class Supervisor:
         self.next_ms = 0  # the delay before the next round, as last chosen
         self._stale_logged = False
         self._saved = time.ticks_ms()
+        self._kicked = False  # set by kick: sync now
         self._next_at = self._saved
 
     def _count(self, reason):
@@ -384,11 +386,8 @@ class Supervisor:
         stratum = data[1]
         if stratum == 0:
             # a kiss-o'-death: its code (RATE, DENY, RSTR ...) in the reference id
-            code = "kod-"
-            for b in data[12:16]:
-                if 0x20 < b < 0x7F:
-                    code += chr(b)
-            return code
+            # (as bytes: chr() would intern each character for good, and a server picks them)
+            return (b"kod-" + bytes(b for b in data[12:16] if 0x20 < b < 0x7F)).decode()
         if data[0] >> 6 == 3:
             return "unsynchronized"
         if stratum >= 16:
@@ -571,7 +570,20 @@ class Supervisor:
                 log.exc("sntp", e)
                 self.last_error = "%s: %s" % (type(e).__name__, e)
                 ok = False
-            await asyncio.sleep_ms(self._after(ok))
+            # The wait to the next round, in steps: a kick (the endpoint's resync action) ends it, and
+            # makes every server that is not rate-limited (a RATE kiss raises its limit) due at once
+            t0 = time.ticks_ms()
+            ms = self._after(ok)
+            while not self._kicked:
+                left = ms - time.ticks_diff(time.ticks_ms(), t0)
+                if left <= 0:
+                    break
+                await asyncio.sleep_ms(min(left, _KICK_STEP_MS))
+            if self._kicked:
+                self._kicked = False
+                for s in self.servers:
+                    if s[_S_LIMIT] <= self.min_poll_s:
+                        s[_S_LAST_POLL] = None
 
     def _after(self, ok):
         # After a round (ok as sync_once answered): state, backoff, the clock's alerts and stored

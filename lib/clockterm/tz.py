@@ -97,6 +97,7 @@ class TZ:
         finally:
             forget("clockterm.tzparse")  # needed again only for another TZ string
         self._last = None  # the last year asked and its DST start and end (_C_* fields)
+        self.name = s  # the rule as configured (the endpoint's time document shows it)
 
     # --- rules ---------------------------------------------------------------------------
 

@@ -175,13 +175,17 @@ class Uplink:
             return True
         self.token = None
         # Client credentials, form-encoded: RFC 3986 unreserved characters pass, the others as %XX
+        # (built as bytes: a one-character string made at run time, chr(), is interned for good, and a
+        # secret's characters could grow the interned-name pool by a whole new pool: docs/heap.md)
         form = []
         for value in (self.client_id, self.client_secret):
-            v = ""
+            v = bytearray()
             for ch in value.encode():
-                ok = 48 <= ch <= 57 or 65 <= ch <= 90 or 97 <= ch <= 122 or ch in b"-._~"
-                v += chr(ch) if ok else "%%%02X" % ch
-            form.append(v)
+                if 48 <= ch <= 57 or 65 <= ch <= 90 or 97 <= ch <= 122 or ch in b"-._~":
+                    v.append(ch)
+                else:
+                    v.extend(b"%%%02X" % ch)
+            form.append(v.decode())
         form = "grant_type=client_credentials&client_id=%s&client_secret=%s" % tuple(form)
         status, _, body = await self.client.request(
             "POST", "/v1/oauth/token", form.encode(), "Content-Type: application/x-www-form-urlencoded\r\n")
