@@ -16,6 +16,11 @@ Figures (bytes unless named otherwise):
 - free_min_bytes, max_free_block_min_bytes: the smallest heap.free / heap.max_block seen in STATUS
   sampled while the same terminal syncs with an SNTP server, takes TAPS taps and delivers them over
   verified TLS to the reference central (STATUS runs gc.collect() first: live data, not garbage).
+- The scenario runs with the device endpoint on (plain HTTP on 127.0.0.1) and a client (Hammer) asking it
+  for status, metrics, a page of punches and health, one request after the other on a kept-alive
+  connection, all along: "the endpoint serving during a flush". baseline_no_endpoint_peak_bytes and
+  baseline_no_endpoint_used_after_boot_bytes: the same run without the endpoint, beside it;
+  endpoint_requests_answered: how many requests that client had answered (all 200, or the run fails).
 - used_after_boot_bytes, peak_bytes: the same run with a roomy 160 KB heap, as heap in use: STATUS
   heap.alloc (gc.mem_alloc() after a collection: live data) right after boot, and the largest sampled
   while the terminal syncs, takes taps, answers STATUS and uploads over TLS, both less
@@ -57,7 +62,8 @@ DEVICE = "heap-001"
 MODULES = ("asyncio", "asyncio.stream", "clockterm.log", "clockterm.punch", "clockterm.journal",
            "clockterm.clock", "clockterm.tz", "clockterm.roster", "clockterm.terminal",
            "clockterm.sntp", "clockterm.https", "clockterm.uplink",
-           "clockterm.boards.norflash", "clockterm.boards.sim", "clockterm.app")
+           "clockterm.boards.norflash", "clockterm.boards.sim", "clockterm.app", "clockterm.server",
+           "clockterm.endpoint")
 
 _IMPORT = """
 import gc, json
@@ -142,9 +148,60 @@ class HeapTerminal(Terminal):
         return self
 
 
-def scenario(tmp: Path, heap: str, central, sntp_port: int, timeout: float = 60.0, layout: str = "romfs") -> dict:
-    """Boot, sync, TAPS taps, all acked centrally; returns figures, or {"ok": False, "why": ...}."""
+TOKEN = "bench-token-" + "x" * 20
+
+
+class Hammer:
+    """Requests on the device endpoint from a thread while the scenario runs (keep-alive, one connection):
+    GET status, metrics, a page of punches, health in turn. Counts answers by status code."""
+
+    PATHS = ("/api/v1/status", "/api/v1/metrics", "/api/v1/punches?limit=50", "/api/v1/health")
+
+    def __init__(self, port: int):
+        import threading
+
+        self.port = port
+        self.codes: dict[int, int] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import http.client
+
+        i = 0
+        while not self.stop.is_set():
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                while not self.stop.is_set():
+                    c.request("GET", self.PATHS[i % len(self.PATHS)], headers={"Authorization": f"Bearer {TOKEN}"})
+                    r = c.getresponse()
+                    r.read()
+                    self.codes[r.status] = self.codes.get(r.status, 0) + 1
+                    i += 1
+            except (OSError, http.client.HTTPException):
+                self.codes[0] = self.codes.get(0, 0) + 1
+                time.sleep(0.05)
+
+    def __enter__(self) -> Hammer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(15)
+
+
+def scenario(tmp: Path, heap: str, central, sntp_port: int, timeout: float = 60.0, layout: str = "romfs",
+             endpoint: bool = True) -> dict:
+    """Boot, sync, TAPS taps, all acked centrally, the device endpoint answering a client all along (unless
+    endpoint is False); returns figures, or {"ok": False, "why": ...}."""
+    import hashlib
+
     cfg = default_config("sim", DEVICE)
+    ep_port = free_port()
+    if endpoint:
+        cfg["endpoint"].update(port=ep_port, allow_plain_http=True, tokens=[
+            {"name": "bench", "sha256": hashlib.sha256(TOKEN.encode()).hexdigest(), "scopes": ["read"]}])
     cfg["sntp"].update({"servers": ["127.0.0.1"], "port": sntp_port, "samples": 2, "burst_gap_ms": 100})
     cfg["sim"]["control_port"] = free_port()
     cfg["central"].update({"url": central.url, "ca": str(central.ca_path), "client_id": DEVICE,
@@ -154,8 +211,11 @@ def scenario(tmp: Path, heap: str, central, sntp_port: int, timeout: float = 60.
     cfg_path.write_text(json.dumps(cfg))
     term = HeapTerminal(cfg_path, run_dir / "state", heap, layout)
     res: dict = {"ok": False}
+    hammer = Hammer(ep_port)
     try:
         term.start()
+        if endpoint:
+            hammer.__enter__()
         st = term.status()
         res["free_after_boot"] = st["heap"]["free"]
         res["alloc_after_boot"] = st["heap"]["alloc"]
@@ -187,13 +247,21 @@ def scenario(tmp: Path, heap: str, central, sntp_port: int, timeout: float = 60.
                 break
             time.sleep(0.1)
         res.update(ok=True, free_min=min(frees), alloc_max=max(allocs), max_block_min=min(blocks) if blocks else None)
+        if endpoint:
+            hammer.__exit__()
+            res["endpoint_answers"] = dict(hammer.codes)
+            if set(hammer.codes) != {200}:
+                res.update(ok=False, why=f"endpoint answers by status: {hammer.codes}")
         return res
     except (OSError, RuntimeError, TimeoutError, ValueError, KeyError) as e:
         res["why"] = f"{type(e).__name__}: {e}"
         return res
     finally:
+        hammer.stop.set()
         if not res.get("ok"):
             res["console_tail"] = term.console()[-1500:]
+            res["exit"] = term.proc.poll() if term.proc else None
+            res["console_head"] = term.console()[:1500]
         term.stop()
 
 
@@ -247,10 +315,15 @@ def run() -> dict:
             roomy = scenario(tmp, "160K", central, sntp.port)
             if not roomy["ok"]:
                 raise RuntimeError(f"scenario fails even at 160K: {roomy.get('why')}")
+            quiet = scenario(tmp, "160K", central, sntp.port, endpoint=False)  # the baseline: no endpoint
             image = image_alloc(out)
             figures["romfs_image_bytes"] = image
             figures["used_after_boot_bytes"] = roomy["alloc_after_boot"] - image
             figures["used_peak_bytes"] = roomy["alloc_max"] - image
+            if quiet["ok"]:
+                figures["baseline_no_endpoint_peak_bytes"] = quiet["alloc_max"] - image
+                figures["baseline_no_endpoint_used_after_boot_bytes"] = quiet["alloc_after_boot"] - image
+            figures["endpoint_requests_answered"] = sum(roomy.get("endpoint_answers", {}).values())
             kb = min_heap_kb(tmp, central, sntp.port)
             figures["min_heap_kb"] = kb
             figures["peak_bytes"] = figures["used_peak_bytes"]

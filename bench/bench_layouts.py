@@ -33,7 +33,7 @@ NPM_DIR = REPO / "build" / "npm"
 WASM_PKG = NPM_DIR / "node_modules" / "@micropython" / "micropython-webassembly-pyscript" / "micropython.mjs"
 MODULES = ("clockterm.log", "clockterm.punch", "clockterm.journal", "clockterm.clock", "clockterm.tz",
            "clockterm.roster", "clockterm.terminal", "clockterm.sntp", "clockterm.https", "clockterm.uplink",
-           "clockterm.boards.norflash", "clockterm.app")
+           "clockterm.boards.norflash", "clockterm.app", "clockterm.server", "clockterm.endpoint")
 
 # Steps run on either interpreter once the code is reachable (ROMFS mounted or /lib on sys.path). On
 # the unix port they run as one script; on the WebAssembly port each is a runPython call of its own:

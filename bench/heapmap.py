@@ -69,7 +69,7 @@ async def go():
     M("app.main")
     await asyncio.sleep_ms(500)
     M("running 0.5 s")
-    s = a.status()
+    s = dict(a.status())
     M("status held")
     del s
     a.terminal.tap("04A1B2C3")

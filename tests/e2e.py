@@ -43,7 +43,7 @@ def config(sntp_port: int | None = None, server: Any = None, **sections: Any) ->
     """A sim terminal config with free ports; sntp_port None points at a port nobody serves."""
     cfg = default_config("sim", DEVICE)
     cfg["sim"]["control_port"] = free_port()
-    cfg["endpoint"]["port"] = free_port()
+    # (the device endpoint stays off: its tests turn it on, see test_endpoint_*.py)
     cfg["sntp"]["servers"] = ["127.0.0.1"]
     cfg["sntp"]["port"] = sntp_port or free_port()
     if server is not None:  # the reference central (a Handle)

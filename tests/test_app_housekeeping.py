@@ -80,6 +80,8 @@ class App(app.App):
         self.sntp = Sntp()
         self.uplink = Uplink()
         self.terminal = Terminal()
+        self.servers = []
+        self.endpoint = None
 
 async def ended():
     return

@@ -24,10 +24,10 @@ def test_bundle_tree(tmp_path):
     assert json.loads((out / "board.json").read_text())["board"] == "sim"
     lib = out / "lib"
     assert not list(lib.rglob("*.py")), "the bundle ships bytecode only"
-    for name in ("clockterm/app.mpy", "clockterm/config.mpy", "clockterm/boards/sim.mpy",
-                 "microdot/__init__.mpy", "microdot/microdot.mpy"):
+    for name in ("clockterm/app.mpy", "clockterm/config.mpy", "clockterm/boards/sim.mpy", "clockterm/endpoint.mpy"):
         assert (lib / name).is_file(), name
-    mpys = {p.relative_to(lib).with_suffix("") for p in lib.rglob("*.mpy") if p.parts[-2] != "microdot"}
+    assert not (lib / "microdot").exists()  # no third-party library: the endpoint is the firmware's own
+    mpys = {p.relative_to(lib).with_suffix("") for p in lib.rglob("*.mpy")}
     srcs = {p.relative_to(REPO / "lib").with_suffix("") for p in (REPO / "lib").rglob("*.py")}
     assert {m for m in mpys if m.parts[0] == "clockterm"} == srcs
     # mpy v6 header: 'M', version 6
@@ -50,10 +50,6 @@ def test_every_core_module_imports_on_the_unix_port():
     r = run_mp(script)
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got == dict.fromkeys(mods, "ok")
-
-
-def test_microdot_imports_under_the_heap():
-    run_mp("import microdot\nfrom microdot import Microdot\napp = Microdot()\nprint('ok')\n")
 
 
 def test_core_never_imports_machine_or_network():

@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 from clockterm_host import REPO, bundle, package, partitions, vboard
 from clockterm_host.device import Session, sha256_hex
@@ -24,17 +23,13 @@ def test_package_json_is_up_to_date_and_lists_every_module():
     for _t, src in doc["urls"]:
         if not src.startswith("https://"):
             assert (REPO / "firmware" / src).resolve().is_file(), src
-    assert f"/microdot/{package.MICRODOT_TAG}/" in dict(doc["urls"])["microdot/microdot.py"]
+    assert not [t for t, _ in doc["urls"] if not t.startswith("clockterm/")]  # the firmware's modules only
 
 
 def test_mip_installs_the_package_on_a_virtual_board(tmp_path):
-    # The package as it is, but microdot from the pinned PyPI package's files (no GitHub here).
+    # The package as it is (its URLs relative to firmware/, made relative to a copy of package.json).
     doc = json.loads((REPO / "firmware" / "package.json").read_text())
-    import microdot
-
-    src_dir = Path(microdot.__file__).parent
-    local = [[t, (REPO / "firmware" / s).resolve() if not s.startswith("https://")
-              else src_dir / s.rsplit("/", 1)[1]] for t, s in doc["urls"]]
+    local = [[t, (REPO / "firmware" / s).resolve()] for t, s in doc["urls"]]
     pj = tmp_path / "package.json"  # mip takes a local package.json's URLs relative to its folder
     pj.write_text(json.dumps({"version": doc["version"], "deps": [],
                               "urls": [[t, os.path.relpath(p, tmp_path)] for t, p in local]}))
@@ -66,7 +61,6 @@ def test_firmware_inputs_enable_romfs_with_the_partition_table(tmp_path):
         assert [(r[0], int(r[3], 16), int(r[4], 16)) for r in rows] == [(p.name, p.offset, p.size) for p in table]
         assert "romfs,data,0x8f," in open(csv).read()
         assert f"include(boards/mpconfigboard_{chip}_common.cmake)" in (d / "mpconfigboard.cmake").read_text()
-    assert (tmp_path / "third_party" / "microdot" / "microdot.py").is_file()
 
 
 def test_the_freeze_manifest_points_at_folders_that_exist():
@@ -74,6 +68,6 @@ def test_the_freeze_manifest_points_at_folders_that_exist():
                    capture_output=True, cwd=REPO)
     text = (REPO / "firmware" / "manifest.py").read_text()
     pkgs = re.findall(r'package\("(\w+)", base_path="([^"]+)"\)', text)
-    assert [p for p, _ in pkgs] == ["clockterm", "microdot"]
+    assert [p for p, _ in pkgs] == ["clockterm"]
     for name, base in pkgs:
         assert (REPO / "firmware" / base / name / "__init__.py").is_file(), (name, base)

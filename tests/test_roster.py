@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from mp import mp_json
+from mp import mp_json, run_mp
 
 SETUP = """
 import vfs, json, gc, os
@@ -176,3 +176,23 @@ def test_roster_rules_on_the_device(tmp_path):
     assert got[7] == f'name "{"é" * 33}": 1 to 64 bytes of UTF-8'
     assert got[8] == ["04A1", "E1", "é" * 32]
     assert got[9].startswith('badge "zz": not a badge id')
+
+
+def test_a_badge_check_interns_no_character():
+    """normalize_badge runs at every tap: it must not intern the badge's characters (a str's characters
+    are one-character strings, interned for good; with a fragmented heap, growing the pool for the first
+    badge with a D or an F failed that tap with a MemoryError)."""
+    r = run_mp("""
+import micropython
+from clockterm.roster import normalize_badge
+badges = [bytes(b).decode() for b in ([0x30, 0x44, 0x7E], [0x30, 0x46, 0x3A], [0x5A, 0x51],
+                                      [0x31, 0x32, 0x33, 0x3A, 0x30, 0x34, 0x35, 0x36, 0x37])]
+normalize_badge("00")
+micropython.qstr_info()
+print([normalize_badge(b) for b in badges])
+micropython.qstr_info()
+""")
+    lines = r.stdout.splitlines()
+    pools = [ln for ln in lines if ln.startswith("qstr pool")]
+    assert len(pools) == 2 and pools[0] == pools[1], r.stdout
+    assert "[None, None, None, '123:04567']" in r.stdout, r.stdout

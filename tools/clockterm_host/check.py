@@ -28,7 +28,7 @@ try:
     import clockterm.app as _a
     doc['code'] = _a.__file__.rsplit('/clockterm/', 1)[0]
     if _a.last is not None:
-        doc['status'] = _a.last.status()
+        doc['status'] = dict(_a.last.status())
 except ImportError as e:
     doc['code_error'] = str(e)
 print(json.dumps(doc))
@@ -147,10 +147,14 @@ def check_serial(port: str, restart: bool = True) -> tuple[dict | None, dict, di
     return where.pop("status"), flash, where
 
 
-def check_url(url: str, token: str) -> dict:
+def check_url(url: str, token: str, ca: str | None = None) -> dict:
+    """The status document from the device endpoint (HTTPS verified against ca, or the system's CAs)."""
+    import ssl
+
     req = Request(url.rstrip("/") + "/api/v1/status", headers={"Authorization": f"Bearer {token}"})
     try:
-        with urlopen(req, timeout=10) as r:
+        context = ssl.create_default_context(cafile=ca) if url.startswith("https:") else None
+        with urlopen(req, timeout=10, context=context) as r:
             return json.loads(r.read())
     except HTTPError as e:
         why = "token refused" if e.code in (401, 403) else e.reason
@@ -166,7 +170,7 @@ def cmd_check(a: argparse.Namespace) -> int:
         else:
             from .provision import read_secret
 
-            st, flash, where = check_url(a.url, read_secret("token", a.token_file)), None, {}
+            st, flash, where = check_url(a.url, read_secret("token", a.token_file), a.ca), None, {}
     except DeviceError as e:
         print(f"check: {e}", file=sys.stderr)
         return 2
@@ -186,6 +190,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     where.add_argument("--port", help="serial port: stops the app for a few seconds, then restarts it")
     where.add_argument("--url", help="the device endpoint, e.g. http://10.0.0.7:8080 (needs --token-file)")
     s.add_argument("--token-file", help="with --url: file with a read token (- for stdin)")
+    s.add_argument("--ca", help="with an https --url: the CA that signed the endpoint's certificate (PEM)")
     s.add_argument("--json", action="store_true", help="the documents as JSON instead of the screen")
     s.add_argument("--no-restart", action="store_true", help="with --port: leave the board at its REPL")
     s.set_defaults(func=cmd_check)

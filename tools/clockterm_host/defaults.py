@@ -7,7 +7,6 @@ term-001, its CA and secrets kept there) and `clockterm timeserver` (SNTP on 127
 from __future__ import annotations
 
 import json
-import secrets
 from pathlib import Path
 
 DEVICE_ID = "term-001"  # also the device `clockterm central serve` registers when given none
@@ -51,9 +50,15 @@ def default_config(board: str = "sim", device_id: str = DEVICE_ID) -> dict:
             "batch_max": 100,
             "interval_s": 5,
         },
+        # The device endpoint (docs/integrator.md): off (port 0) until a port, a way to serve it (TLS
+        # certificate and key, or allow_plain_http on a network that is yours) and tokens are provisioned:
+        # `clockterm provision --token NAME:SCOPE --endpoint-cert ... --endpoint-key ...`; `clockterm sim`
+        # turns it on for its terminals (plain HTTP on 127.0.0.1) with a token it prints.
         "endpoint": {
-            "port": 8080,
-            "tokens": [{"token": secrets.token_hex(16), "scopes": ["read", "admin"]}],
+            "port": 0,
+            "tokens": [],
+            "allow_plain_http": False,
+            "health_public": False,
         },
         "terminal": {"duplicate_window_s": 10, "unknown_badge": "record", "kind_mode": "toggle",
                      "shift_max_h": 16},

@@ -11,26 +11,21 @@ layout of partitions.py; `clockterm flash` writes each board's own table over it
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import shutil
 from pathlib import Path
 
 from . import REPO, bundle, firmware, partitions
 
 PACKAGE_JSON = REPO / "firmware" / "package.json"
-MICRODOT_TAG = "v2.7.0"  # the version pinned in requirements-host.txt (microdot==2.7.0)
-MICRODOT_URL = f"https://raw.githubusercontent.com/miguelgrinberg/microdot/{MICRODOT_TAG}/src/microdot/"
 _BOARDS = {"esp32": ("esp32-devkitc-rc522", "mpconfigboard_esp32_common.cmake", ()),
            "esp32s3": ("esp32-s3-devkitc-uart", "mpconfigboard_esp32s3_common.cmake",
                        ("boards/sdkconfig.flash_qio_80m",))}
 
 
 def package_json() -> dict:
-    """mip's package.json: the firmware's modules (relative to this file's folder) and microdot's."""
+    """mip's package.json: the firmware's modules (relative to this file's folder)."""
     urls = [[p.relative_to(REPO / "lib").as_posix(), "../" + p.relative_to(REPO).as_posix()]
             for p in sorted((REPO / "lib").rglob("*.py"))]
-    urls += [[f"microdot/{name}", MICRODOT_URL + name] for name in bundle.THIRD_PARTY["microdot"]]
     return {"version": _firmware_version(), "urls": urls, "deps": []}
 
 
@@ -81,16 +76,4 @@ def firmware_inputs(out: Path) -> list[Path]:
     """The board folders of the custom images and the sources the freeze manifest reads."""
     out.mkdir(parents=True, exist_ok=True)
     made = [_board_folder(out, chip, ent) for chip, ent in firmware.load_versions()["images"].items()]
-    # firmware/manifest.py freezes lib/clockterm and microdot from here (the pinned PyPI package's files).
-    spec = importlib.util.find_spec("microdot")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("microdot is not installed: run 'make setup'")
-    src = Path(list(spec.submodule_search_locations)[0])
-    tp = out / "third_party" / "microdot"
-    if tp.exists():
-        shutil.rmtree(tp)
-    tp.mkdir(parents=True)
-    for name in bundle.THIRD_PARTY["microdot"]:
-        shutil.copy2(src / name, tp / name)
-    made.append(tp)
-    return made
+    return made  # (firmware/manifest.py freezes lib/clockterm from the repo itself)

@@ -32,6 +32,8 @@ from .defaults import default_config
 
 SCOPES = {"read": ["read"], "admin": ["read", "admin"]}
 TOKEN_BYTES = 24  # 32 characters of URL-safe base64: 192 bits
+ENDPOINT_CERT = "endpoint.crt"  # the endpoint's TLS certificate and key on the device, beside the config
+ENDPOINT_KEY = "endpoint.key"
 
 
 class ProvisionError(SystemExit):
@@ -102,9 +104,26 @@ def build_config(a: argparse.Namespace, client_secret: str, wifi_password: str |
         cfg["sntp"]["port"] = a.sntp_port
     cfg["central"].update(url=a.central, client_id=a.device_id, client_secret=client_secret,
                           ca="ca.pem" if a.ca else None)
-    cfg["endpoint"]["tokens"] = tokens
+    ep = cfg["endpoint"]
+    ep["tokens"] = tokens
+    tls = bool(a.endpoint_cert or a.endpoint_key)
+    if tls and not (a.endpoint_cert and a.endpoint_key):
+        raise ProvisionError("--endpoint-cert and --endpoint-key go together")
+    if tls and a.endpoint_plain_http:
+        raise ProvisionError("--endpoint-plain-http or a certificate and key, not both")
+    if tls:
+        ep.update(cert=ENDPOINT_CERT, key=ENDPOINT_KEY)
+    ep["allow_plain_http"] = bool(a.endpoint_plain_http)
+    ep["health_public"] = bool(a.health_public)
     if a.endpoint_port is not None:
-        cfg["endpoint"]["port"] = a.endpoint_port
+        ep["port"] = a.endpoint_port
+    elif tls or a.endpoint_plain_http:
+        ep["port"] = 443 if tls else 80
+    if ep["port"] and not (tls or a.endpoint_plain_http):
+        raise ProvisionError("the endpoint needs --endpoint-cert and --endpoint-key (HTTPS), or "
+                             "--endpoint-plain-http on a network that is yours")
+    if ep["port"] and not tokens:
+        raise ProvisionError("the endpoint needs at least one --token NAME:read|admin")
     net = cfg["network"]
     net.update(wifi_ssid=a.wifi_ssid or "", wifi_password=wifi_password or "", static_ip=a.static_ip,
                gateway=a.gateway, dns=a.dns)
@@ -144,15 +163,18 @@ def write_state(state: Path, cfg: dict, ca: bytes | None) -> Path:
     return state / "config.json"
 
 
-def write_board(port: str, cfg: dict, ca: bytes | None, restart: bool = True) -> None:
-    """/ca.pem and /config.json on the board, each through a temporary file and a rename; then a reset."""
+def write_board(port: str, cfg: dict, ca: bytes | None, restart: bool = True, extra: dict | None = None) -> None:
+    """/ca.pem, the endpoint's certificate and key (extra: {path: bytes}) and /config.json on the board,
+    each through a temporary file and a rename; then a reset."""
     from .device import Session, sha256_hex
 
     s = Session(port)
     try:
-        files = {"/config.json": json.dumps(cfg, separators=(",", ":")).encode()}
+        files = dict(extra or {})
         if ca is not None:
-            files = {"/ca.pem": ca, **files}  # the CA first: a config is never in force without its CA
+            files["/ca.pem"] = ca
+        # The config last: it is never in force without the files it names
+        files["/config.json"] = json.dumps(cfg, separators=(",", ":")).encode()
         for path, data in files.items():
             s.write(path, data)
         theirs = s.hashes(list(files))
@@ -168,6 +190,16 @@ def write_board(port: str, cfg: dict, ca: bytes | None, restart: bool = True) ->
         s.close()
 
 
+def read_pem(what: str, path: str, marker: bytes) -> bytes:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ProvisionError(f"{what}: cannot read {path}: {e.strerror}") from None
+    if marker not in data:
+        raise ProvisionError(f"{what}: {path} is not a PEM {marker.decode().strip('-')}")
+    return data
+
+
 def provision(a: argparse.Namespace) -> int:
     if a.board != "sim" and a.state:
         raise ProvisionError("--state provisions a sim terminal: use --board sim with it")
@@ -180,6 +212,10 @@ def provision(a: argparse.Namespace) -> int:
             raise ProvisionError(f"--ca: cannot read {a.ca}: {e.strerror}") from None
         if b"-----BEGIN CERTIFICATE-----" not in ca:
             raise ProvisionError(f"--ca: {a.ca} is not a PEM certificate")
+    extra = {}
+    if a.endpoint_cert and a.endpoint_key:
+        extra["/" + ENDPOINT_CERT] = read_pem("--endpoint-cert", a.endpoint_cert, b"-----BEGIN CERTIFICATE-----")
+        extra["/" + ENDPOINT_KEY] = read_pem("--endpoint-key", a.endpoint_key, b"PRIVATE KEY-----")
     wifi_pw = read_secret("wifi password", a.wifi_password_file) if a.wifi_ssid else None
     tokens, shown = make_tokens(a.token)
     if a.register:
@@ -197,10 +233,14 @@ def provision(a: argparse.Namespace) -> int:
         cfg["central"]["client_secret"] = register_device(a.admin, admin_token, a.device_id, a.replace)
         print(f"{a.device_id}: registered at the central; its client secret is in the config only")
     if a.state:
+        Path(a.state).mkdir(parents=True, exist_ok=True)
+        for name, data in extra.items():
+            _write_atomic(Path(a.state) / name[1:], data, 0o600)
+            cfg["endpoint"]["cert" if name[1:] == ENDPOINT_CERT else "key"] = str((Path(a.state) / name[1:]).resolve())
         path = write_state(Path(a.state), cfg, ca)
         print(f"{path}: written; run it with: clockterm run --config {path} --state {a.state}")
     else:
-        write_board(a.port, cfg, ca, restart=not a.no_restart)
+        write_board(a.port, cfg, ca, restart=not a.no_restart, extra=extra)
         print(f"{a.port}: /config.json{' and /ca.pem' if ca else ''} written and read back; the terminal restarts. "
               f"Next: clockterm check --port {a.port}")
     if shown:
@@ -247,7 +287,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--sntp-port", type=int, help=argparse.SUPPRESS)  # a lab's SNTP server on another port
     s.add_argument("--token", action="append", default=[], metavar="NAME:SCOPE",
                    help="an endpoint token to generate, scope read or admin (repeatable)")
-    s.add_argument("--endpoint-port", type=int)
+    s.add_argument("--endpoint-port", type=int, help="default 443 with a certificate, 80 with plain HTTP")
+    s.add_argument("--endpoint-cert", metavar="PEM", help="the endpoint's TLS certificate (chain), copied over")
+    s.add_argument("--endpoint-key", metavar="PEM", help="its private key, copied to the device")
+    s.add_argument("--endpoint-plain-http", action="store_true",
+                   help="serve the endpoint without TLS (only on a network that is yours)")
+    s.add_argument("--health-public", action="store_true", help="GET /api/v1/health without a token")
     s.add_argument("--control-port", type=int, help="sim only: the tap control port")
     s.add_argument("--no-restart", action="store_true", help="leave the board at its REPL afterwards")
     s.set_defaults(func=cmd_provision)

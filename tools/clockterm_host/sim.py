@@ -9,8 +9,10 @@ printed when it changes (at most every few seconds) and on `panel`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import secrets
 import socket
 import sys
 import threading
@@ -67,7 +69,12 @@ def sim_config(state: Path, sntp_port: int, control_port: int, central, device: 
     cfg["sntp"]["port"] = sntp_port
     cfg["sntp"]["min_poll_s"] = 16
     cfg["sim"]["control_port"] = control_port
-    cfg["endpoint"]["port"] = free_port()
+    # The device endpoint, plain HTTP on 127.0.0.1 (this host only), with one admin token (its hash in
+    # the config; the token itself beside it, in the state folder, for a person and the tests to use)
+    token = secrets.token_urlsafe(24)
+    cfg["endpoint"].update(port=free_port(), allow_plain_http=True, health_public=True, tokens=[
+        {"name": "sim", "sha256": hashlib.sha256(token.encode()).hexdigest(), "scopes": ["read", "admin"]}])
+    (state / f"{device}.token").write_text(token + "\n")
     cfg["central"]["url"] = central.url
     cfg["central"]["ca"] = str(central.ca_path)
     cfg["central"]["client_id"] = device
@@ -131,6 +138,8 @@ def _start(state: Path, n: int, control_port: int, out) -> tuple[SntpServer, obj
         log = state / ("console.log" if n == 1 else f"console-{i + 1}.log")
         terms.append((dev, Terminal(cfg_path, tdir, log_path=log)))
         print(f"terminal {dev}: state in {tdir}; tap port 127.0.0.1:{cfg['sim']['control_port']}", file=out)
+        print(f"  endpoint http://127.0.0.1:{cfg['endpoint']['port']}/api/v1/status, token in "
+              f"{state / (dev + '.token')}", file=out)
     return sntp, central, terms
 
 
