@@ -571,12 +571,12 @@ async def format(self, stream, out):
     c = j = None
     v.extend(k[:_N_SUBSCRIBERS])
     head(self, stream, 200, _line(_X_METRICS_TYPE), None, True, "", True)
-    i = 0
-    for line in _METRICS.split("\n")[:-1]:
-        name, kind, text = line.split(" ", 2)
-        await put(stream, out, True, _line(_X_FAMILY)
-                  % (name, text, name, kind, name, v[i]))
-        i += 1
+    end = -1
+    for x in v:  # one family's line at a time (a split of the whole text would hold it all twice)
+        start = end + 1
+        end = _METRICS.find("\n", start)
+        name, kind, text = _METRICS[start:end].split(" ", 2)
+        await put(stream, out, True, _line(_X_FAMILY) % (name, text, name, kind, name, x))
     await put(stream, out, True, _line(_X_TAPS))
     for name, n in app.terminal.counts.items():
         await put(stream, out, True, _line(_X_TAP) % (name, n))
