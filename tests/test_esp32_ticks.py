@@ -198,3 +198,32 @@ def test_every_wait_from_a_server_or_the_config_fits_esp32_ticks(tmp_path: Path)
     assert 500 <= out["retry_after"][1] <= 1000, out  # a date is not a number of seconds: the first backoff
     assert out["backoff_max"] <= 300_000 and out["uplink_interval"] >= 3_600_000, out
     assert out["sntp_max"] >= 3_600_000 and out["window"] and out["burst_gap"], out
+
+
+PROBE = ESP32TIME + r"""
+import gc, json
+from clockterm import app
+T = ESP32Time()
+app.time = T
+T.manual = (1 << 30) - 400  # 0.4 s before the ticks wrap
+first = app._max_block()
+held = bytearray(first - 4096)  # the largest block is now smaller
+seen = [first, app._max_block()]  # within the second: the last probe's answer
+T.manual = 600  # 1 s later, across the wrap
+seen.append(app._max_block())
+after = seen[-1]
+del held
+gc.collect()
+T.manual = 600 + (1 << 29) + 10  # ages past 2**29 ms read as negative: a stale answer is not trusted
+seen.append(app._max_block())
+print(json.dumps(seen))
+"""
+
+
+def test_the_heap_probe_is_reused_for_a_second_only_across_the_wrap() -> None:
+    """STATUS and the metrics give the largest free block; its probe (a dozen allocations) answers
+    again within 1 s, and is made anew after that, also when the ticks wrapped or are far apart."""
+    first, cached, after_wrap, much_later = mp.mp_json(PROBE)
+    assert cached == first  # reused
+    assert after_wrap < first  # probed again: the held block shows
+    assert much_later > after_wrap  # probed again once it was freed

@@ -45,6 +45,7 @@ _SUP_RESTART_AT = const(6)  # ticks_ms at which an ended task is started again
 _OUT_BYTES = const(1536)
 _EP_LINE = const(160)  # the endpoint's line buffer per connection (endpoint.py: _LINE)
 _EP_HEAD_MAX = const(4096)  # a request head's bytes (endpoint.py: _HEAD_MAX)
+_PROBE_MS = const(1000)  # _max_block probes the heap at most this often
 
 
 class OutBuf(io.IOBase):
@@ -390,9 +391,17 @@ async def poll_reader(reader, tap):
         await asyncio.sleep_ms(reader.poll_ms)
 
 
+_probed = [None, 0]  # _max_block's last answer and the ticks_ms of its probe
+
+
 def _max_block():
-    # The largest block the heap can give now (to 64 bytes), probed by allocation: a fragmented heap
-    # fails a big allocation with plenty free, so this, not heap.free, says what still fits.
+    # The largest block the heap can give (to 64 bytes), probed by allocation: a fragmented heap fails
+    # a big allocation with plenty free, so this, not heap.free, says what still fits. A probe costs
+    # a dozen allocations, each failed one a collection (~0.5 ms, most of a STATUS): within _PROBE_MS
+    # of the last, its answer is given again (the age checked both ways: ticks wrap).
+    now = time.ticks_ms()
+    if _probed[0] is not None and 0 <= time.ticks_diff(now, _probed[1]) < _PROBE_MS:
+        return _probed[0]
     lo, hi = 0, gc.mem_free()
     while hi - lo > 64:
         mid = (lo + hi) // 2
@@ -401,6 +410,7 @@ def _max_block():
             lo = mid
         except MemoryError:
             hi = mid
+    _probed[0], _probed[1] = lo, now
     return lo
 
 
