@@ -188,3 +188,32 @@ def test_a_board_that_does_not_answer_is_a_clear_error(tmp_path):
     assert r.returncode == 2 and "cannot open" in r.stderr
     r = ct("check", "--port", str(tmp_path / "ttyNONE"))
     assert r.returncode == 2 and "check: cannot open" in r.stderr
+
+
+# A board that boots slowly (boot.py waits /boot_ms) and then runs its app until a Ctrl-C.
+_SLOW_BOOT = b"""import time
+try:
+    with open('/boot_ms') as f:
+        time.sleep_ms(int(f.read()))
+except OSError:
+    pass
+"""
+_APP = b"import time\nwhile True:\n    time.sleep_ms(10)\n"
+
+
+def test_a_session_waits_out_a_board_that_boots(tmp_path):
+    # Each session meets a board just reset: its first Ctrl-C lands while the interpreter starts, in boot.py
+    # (main.py then runs all the same: the app holds the REPL) or in main.py, by how long boot.py takes and
+    # when the session comes; it stops the app all the same, every time.
+    vboard.create(tmp_path / "b", BOARD)
+    with vboard.VirtualBoard(tmp_path / "b", BOARD) as vb:
+        s = Session(vb.port)
+        s.write("/boot.py", _SLOW_BOOT)
+        s.write("/main.py", _APP)
+        for boot_ms, after in ((0, 0), (300, 0), (600, 0.2), (150, 0.05), (1000, 0.3), (0, 0.1), (300, 0.15)):
+            s.write("/boot_ms", str(boot_ms).encode())
+            s.restart()
+            time.sleep(after)  # when the technician comes (not a wait for the board)
+            s = Session(vb.port)
+            assert s.exec("print('up', 6 * 7)").strip() == "up 42"
+        s.close()
