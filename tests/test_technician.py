@@ -26,6 +26,9 @@ def ct(*args: str, input: str | None = None, timeout: float = 120) -> subprocess
 
 
 def mpremote(port: str, *args: str) -> subprocess.CompletedProcess:
+    """mpremote on a board maybe just reset: a Session stops the app first (mpremote sends one Ctrl-C, which
+    a board still booting reads later at its REPL: main.py would have run on)."""
+    Session(port).close()
     return subprocess.run([sys.executable, "-m", "mpremote", "connect", port, *args], capture_output=True,
                           text=True, timeout=60)
 
@@ -188,3 +191,59 @@ def test_a_board_that_does_not_answer_is_a_clear_error(tmp_path):
     assert r.returncode == 2 and "cannot open" in r.stderr
     r = ct("check", "--port", str(tmp_path / "ttyNONE"))
     assert r.returncode == 2 and "check: cannot open" in r.stderr
+
+
+# A board that boots slowly (boot.py waits /boot_ms) and then runs its app until a Ctrl-C.
+_SLOW_BOOT = b"""import time
+try:
+    with open('/boot_ms') as f:
+        time.sleep_ms(int(f.read()))
+except OSError:
+    pass
+"""
+_APP = b"import time\nwhile True:\n    time.sleep_ms(10)\n"
+
+
+def test_a_session_waits_out_a_board_that_boots(tmp_path):
+    # Each session meets a board just reset: its first Ctrl-C lands while the interpreter starts, in boot.py
+    # (main.py then runs all the same: the app holds the REPL) or in main.py, by how long boot.py takes and
+    # when the session comes; it stops the app all the same, every time.
+    vboard.create(tmp_path / "b", BOARD)
+    with vboard.VirtualBoard(tmp_path / "b", BOARD) as vb:
+        s = Session(vb.port)
+        s.write("/boot.py", _SLOW_BOOT)
+        s.write("/main.py", _APP)
+        for boot_ms, after in ((0, 0), (300, 0), (600, 0.2), (150, 0.05), (1000, 0.3), (0, 0.1), (300, 0.15)):
+            s.write("/boot_ms", str(boot_ms).encode())
+            s.restart()
+            time.sleep(after)  # when the technician comes (not a wait for the board)
+            s = Session(vb.port)
+            assert s.exec("print('up', 6 * 7)").strip() == "up 42"
+        s.close()
+
+
+def test_ctrl_c_while_the_board_boots_stops_its_programs_and_never_the_interpreter(tmp_path):
+    # Ctrl-C over and over from the reset on: before boot.py (the interpreter starting) and between the
+    # programs it reaches the REPL as a byte; in boot.py and in main.py it stops the program. The
+    # interpreter itself is never hit (the unix port dies of a SIGINT while it starts, at its REPL, or of a
+    # second before it took the first): one boot, no restart by the relay.
+    vboard.create(tmp_path / "b", BOARD)
+    log = tmp_path / "b" / "console.log"
+    with vboard.VirtualBoard(tmp_path / "b", BOARD) as vb:
+        s = Session(vb.port)
+        s.write("/boot.py", _SLOW_BOOT)
+        s.write("/main.py", _APP)
+        s.write("/boot_ms", b"200")
+        for _ in range(3):
+            start = log.stat().st_size
+            s.t.exec_raw_no_follow("import machine\nmachine.reset()")
+            end = time.monotonic() + 1.5
+            while time.monotonic() < end:
+                s.t.serial.write(b"\x03")
+                time.sleep(0.003)
+            s.t.close()
+            s = Session(vb.port)
+            boot = log.read_bytes()[start:]
+            assert boot.count(b'Type "help()"') == 1, boot
+            assert b"soft reboot" not in boot and b"KeyboardInterrupt" not in boot, boot
+        s.close()

@@ -2,7 +2,10 @@
 
 The running terminal holds the REPL. A session takes it the way a technician would: Ctrl-C raises
 KeyboardInterrupt in the app, whose run() returns, and main.py ends at the REPL (the terminal stops
-clocking while a session is open: a tap meanwhile gets no answer). Code then runs in the raw REPL; the
+clocking while a session is open: a tap meanwhile gets no answer). A board still booting (just reset,
+or just powered) does not take a Ctrl-C before its boot.py and main.py run (the REPL reads it later)
+and loses what comes during the reset itself: the session sends Ctrl-C and Ctrl-A again every half
+second until the raw REPL answers (RAW_REPL_TIMEOUT at most). Code then runs in the raw REPL; the
 session ends with a reset, which starts boot.py and main.py again (`restart`), or leaves the REPL as it
 is. Files are written through a temporary name and renamed, so a cut cable never leaves half a file.
 """
@@ -11,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from pathlib import Path
 
 # Run on the device: sha256 of files (hex, or None for a missing one) and of a partition's first bytes.
@@ -33,6 +38,11 @@ def _h(p):
 """
 
 
+RAW_REPL_TIMEOUT = 20.0  # seconds for the raw REPL to answer: a board's boot, slow under load, and then some
+_RETRY = 0.5  # seconds between two tries of Ctrl-C, Ctrl-A
+_RAW_PROMPT = b"raw REPL; CTRL-B to exit\r\n>"
+
+
 class DeviceError(RuntimeError):
     """The board did not answer, or the code run on it raised: the message carries its traceback."""
 
@@ -53,10 +63,49 @@ class Session:
         except TransportError as e:
             raise DeviceError(f"cannot open {port}: {e}") from None
         try:
-            self.t.enter_raw_repl(soft_reset=False)
-        except TransportError as e:
+            self._enter_raw_repl()
+        except (TransportError, DeviceError, OSError) as e:
             self.t.close()
             raise DeviceError(f"{port}: no MicroPython REPL answered ({e})") from None
+
+    def _enter_raw_repl(self, timeout: float = RAW_REPL_TIMEOUT) -> None:
+        """mpremote's enter_raw_repl(soft_reset=False), tried again until the board answers: Ctrl-C (stop
+        the program), Ctrl-A (the raw REPL), and the prompt within half a second, else once more."""
+        deadline = time.monotonic() + timeout
+        said = b""  # the board's last words, for the error
+        while True:
+            self.t.serial.write(b"\r\x03")
+            said = (said + self._drain())[-200:]
+            self.t.serial.write(b"\r\x01")
+            left = max(0.0, min(_RETRY, deadline - time.monotonic()))
+            data = self.t.read_until(1, _RAW_PROMPT, timeout=None, timeout_overall=left)
+            if data.endswith(_RAW_PROMPT):
+                break
+            said = (said + data)[-200:]
+            if time.monotonic() >= deadline:
+                raise DeviceError(f"no raw REPL prompt within {timeout:g} s (the board said {said[-120:]!r})")
+        self._sync()
+        self.t.in_raw_repl = True
+
+    def _drain(self) -> bytes:
+        """What the board said so far (the REPL's answers to earlier keys)."""
+        ser, got = self.t.serial, b""
+        while n := ser.in_waiting:
+            got += ser.read(n)
+        return got
+
+    def _sync(self) -> None:
+        """Each Ctrl-A of the earlier tries answers with a prompt of its own, some maybe still to come: a
+        marker printed in the raw REPL comes after all of them, and the next command starts clean (at the
+        prompt that follows, which mpremote reads before it sends a command)."""
+        marker = os.urandom(6).hex()
+        self.t.serial.write(f"print('{marker[:6]}' + '{marker[6:]}')".encode() + b"\x04")
+        data = self.t.read_until(1, marker.encode(), timeout=None, timeout_overall=5)
+        if data.endswith(marker.encode()):
+            data = self.t.read_until(1, b"\x04\x04", timeout=None, timeout_overall=5)  # stdout, stderr end
+            if data.endswith(b"\x04\x04"):
+                return
+        raise DeviceError(f"the raw REPL did not run a line ({data[-120:]!r})")
 
     def exec(self, code: str, timeout: float = 30) -> str:
         from mpremote.transport import TransportError

@@ -3,21 +3,24 @@
     python -m clockterm_host.vboard --board esp32-devkitc-rc522 --dir vb/ --port vb/tty
     mpremote connect vb/tty ...          # or: clockterm deploy --board ... --port vb/tty
 
-What it is: socat makes the pty (`--port`, a symlink to /dev/pts/N) and runs this module's relay, which
-runs the unix port with tools/clockterm_host/vboard_device/vboot.py and passes bytes both ways. The
-board's flash is a folder (`<dir>/flash`): the partition table of the board (partitions.bin, as
-`clockterm flash` writes it) and one file per data partition (romfs.bin, journal.bin, vfs.bin: the
-filesystem, LittleFS as on the board, mounted at /). What the board prints is also appended to
-`<dir>/console.log`. `<dir>/hw/pins_low` lists pins held low at power-up (the
-safe-mode button).
+What it is: socat makes the pty (`--port`, a symlink to /dev/pts/N) and runs this module's relay, which runs
+the unix port with tools/clockterm_host/vboard_device/vboot.py and passes bytes both ways (vboot.py also
+tells it, on a pipe of their own, when boot.py or main.py starts and ends). The board's flash is a folder
+(`<dir>/flash`): the partition table of the board (partitions.bin, as `clockterm flash` writes it) and one
+file per data partition (romfs.bin, journal.bin, vfs.bin: the filesystem, LittleFS as on the board, mounted
+at /). What the board prints is also appended to `<dir>/console.log`. `<dir>/hw/pins_low` lists pins held
+low at power-up (the safe-mode button).
 
 What it does as the firmware does: ROMFS mounted at /rom when the partition holds an image, and
-`vfs.rom_ioctl` for `mpremote romfs deploy`; boot.py then main.py at a reset; Ctrl-C interrupts the
-running program (KeyboardInterrupt); a soft reset (Ctrl-D in the raw REPL, or at the friendly prompt)
-starts a fresh interpreter, printing "soft reboot" and running boot.py only from the raw REPL, both from
-the friendly one; machine.reset() is a hard reset. What it does not: radio, pins and buses have nothing
-attached (a reader never reads a badge), the watchdog never bites, the heap is the host's (the board's
-heap plus the ROMFS image it holds in RAM: use `make bench` for heap figures), and it does not speak
+`vfs.rom_ioctl` for `mpremote romfs deploy`; boot.py then main.py at a reset; Ctrl-C interrupts boot.py or
+main.py while it runs (KeyboardInterrupt; a second Ctrl-C in the same run is dropped), and at any other time
+(the interpreter starting, between the two, at the REPL and in code run from it) goes to the REPL as a
+character: a Ctrl-C that comes early in a boot does not stop main.py, and bytes that come while a reset
+takes place may be lost (device.Session tries again); a soft reset (Ctrl-D in the raw REPL, or at the
+friendly prompt) starts a fresh interpreter, printing "soft reboot" and running boot.py only from the raw
+REPL, both from the friendly one; machine.reset() is a hard reset. What it does not: radio, pins and buses
+have nothing attached (a reader never reads a badge), the watchdog never bites, the heap is the host's (the
+board's heap plus the ROMFS image it holds in RAM: use `make bench` for heap figures), and it does not speak
 esptool's protocol (`clockterm flash` is tested against image files).
 """
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import selectors
 import shutil
 import signal
@@ -74,17 +78,27 @@ class Relay:
         self.heap_kb = _heap_kb(self.root, board)
         self.raw = False  # the host's last mode switch: Ctrl-A (raw REPL) or Ctrl-B (friendly)
         self.at_repl = False  # the interpreter shows its REPL (no program running)
+        self.running = False  # boot.py or main.py runs (vboot.py said "P", and no "I" since)
+        self.interrupted = False  # the SIGINT of this run is sent
         self.proc: subprocess.Popen | None = None
+        self.link: tuple[int, int] | None = None  # vboot.py's "P"/"I" (read), our answers (write)
         self.console = open(self.root / "console.log", "ab")  # noqa: SIM115 - lives as long as the relay
 
     def _spawn(self, mode: str, reset_cause: int) -> None:
+        tell_r, tell_w = os.pipe()
+        answer_r, answer_w = os.pipe()
         env = dict(os.environ, VBOARD_FLASH=str(self.root / "flash"), VBOARD_HW=str(self.root / "hw"),
-                   VBOARD_DEVICE=str(DEVICE_DIR), VBOARD_MODE=mode, VBOARD_RESET=str(reset_cause))
+                   VBOARD_DEVICE=str(DEVICE_DIR), VBOARD_MODE=mode, VBOARD_RESET=str(reset_cause),
+                   VBOARD_LINK=f"{tell_w},{answer_r}")
         env.pop("MICROPYPATH", None)
         self.proc = subprocess.Popen(
             [bundle.tool("micropython"), "-X", f"heapsize={self.heap_kb}K", "-i", str(DEVICE_DIR / "vboot.py")],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, bufsize=0)
-        self.at_repl = False
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, bufsize=0,
+            pass_fds=(tell_w, answer_r))
+        os.close(tell_w)
+        os.close(answer_r)
+        self.link = (tell_r, answer_w)
+        self.at_repl = self.running = self.interrupted = False
         self._seen = b""
         if mode == "raw":
             self.proc.stdin.write(b"\r" + _CTRL_A)  # it comes back in the raw REPL, as the firmware does
@@ -101,8 +115,12 @@ class Relay:
                 self.raw = True
             elif c == _CTRL_B:
                 self.raw = False
-            elif c == _CTRL_C and not self.at_repl:
-                self.proc.send_signal(signal.SIGINT)  # a running program: KeyboardInterrupt, as on the board
+            elif c == _CTRL_C and self._program_runs():
+                # KeyboardInterrupt in boot.py or main.py, as on the board; only one per run: a second
+                # SIGINT before the interpreter took the first ends it (the unix port's way out)
+                if not self.interrupted:
+                    self.proc.send_signal(signal.SIGINT)
+                    self.interrupted = True
                 continue
             elif c == _CTRL_D and self.at_repl and not self.raw:
                 self._restart("main", 5, b"MPY: soft reboot\r\n")  # the unix port ignores it on a pipe
@@ -111,6 +129,22 @@ class Relay:
                 self.proc.stdin.write(c)
             except BrokenPipeError:
                 pass
+
+    def _program_runs(self) -> bool:
+        # The latest word from vboot.py first: a program that has just started or ended.
+        if select.select([self.link[0]], [], [], 0)[0]:
+            self._from_link(os.read(self.link[0], 64))
+        return self.running
+
+    def _from_link(self, data: bytes) -> None:
+        for c in data:
+            if c == ord("P"):
+                self.running, self.interrupted = True, False
+            elif c == ord("I") and self.running:
+                # Answered once we no longer send SIGINT: vboot.py takes a KeyboardInterrupt until it
+                # reads this (after it, the REPL would die of one).
+                self.running = False
+                os.write(self.link[1], b".")
 
     def _from_board(self, data: bytes) -> None:
         self._out(data)
@@ -124,25 +158,39 @@ class Relay:
             self.proc.kill()
             self.proc.wait()
         self._out(say)
+        for fd in (self.proc.stdout.fileno(), self.link[0]):
+            if fd in self.sel.get_map():
+                self.sel.unregister(fd)
+        self.proc.stdout.close()
+        self.proc.stdin.close()
+        os.close(self.link[0])
+        os.close(self.link[1])
         self._spawn(mode, cause)
-        self.sel.unregister(self.fd)
-        self.fd = self.proc.stdout.fileno()
-        self.sel.register(self.fd, selectors.EVENT_READ, "board")
+        self._watch()
+
+    def _watch(self) -> None:
+        self.sel.register(self.proc.stdout.fileno(), selectors.EVENT_READ, "board")
+        self.sel.register(self.link[0], selectors.EVENT_READ, "link")
 
     def run(self) -> int:
         self._spawn("main", 1)
         self.sel = selectors.DefaultSelector()
-        self.fd = self.proc.stdout.fileno()
         self.sel.register(0, selectors.EVENT_READ, "host")
-        self.sel.register(self.fd, selectors.EVENT_READ, "board")
+        self._watch()
         while True:
             for key, _ in self.sel.select(timeout=0.5):
+                if self.sel.get_map().get(key.fd) is not key:
+                    continue  # a restart in this round replaced it
                 data = os.read(key.fd, 4096)
                 if key.data == "host":
                     if not data:
                         self.proc.kill()
                         return 0
                     self._from_host(data)
+                elif key.data == "link":
+                    if not data:
+                        self.sel.unregister(key.fd)  # closed: nothing more to hear until the next start
+                    self._from_link(data)
                 elif data:
                     self._from_board(data)
             code = self.proc.poll()

@@ -5,7 +5,8 @@
 # holds an image (as a firmware built with ROMFS does: /rom and /rom/lib appended to sys.path), vfs.rom_ioctl
 # is provided for `mpremote romfs`, then boot.py runs and, unless the reset came from the raw REPL, main.py.
 # The interpreter then gives its REPL (-i). Environment: VBOARD_FLASH, VBOARD_HW, VBOARD_DEVICE (this
-# folder), VBOARD_MODE ("raw": boot.py only), VBOARD_RESET (machine.reset_cause()).
+# folder), VBOARD_MODE ("raw": boot.py only), VBOARD_RESET (machine.reset_cause()), VBOARD_LINK (the
+# relay's two pipes: see _run).
 import os
 import sys
 
@@ -17,6 +18,19 @@ import vfs  # noqa: E402
 
 sys.path.pop(0)
 _ROMFS_MAGIC = b"\xd2\xcd\x31"
+
+
+def _link():
+    # The relay's pipes (file descriptors "tell,answer"), opened now: the filesystem mounted at / hides
+    # the host's /dev later. None when run without the relay.
+    fds = os.getenv("VBOARD_LINK")
+    if not fds:
+        return None
+    tell, answer = fds.split(",")
+    return open("/dev/fd/" + tell, "wb"), open("/dev/fd/" + answer, "rb")
+
+
+_LINK = _link()
 
 
 class _Vfs:
@@ -65,11 +79,9 @@ def _mount_fs(part):
     os.chdir("/")
 
 
-def _run(name):
-    try:
-        os.stat(name)
-    except OSError:
-        return
+def _program(name):
+    if _LINK:
+        _LINK[0].write(b"P")  # from here the relay turns a Ctrl-C into SIGINT: KeyboardInterrupt
     try:
         with open(name) as f:
             code = compile(f.read(), name, "exec")
@@ -77,10 +89,38 @@ def _run(name):
     except SystemExit as e:
         if e.value in (machine.RESET_EXIT, machine.RESET_EXIT + 1):
             raise
-    except KeyboardInterrupt:
-        pass
     except Exception as e:
         sys.print_exception(e)
+
+
+def _run(name):
+    # boot.py or main.py, as the firmware runs them: a Ctrl-C raises KeyboardInterrupt in it, and only then.
+    # The relay turns a Ctrl-C into SIGINT (one at most) from our "P" until it answers our "I", so the
+    # KeyboardInterrupt may come at any jump of this code until the answer is read: all of it is inside
+    # the try, each step done once. (Outside, a KeyboardInterrupt would end this script, and a SIGINT the
+    # interpreter: at its REPL the unix port leaves SIGINT to the default action.)
+    try:
+        os.stat(name)
+    except OSError:
+        return
+    step = 0
+    while True:
+        try:
+            if step == 0:
+                step = 1
+                _program(name)
+            if not _LINK:
+                return
+            if step == 1:
+                _LINK[0].write(b"I")  # ended: the relay answers, then sends Ctrl-C to the REPL as a byte
+                step = 2
+            if step == 2:
+                _LINK[1].read(1)  # (interrupted by the relay's SIGINT: read again)
+                step = 3
+            if step == 3:  # a jump: the SIGINT sent before the answer raises here at the latest
+                return
+        except KeyboardInterrupt:
+            pass
 
 
 def _start():
