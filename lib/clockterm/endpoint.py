@@ -32,6 +32,7 @@ from clockterm.server import dump, put, send
 _SL_TASK = const(0)  # a slot's fields that the endpoint reads (server.py defines them: copies)
 _SL_PEER = const(8)
 _SL_USED = const(9)
+_SL_DROP = const(10)
 _LINE = const(160)  # the endpoint's line buffers: the request line and each header read must fit
 _HEAD_MAX = const(4096)  # bytes of a request head
 _HEADERS_MAX = const(32)  # header lines of a head
@@ -283,7 +284,13 @@ async def run(self, stream, index):
                 err = err or 431
                 break
             if line is None:
-                continue  # a long header: read through and dropped (not one this server reads)
+                # A long header: read through and dropped (not one this server reads), unless it frames
+                # the body: then its body would be read as the next request (one smuggled past a proxy
+                # that read the header)
+                line = sl[_SL_DROP].lower()
+                if line.startswith(b"content-length:") or line.startswith(b"transfer-encoding:"):
+                    err = err or 431
+                continue
             i = line.find(b":")
             if i <= 0 or line[i - 1] == 32 or line[i - 1] == 9:
                 err = err or 400
