@@ -63,9 +63,12 @@ def metrics(site: Site) -> dict[str, float]:
     return {m[0]: float(m[1]) for m in re.findall(r"^clockterm_endpoint_(\w+)_total (\S+)$", a.body.decode(), re.M)}
 
 
-def refused(data: bytes, *codes: int) -> int:
+def refused(data: bytes | None, *codes: int) -> int:
     """An answer that is one of codes and closes the connection (its JSON error said); 0 when the server
-    closed without an answer, which the callers allow only where they say so."""
+    closed without an answer, which the callers allow only where they say so; -1 when it closed while
+    the request was still being sent (exchange: None)."""
+    if data is None:
+        return -1
     if not data:
         return 0
     status, headers, body = parse_head(data)
@@ -86,37 +89,40 @@ def ask(site: Site, data: bytes, source: str | None = None) -> rawhttp.Answer:
         return c.answer()
 
 
-def exchange(site: Site, data: bytes, wait: float = 5.0, source: str | None = None) -> bytes:
-    """rawhttp.exchange that tolerates the server closing while the data is still being sent."""
+def exchange(site: Site, data: bytes, wait: float = 5.0, source: str | None = None) -> bytes | None:
+    """rawhttp.exchange; None when the server closed while the data was still being sent (a server that
+    refuses a huge head need not read it all, and its answer may then be lost in the reset)."""
     try:
         return rawhttp.exchange(site.api.port, data, wait, source)
     except (BrokenPipeError, ConnectionResetError):
-        return b""
+        return None
 
 
 # --- oversized heads --------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="a line past the head's limit closes the connection without its 414")
 def test_a_request_line_of_a_megabyte_is_refused_in_bounded_memory(site: Site) -> None:
-    """A 1 MB request line is read only through the head's limit (4 KB), refused with 414 (or the
-    connection closed under the client's feet, while it still sends), and costs no MemoryError."""
+    """A 1 MB request line is read only through the head's limit (4 KB) and refused with 414 (the
+    connection may also be reset under the client's feet while it still sends), and costs no
+    MemoryError; shorter long lines likewise."""
     before = metrics(site)
     with Conn(site.api.port) as c:
+        sent = True
         try:
             c.send(b"GET /api/v1/status?" + b"a" * 1_000_000 + b" HTTP/1.1\r\n" + AUTH.encode() + b"\r\n")
         except (BrokenPipeError, ConnectionResetError):
-            pass
+            sent = False
         assert c.ends(HEAD_S) is not None, "still open"
-        assert refused(c.buf, 414) in (0, 414)
-    for line in (b"GET /" + b"x" * 200 + b" HTTP/1.1\r\n", b"G" * 5000 + b"\r\n", b"\x00" * 3000 + b"\r\n"):
-        assert refused(exchange(site, line + AUTH.encode() + b"\r\n"), 400, 414) in (400, 414), line[:20]
+        assert refused(c.buf, 414) == 414 or not sent, c.buf[:200]
+    for line in (b"GET /" + b"x" * 200 + b" HTTP/1.1\r\n", b"G" * 5000 + b"\r\n", b"\x00" * 3000 + b"\r\n",
+                 b"GET /api/v1/status?" + b"a" * 100_000 + b" HTTP/1.1\r\n"):
+        assert refused(exchange(site, line + AUTH.encode() + b"\r\n"), 414) in (-1, 414), line[:20]
     assert metrics(site)["errors"] == before["errors"]
     serves(site)
 
 
 def test_header_floods_are_refused(site: Site) -> None:
     """Too many header lines, a head over 4096 bytes, one header over that, a megabyte of headers:
-    431 (the last two may be a close while the client still sends); malformed lines: 400."""
+    431 (or a reset while the client still sends); malformed lines: 400."""
     line = b"GET /api/v1/status HTTP/1.1\r\n"
     auth = AUTH.encode()
     cases = {
@@ -126,8 +132,7 @@ def test_header_floods_are_refused(site: Site) -> None:
         "a megabyte of headers": b"X-Flood: 1\r\n" * 90_000,
     }
     for name, headers in cases.items():
-        got = refused(exchange(site, line + auth + headers + b"\r\n"), 431)
-        assert got == 431 or (got == 0 and len(headers) > 4096), name
+        assert refused(exchange(site, line + auth + headers + b"\r\n"), 431) in (-1, 431), name
     for name, bad in (("no colon", b"NoColon\r\n"), ("space before the colon", b"X-A : 1\r\n"),
                       ("a folded line", b"X-A: 1\r\n  continued\r\n"), ("empty name", b": v\r\n")):
         assert refused(exchange(site, line + auth + bad + b"\r\n"), 400) == 400, name

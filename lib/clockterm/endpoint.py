@@ -250,7 +250,10 @@ async def run(self, stream, index):
         self.wait(index, ms)
         ms = _IDLE_MS
         sl[_SL_USED] = 0
-        line = await self.readline(index)
+        try:
+            line = await self.readline(index)
+        except ValueError:  # a request line past the head's limit (server.limit): a 414, below
+            line = None
         if line is not None and not line:
             continue  # an empty line between requests (RFC 9112 2.2)
         self.wait(index, _HEAD_MS)
@@ -273,7 +276,10 @@ async def run(self, stream, index):
                 method, path = w[0], w[1]
         n = 0
         while True:
-            line = await self.readline(index)
+            try:
+                line = await self.readline(index)
+            except ValueError:  # a line past the head's limit (server.limit): a 431, next
+                line = None
             if sl[_SL_USED] > _HEAD_MAX:
                 err = err or 431
                 break
