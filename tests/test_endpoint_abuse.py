@@ -170,7 +170,6 @@ def trickle(c: Conn, data: bytes, every_s: float, stop: threading.Event) -> None
             return
 
 
-@pytest.mark.xfail(strict=True, reason="the head deadline starts again after the request line: a head may take 10 s")
 def test_slowloris_heads_are_closed_at_the_head_deadline(site: Site) -> None:
     """A head sent a byte every 0.15 s, and a request line sent after 3 s of silence followed by headers
     a byte at a time: each connection is closed about 5 s after it opened (the whole head's deadline),

@@ -245,18 +245,19 @@ _X_SSE_CLEARED = const(50)
 async def run(self, stream, index):
     """Requests on one connection, one after the other (keep-alive), until it closes."""
     sl = self.tasks[index]
-    ms = _HEAD_MS
+    ms = _HEAD_MS  # a new connection's first head: whole within _HEAD_MS of the connection's start
     while True:
         self.wait(index, ms)
+        line = b""
+        while line is not None and not line:  # empty lines before a request (RFC 9112 2.2): skipped
+            sl[_SL_USED] = 0
+            try:
+                line = await self.readline(index)
+            except ValueError:  # a request line past the head's limit (server.limit): a 414, below
+                line = None
+        if ms == _IDLE_MS:  # a kept-alive connection's next head: the rest within _HEAD_MS of its request line
+            self.wait(index, _HEAD_MS)
         ms = _IDLE_MS
-        sl[_SL_USED] = 0
-        try:
-            line = await self.readline(index)
-        except ValueError:  # a request line past the head's limit (server.limit): a 414, below
-            line = None
-        if line is not None and not line:
-            continue  # an empty line between requests (RFC 9112 2.2)
-        self.wait(index, _HEAD_MS)
         # The head: request line, then header lines up to the blank one, within the limits. A head
         # refused here is answered and the connection closed (its framing is not to be trusted).
         err = None
