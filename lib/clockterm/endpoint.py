@@ -325,9 +325,12 @@ async def run(self, stream, index):
             await _error(self, stream, err, None, False)
             return
         if method == b"HEAD":  # not served (an answer to HEAD has no body): its head alone
+            keep = keep and not length  # a body not read leaves the connection unusable (as in request)
             head(self, stream, 501, _JSON, 0, keep)
             await stream.drain()
-            continue
+            if keep:
+                continue
+            return
         self.wait(index, _WRITE_MS, True)
         try:
             keep = await request(self, stream, index, method, path, auth, accept, match, length) and keep
