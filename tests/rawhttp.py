@@ -83,6 +83,8 @@ class Conn:
         self.sock = connect(port, source, timeout)
         self.buf = b""
         self.timeout = timeout
+        self.chunk = 65536  # bytes taken at a time, and a pause before each: a slow reader sets them
+        self.pause = 0.0
 
     def __enter__(self) -> Conn:
         return self
@@ -98,9 +100,11 @@ class Conn:
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError(f"nothing more within the time; so far {self.buf[-200:]!r}")
+        if self.pause:
+            time.sleep(self.pause)
         self.sock.settimeout(left)
         try:
-            got = self.sock.recv(65536)
+            got = self.sock.recv(self.chunk)
         except ConnectionResetError:
             return False
         self.buf += got

@@ -592,6 +592,45 @@ def test_clients_that_go_mid_answer(site: Site) -> None:
     serves(site)
 
 
+def test_large_answers_at_once_share_the_answer_buffer_cleanly(site: Site) -> None:
+    """Three large answers streamed at the same time through the one answer buffer the terminal has,
+    read slowly and unevenly by their clients while taps go on: each comes whole, valid, and its own
+    (no piece of one in another)."""
+    for i in range(200):
+        tap_ok(site.term, f"0B{i:04X}")
+    paths = ("/punches?limit=1000", "/punches?limit=1000&format=csv", "/metrics")
+    conns = [Conn(site.api.port) for _ in paths]
+    got: dict[str, rawhttp.Answer] = {}
+
+    def read(c: Conn, path: str, pause: float) -> None:
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        c.chunk, c.pause = 700, pause
+        got[path] = c.request("GET", path, READ, timeout=30.0)
+
+    threads = [threading.Thread(target=read, args=(c, p, 0.002 * (n + 1)), daemon=True)
+               for n, (c, p) in enumerate(zip(conns, paths, strict=True))]
+    try:
+        for t in threads:
+            t.start()
+        for _ in range(10):
+            serves(site)
+        for t in threads:
+            t.join(40)
+    finally:
+        for c in conns:
+            c.close()
+    assert set(got) == set(paths), got.keys()
+    page = got[paths[0]].json()
+    rows = got[paths[1]].body.decode().split("\r\n")
+    assert rows[0].startswith("journal_id,seq,") and rows[-1] == ""
+    assert [int(r.split(",")[1]) for r in rows[1:-1]] == [p["seq"] for p in page["punches"]]
+    text = got[paths[2]].body.decode()
+    assert text.startswith("# HELP") and text.endswith("\n") and "{\"" not in text and "journal_id" not in text
+    helps = re.findall(r"^# HELP (\S+) ", text, re.M)
+    assert len(helps) == len(set(helps)) >= 29
+    serves(site)
+
+
 # --- the event stream ---------------------------------------------------------------------------------
 
 def ended(stream: EventStream, timeout: float) -> bool:
