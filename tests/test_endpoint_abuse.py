@@ -736,8 +736,6 @@ def open_fds(site: Site) -> int:
     return len(os.listdir(f"/proc/{site.term.proc.pid}/fd"))
 
 
-@pytest.mark.xfail(strict=True, reason="after a TLS error the TLS socket's close leaves the TCP socket open: "
-                   "the connection lingers, its socket leaks")
 def test_plain_http_and_noise_on_the_https_port_are_closed_without_a_leak(
         tls_site: tuple[Site, ssl.SSLContext]) -> None:
     """Plain HTTP (a client with http:// for https://), a megabyte of noise, a ClientHello cut short:
