@@ -833,7 +833,6 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.xfail(strict=True, reason="after a TLS error the TLS socket's close leaves the TCP socket open")
 def test_a_tls_handshake_that_fails_leaves_no_socket_open(tmp_path: Path) -> None:
     # Plain HTTP where TLS was expected (a captive portal, a proxy, a central on the wrong port): the
     # handshake fails at the first record (MBEDTLS_ERR_SSL_INVALID_RECORD). Each attempt must close its
