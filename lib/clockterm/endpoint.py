@@ -588,12 +588,15 @@ async def format(self, stream, out):
     c = j = None
     v.extend(k[:_N_SUBSCRIBERS])
     head(self, stream, 200, _line(_X_METRICS_TYPE), None, True, "", True)
-    i = 0
-    for line in _METRICS.split("\n")[:-1]:
-        name, kind, text = line.split(" ", 2)
-        await put(stream, out, True, _line(_X_FAMILY)
-                  % (name, text, name, kind, name, v[i]))
-        i += 1
+    # One family at a time from _METRICS: split whole, it was held through the answer's writes, once per
+    # answer in flight (heap: see docs/heap.md)
+    form = _line(_X_FAMILY)
+    i = e = 0
+    for x in v:
+        e = _METRICS.index("\n", i)
+        name, kind, text = _METRICS[i:e].split(" ", 2)
+        await put(stream, out, True, form % (name, text, name, kind, name, x))
+        i = e + 1
     await put(stream, out, True, _line(_X_TAPS))
     for name, n in app.terminal.counts.items():
         await put(stream, out, True, _line(_X_TAP) % (name, n))
