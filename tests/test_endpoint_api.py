@@ -7,42 +7,34 @@ and as CSV; the event stream; config and roster writes, the actions, and the reb
 from __future__ import annotations
 
 import csv
-import hashlib
-import http.client
 import io
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import e2e
+import endpoint_site
 import jsonschema
 import pytest
 import yaml
+from endpoint_site import ADMIN, READ, WIFI, Site, open_site, sha, tap_ok
 from ntp_fixtures import chrony
 from prometheus_client.parser import text_string_to_metric_families
+from rawhttp import Answer, EventStream, parse_head
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC_PATH = REPO / "docs" / "device-api.yaml"
 SPEC = yaml.safe_load(SPEC_PATH.read_text())
-READ = "rd-7Qk2mZp9Lx4vNc8Tb1Ws"  # a plaintext entry in the config (the device hashes it)
-ADMIN = "ad-Hf3Jr6Yu0Ei5Ok8Pa2Sd"  # kept as its SHA-256, as provision writes it
-WIFI = "wifi-Zx9Cv8Bn7Mq6"
 PLACEHOLDER = "<redacted>"
 TRIES: list[tuple[str, str, int, int]] = []  # (method, path, try, status) of the requests tried again on 503
-
-
-def sha(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 # --- the contract -----------------------------------------------------------------------------------
@@ -102,17 +94,6 @@ def check_value(value: Any, schema: dict, what: str) -> None:
     assert not extra, f"{what}: not in docs/device-api.yaml: {extra}"
 
 
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str]  # names in lower case
-    body: bytes
-    names: list[str] = field(default_factory=list)  # the header names as they came, in order
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
 def conforms(method: str, route: str, a: Answer) -> Any:
     """Check an answer against the document's operation (route: its path there, /health...); returns
     the body (parsed JSON, or text)."""
@@ -147,140 +128,41 @@ def conforms(method: str, route: str, a: Answer) -> Any:
 
 # --- talking to a terminal ------------------------------------------------------------------------
 
-class Api:
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    def call(self, method: str, path: str, token: str | None = READ, body: bytes | str | None = None,
-             headers: dict[str, str] | None = None) -> Answer:
-        """One request on a connection of its own; path from /api/v1 on (with its query)."""
-        h = {"Authorization": f"Bearer {token}"} if token else {}
-        h.update(headers or {})
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
-        try:
-            conn.request(method, "/api/v1" + path, body=body.encode() if isinstance(body, str) else body,
-                         headers=h)
-            r = conn.getresponse()
-            data = r.read()
-            pairs = r.getheaders()
-        finally:
-            conn.close()
-        return Answer(r.status, {k.lower(): v for k, v in pairs}, data, [k for k, _ in pairs])
-
+class Api(endpoint_site.Api):
     def get(self, route: str, token: str | None = READ, query: str = "", **kw: Any) -> Any:
         """A GET that must answer 200, checked against the document; its body."""
         a = self.call("GET", route + query, token, **kw)
         assert a.status == 200, (route, a.status, a.body[:300])
         return conforms("GET", route, a)
 
-    def busy(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Answer:
-        """An admin request as a client makes it: a 503 ("not enough memory now: try again") tried
-        again, up to five times (each try counted in TRIES)."""
-        for n in range(1, 6):
-            a = self.call(method, path, ADMIN, body, headers)
-            TRIES.append((method, path, n, a.status))
-            if a.status != 503:
-                break
-            time.sleep(0.3)
-        return a
+    def busy(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
+             tries: list | None = None) -> Answer:
+        """endpoint_site.Api.busy, each try counted in TRIES."""
+        return super().busy(method, path, body, headers, TRIES if tries is None else tries)
 
     def config(self, method: str = "GET", doc: Any = None, match: str | None = None) -> Answer:
         """GET or PUT /config (busy: tried again while the terminal has not the memory for it)."""
         body = None if doc is None else doc if isinstance(doc, (str, bytes)) else json.dumps(doc)
         return self.busy(method, "/config", body, {"If-Match": match} if match else None)
 
-    def raw(self, data: bytes, wait: float = 5.0) -> bytes:
-        """Bytes sent on a connection of their own; what came back until the server closed it, or
-        until nothing more came for a second (after the first bytes) or `wait` seconds."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=wait) as s:
-            s.sendall(data)
-            out = b""
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                s.settimeout(1.0 if out else max(0.05, deadline - time.monotonic()))
-                try:
-                    got = s.recv(65536)
-                except TimeoutError:
-                    if out:
-                        break
-                    continue
-                if not got:
-                    break
-                out += got
-            return out
-
-
-def parse_head(data: bytes) -> tuple[int, dict[str, str], bytes]:
-    head, _, rest = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        headers[k.strip().lower()] = v.strip()
-    return status, headers, rest
-
-
-@dataclass
-class Site:
-    term: Any
-    api: Api
-    config_path: Path
-    central: Any
-    tmp: Path
-
-
-def site_config(central: Any, sntp_port: int | None, plain: bool = True) -> dict:
-    """plain: the read token as a plaintext entry (an older config), else as its hash."""
-    cfg = e2e.config(sntp_port, server=central)
-    cfg["endpoint"].update(port=e2e.free_port(), allow_plain_http=True, tokens=[
-        {"name": "monitoring", "token": READ, "scopes": ["read"]} if plain else
-        {"name": "monitoring", "sha256": sha(READ), "scopes": ["read"]},
-        {"name": "ops", "sha256": sha(ADMIN), "scopes": ["read", "admin"]}])
-    cfg["network"]["wifi_password"] = WIFI
-    # A resync round in well under a second (4 samples 100 ms apart, each server may be polled again
-    # after a second): the resync test need not wait out the default limits.
-    cfg["sntp"].update(min_poll_s=1, burst_gap_ms=100)
-    return cfg
-
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """One synced terminal with its central, shared by the tests that leave it running."""
     tmp = tmp_path_factory.mktemp("endpoint-site")
-    with chrony() as ntp_port:
-        central = e2e.start_central(tmp)
-        term = None
-        try:
-            term = e2e.terminal(tmp, site_config(central, ntp_port))
-            api = Api(json.loads((tmp / "config.json").read_text())["endpoint"]["port"])
-            e2e.wait_for(lambda: api.get("/time")["synced"], 30, "the first sync")
-            e2e.wait_for(lambda: api.get("/status")["uplink"]["state"] == "idle", 30, "the uplink idle")
-            yield Site(term, api, tmp / "config.json", central, tmp)
-        finally:
-            if term is not None:
-                term.stop()
-            central.stop()
+    with chrony() as ntp_port, open_site(tmp, ntp_port, client=Api) as site:
+        api = site.api
+        e2e.wait_for(lambda: api.get("/time")["synced"], 30, "the first sync")
+        e2e.wait_for(lambda: api.get("/status")["uplink"]["state"] == "idle", 30, "the uplink idle")
+        yield site
 
 
 @pytest.fixture
 def lone(tmp_path: Path) -> Iterator[Site]:
     """A terminal of the test's own, for what disturbs a terminal (reboot, rate limit): its central, and
     no time server (its clock stays unsynced, with a `servers` alert)."""
-    central = e2e.start_central(tmp_path)
-    term = None
-    try:
-        term = e2e.terminal(tmp_path, site_config(central, None, False))
-        api = Api(json.loads((tmp_path / "config.json").read_text())["endpoint"]["port"])
-        yield Site(term, api, tmp_path / "config.json", central, tmp_path)
-    finally:
-        if term is not None:
-            term.stop()
-        central.stop()
-
-
-def tap_ok(term: Any, badge: str) -> tuple[int, int]:
-    return e2e.ok_parts(term.tap(badge))
+    with open_site(tmp_path, None, False, Api) as site:
+        yield site
 
 
 # --- the document itself ----------------------------------------------------------------------------
@@ -630,57 +512,11 @@ def test_actions_are_accepted_and_done(site: Site) -> None:
 
 # --- the event stream (after the writes: a subscriber that left holds its slot until its next ping) ---
 
-class EventStream:
-    """An SSE client on a raw socket (the stream ends only when the client closes it)."""
-
-    def __init__(self, port: int, query: str = "") -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.sock.sendall(f"GET /api/v1/events{query} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {READ}\r\n"
-                          f"Accept: text/event-stream\r\n\r\n".encode())
-        self.buf = b""
-        head = self._until(b"\r\n\r\n", 10)
-        self.status, self.headers, _ = parse_head(head)
-        self.head = head
-
-    def _until(self, end: bytes, timeout: float) -> bytes:
-        deadline = time.monotonic() + timeout
-        while end not in self.buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"nothing ended by {end!r} within {timeout} s: {self.buf[-300:]!r}")
-            self.sock.settimeout(left)
-            got = self.sock.recv(4096)
-            if not got:
-                raise AssertionError(f"the stream closed: {self.buf[-300:]!r}")
-            self.buf += got
-        i = self.buf.index(end) + len(end)
-        out, self.buf = self.buf[:i], self.buf[i:]
-        return out
-
-    def block(self, timeout: float = 5.0) -> str:
-        """The next block (an event or a comment), without its blank line."""
-        return self._until(b"\n\n", timeout).decode()[:-2]
-
-    def event(self, kind: str, timeout: float = 5.0) -> dict[str, str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            fields: dict[str, str] = {}
-            for line in self.block(max(0.01, deadline - time.monotonic())).split("\n"):
-                if not line.startswith(":"):
-                    k, _, v = line.partition(": ")
-                    fields[k] = v
-            if fields.get("event") == kind:
-                return fields
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def test_the_event_stream_sends_punches_as_they_happen(site: Site) -> None:
     api = site.api
     seq0, _ = tap_ok(site.term, "0E0001")
     jid = api.get("/status")["journal"]["journal_id"]
-    stream = EventStream(api.port, f"?after={jid}:{seq0 - 1}")
+    first = stream = EventStream(api.port, READ, f"?after={jid}:{seq0 - 1}")
     try:
         assert stream.status == 200, stream.head
         conforms("GET", "/events", Answer(200, stream.headers, b"", list(stream.headers)))
@@ -688,18 +524,11 @@ def test_the_event_stream_sends_punches_as_they_happen(site: Site) -> None:
         assert stream.block() == ": clockterm events"
         replayed = stream.event("punch")  # the cursor's replay
         assert replayed["id"] == f"{jid}:{seq0}"
-        # one subscriber at a time: a newcomer (say, the same client reconnecting) takes over, and the
-        # older stream is closed
-        newer = EventStream(api.port, f"?after={jid}:{seq0}")
-        assert newer.status == 200, newer.head
-        assert newer.block() == ": clockterm events"
-        stream.sock.settimeout(5)
-        while True:
-            got = stream.sock.recv(4096)
-            if not got:
-                break  # closed by the terminal
-        stream.close()
-        stream = newer
+        # one subscriber at a time: a new one takes over, the older stream is closed
+        stream = EventStream(api.port, READ)
+        assert stream.status == 200 and stream.block() == ": clockterm events"
+        with pytest.raises(EOFError):
+            first.block(5.0)
         t0 = time.monotonic()
         seq, ms = tap_ok(site.term, "0E0002")
         ev = stream.event("punch", 5.0)
@@ -711,6 +540,7 @@ def test_the_event_stream_sends_punches_as_they_happen(site: Site) -> None:
         assert punch == api.get("/punches", query=f"?after={jid}:{seq - 1}&limit=1")["punches"][0]
         assert took < 3.0, took
     finally:
+        first.close()
         stream.close()
 
 

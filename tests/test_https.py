@@ -811,6 +811,46 @@ def test_a_connect_that_times_out_leaves_no_socket_open() -> None:
     assert out["fds_added"] == 0, out
 
 
+LEAK_TLS = r"""
+import sys, json, gc, os, asyncio
+from clockterm import https
+
+async def main():
+    c = https.Client("https://127.0.0.1:%s" % sys.argv[1], cafile=sys.argv[2])
+    gc.collect()
+    before = len(os.listdir("/proc/self/fd"))
+    errors = []
+    for _ in range(4):
+        try:
+            await c.request("GET", "/")
+            errors.append("answered")
+        except https.HTTPError as e:
+            errors.append(str(e))
+    gc.collect()
+    print(json.dumps({"errors": errors, "fds_added": len(os.listdir("/proc/self/fd")) - before}))
+
+asyncio.run(main())
+"""
+
+
+def test_a_tls_handshake_that_fails_leaves_no_socket_open(tmp_path: Path) -> None:
+    # Plain HTTP where TLS was expected (a captive portal, a proxy, a central on the wrong port): the
+    # handshake fails at the first record (MBEDTLS_ERR_SSL_INVALID_RECORD). Each attempt must close its
+    # TCP socket: after a TLS error, MicroPython's TLS socket does not close the one under it, and an
+    # uplink retrying toward such a server lost a socket per try (a board has only a few).
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(trustme.CA().cert_pem.bytes())
+
+    def handle(conn: socket.socket) -> None:
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: http://portal/\r\nContent-Length: 0\r\n\r\n")
+
+    with local_server(handle, conns=4) as port:
+        out = mp.mp_json(LEAK_TLS, args=[str(port), str(ca)])
+    assert len(out["errors"]) == 4 and "answered" not in out["errors"], out
+    assert out["fds_added"] == 0, out
+
+
 EARLY = r"""
 import json, asyncio
 from clockterm import https

@@ -32,6 +32,7 @@ from clockterm.server import dump, put, send
 _SL_TASK = const(0)  # a slot's fields that the endpoint reads (server.py defines them: copies)
 _SL_PEER = const(8)
 _SL_USED = const(9)
+_SL_DROP = const(10)
 _LINE = const(160)  # the endpoint's line buffers: the request line and each header read must fit
 _HEAD_MAX = const(4096)  # bytes of a request head
 _HEADERS_MAX = const(32)  # header lines of a head
@@ -244,15 +245,19 @@ _X_SSE_CLEARED = const(50)
 async def run(self, stream, index):
     """Requests on one connection, one after the other (keep-alive), until it closes."""
     sl = self.tasks[index]
-    ms = _HEAD_MS
+    ms = _HEAD_MS  # a new connection's first head: whole within _HEAD_MS of the connection's start
     while True:
         self.wait(index, ms)
+        line = b""
+        while line is not None and not line:  # empty lines before a request (RFC 9112 2.2): skipped
+            sl[_SL_USED] = 0
+            try:
+                line = await self.readline(index)
+            except ValueError:  # a request line past the head's limit (server.limit): a 414, below
+                line = None
+        if ms == _IDLE_MS:  # a kept-alive connection's next head: the rest within _HEAD_MS of its request line
+            self.wait(index, _HEAD_MS)
         ms = _IDLE_MS
-        sl[_SL_USED] = 0
-        line = await self.readline(index)
-        if line is not None and not line:
-            continue  # an empty line between requests (RFC 9112 2.2)
-        self.wait(index, _HEAD_MS)
         # The head: request line, then header lines up to the blank one, within the limits. A head
         # refused here is answered and the connection closed (its framing is not to be trusted).
         err = None
@@ -272,7 +277,10 @@ async def run(self, stream, index):
                 method, path = w[0], w[1]
         n = 0
         while True:
-            line = await self.readline(index)
+            try:
+                line = await self.readline(index)
+            except ValueError:  # a line past the head's limit (server.limit): a 431, next
+                line = None
             if sl[_SL_USED] > _HEAD_MAX:
                 err = err or 431
                 break
@@ -283,7 +291,13 @@ async def run(self, stream, index):
                 err = err or 431
                 break
             if line is None:
-                continue  # a long header: read through and dropped (not one this server reads)
+                # A long header: read through and dropped (not one this server reads), unless it frames
+                # the body: then its body would be read as the next request (one smuggled past a proxy
+                # that read the header)
+                line = sl[_SL_DROP].lower()
+                if line.startswith(b"content-length:") or line.startswith(b"transfer-encoding:"):
+                    err = err or 431
+                continue
             i = line.find(b":")
             if i <= 0 or line[i - 1] == 32 or line[i - 1] == 9:
                 err = err or 400
@@ -311,9 +325,12 @@ async def run(self, stream, index):
             await _error(self, stream, err, None, False)
             return
         if method == b"HEAD":  # not served (an answer to HEAD has no body): its head alone
+            keep = keep and not length  # a body not read leaves the connection unusable (as in request)
             head(self, stream, 501, _JSON, 0, keep)
             await stream.drain()
-            continue
+            if keep:
+                continue
+            return
         self.wait(index, _WRITE_MS, True)
         try:
             keep = await request(self, stream, index, method, path, auth, accept, match, length) and keep
@@ -571,12 +588,15 @@ async def format(self, stream, out):
     c = j = None
     v.extend(k[:_N_SUBSCRIBERS])
     head(self, stream, 200, _line(_X_METRICS_TYPE), None, True, "", True)
-    end = -1
-    for x in v:  # one family's line at a time (a split of the whole text would hold it all twice)
-        start = end + 1
-        end = _METRICS.find("\n", start)
-        name, kind, text = _METRICS[start:end].split(" ", 2)
-        await put(stream, out, True, _line(_X_FAMILY) % (name, text, name, kind, name, x))
+    # One family at a time from _METRICS: split whole, it was held through the answer's writes, once per
+    # answer in flight (heap: see docs/heap.md)
+    form = _line(_X_FAMILY)
+    i = e = 0
+    for x in v:
+        e = _METRICS.index("\n", i)
+        name, kind, text = _METRICS[i:e].split(" ", 2)
+        await put(stream, out, True, form % (name, text, name, kind, name, x))
+        i = e + 1
     await put(stream, out, True, _line(_X_TAPS))
     for name, n in app.terminal.counts.items():
         await put(stream, out, True, _line(_X_TAP) % (name, n))

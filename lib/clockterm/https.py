@@ -135,6 +135,7 @@ class Client:
         # A missing or bad CA fails here, not at the first request.
         self._ctx = _tls(cafile if cadata is None else cadata) if secure else None
         self.stream = None
+        self.sock = None  # under TLS, the TCP socket (close() closes it too)
         self.connections = 0
         self.requests = 0
         # The read buffer, made once here at boot like the TLS context (nothing to allocate per
@@ -145,17 +146,20 @@ class Client:
 
     def close(self):
         """Close the connection (idempotent); the next request opens a new one."""
-        s = self.stream
-        self.stream = None
+        s, raw = self.stream, self.sock
+        self.stream = self.sock = None
         self.start = self.end = 0  # what the read buffer held belonged to that connection
-        if s is not None:
-            try:
-                # The socket itself: MicroPython's asyncio Stream.close() does nothing (only the async
-                # wait_closed() closes), and a connection left to the GC stays open on both ends, its
-                # TLS session's memory taken, until some later collection.
-                s.s.close()
-            except Exception:
-                pass
+        # The socket itself: MicroPython's asyncio Stream.close() does nothing (only the async
+        # wait_closed() closes), and a connection left to the GC stays open on both ends, its TLS
+        # session's memory taken, until some later collection. Under TLS the TCP socket too: after a
+        # TLS error (plain HTTP where TLS was expected) closing the TLS socket leaves it open, a socket
+        # lost per attempt. (Closing a socket twice does nothing.)
+        for x in (s and s.s, raw):
+            if x is not None:
+                try:
+                    x.close()
+                except Exception:
+                    pass
 
     async def request(self, method, path, body=None, headers="", room=0, sink=None, timeout_ms=0, max_body=0):
         """Send one request and return (status, headers, body); raises HTTPError (the connection is
@@ -262,6 +266,7 @@ class Client:
                 raise
         yield asyncio.core._io_queue.queue_write(s)  # connected (or failed: the first write says)
         if self._ctx is not None:
+            self.sock = s
             s = self._ctx.wrap_socket(s, server_hostname=self.host, do_handshake_on_connect=False)
             s.setblocking(False)
             self.stream.s = s

@@ -35,6 +35,9 @@ _SL_BUSY = const(6)  # answering or taking a body: not evicted for a newcomer
 _SL_SINCE = const(7)  # ticks_ms since when it waits for its client (eviction order)
 _SL_PEER = const(8)  # the client's address (the auth failure count is kept per address)
 _SL_USED = const(9)  # bytes read since the caller last set it to 0 (a head's size, a body's)
+_SL_DROP = const(10)  # the start of the line readline last dropped (its caller may need its name)
+_DROP_KEPT = const(20)  # bytes of it: "transfer-encoding:" fits
+_SL_RAW = const(11)  # under TLS, the TCP socket (closed after the TLS one: see close)
 
 _HEAD_MS = const(5000)  # a new connection's first deadline, until its handler sets its own
 _N_CONNECTIONS = const(3)  # counts: the endpoint's metrics (endpoint.py's _N_* has the others)
@@ -53,7 +56,7 @@ class Server:
     def __init__(self, handler, count, size, context=None):
         self.handler = handler
         self.context = context  # an ssl.SSLContext for TLS, else None
-        self.tasks = [[None, None, bytearray(size), 0, 0, 0, False, 0, None, 0] for _ in range(count)]
+        self.tasks = [[None, None, bytearray(size), 0, 0, 0, False, 0, None, 0, b"", None] for _ in range(count)]
         self.sock = None
         self.counts = [0] * _COUNTS  # _N_*
         self.limit = 0  # bytes a long line is read through (counted from the last _SL_USED reset; 0: no limit)
@@ -110,7 +113,9 @@ class Server:
             sock.setsockopt(6, 1, 1)
         except OSError:
             pass
+        sl[_SL_RAW] = None
         if self.context is not None:
+            sl[_SL_RAW] = sock
             sock = self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         now = time.ticks_ms()
         sl[_SL_W] = asyncio.StreamWriter(sock, {})
@@ -145,17 +150,20 @@ class Server:
 
     def close(self, index, cancel=True):
         # Free a slot: its task cancelled (unless it is the caller), its socket closed (MicroPython's
-        # Stream.close() closes nothing: the socket must be).
+        # Stream.close() closes nothing: the socket must be), and under TLS the TCP socket too: after a
+        # TLS error (plain HTTP or noise on the port) closing the TLS socket leaves it open, the client
+        # waiting and the socket lost to the board. (Closing a socket twice does nothing.)
         sl = self.tasks[index]
-        t, w = sl[_SL_TASK], sl[_SL_W]
-        sl[_SL_TASK] = sl[_SL_W] = None
+        t, w, raw = sl[_SL_TASK], sl[_SL_W], sl[_SL_RAW]
+        sl[_SL_TASK] = sl[_SL_W] = sl[_SL_RAW] = None
         if cancel and t is not None:
             t.cancel()
-        if w is not None:
-            try:
-                w.s.close()
-            except OSError:
-                pass
+        for s in (w and w.s, raw):
+            if s is not None:
+                try:
+                    s.close()
+                except OSError:
+                    pass
 
     def expire(self, now):
         """Close the connections whose deadline passed (the app's housekeeping calls it)."""
@@ -176,8 +184,8 @@ class Server:
 
     async def readline(self, index):
         """The next line from slot index (bytes, without its LF and a CR before it). A line longer than
-        the slot's buffer is read through (up to self.limit bytes, else ValueError) and dropped: None.
-        EOF: EOFError. Bytes read add up in the slot's _SL_USED."""
+        the slot's buffer is read through (up to self.limit bytes, else ValueError) and dropped: None,
+        its first bytes kept in the slot's _SL_DROP. EOF: EOFError. Bytes read add up in _SL_USED."""
         sl = self.tasks[index]
         b = sl[_SL_BUF]
         dropped = False
@@ -191,6 +199,8 @@ class Server:
                     return None
                 return bytes(memoryview(b)[p:i - 1 if i > p and b[i - 1] == 13 else i])
             if e - p == len(b):  # full, no end of line: dropped
+                if not dropped:
+                    sl[_SL_DROP] = bytes(memoryview(b)[:_DROP_KEPT])
                 sl[_SL_USED] += e - p
                 if self.limit and sl[_SL_USED] > self.limit:
                     raise ValueError("line too long")
