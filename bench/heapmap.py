@@ -26,7 +26,7 @@ from clockterm_host.sim import free_port  # noqa: E402
 
 MODULES = ("clockterm.log", "clockterm.punch", "clockterm.journal",
            "clockterm.clock", "clockterm.tz", "clockterm.roster", "clockterm.terminal", "clockterm.sntp",
-           "clockterm.https", "clockterm.uplink", "clockterm.boards.norflash",
+           "clockterm.https", "clockterm.uplink", "clockterm.server", "clockterm.boards.norflash",
            "clockterm.boards.sim", "clockterm.app")
 
 _SCRIPT = r"""

@@ -179,7 +179,6 @@ _TEXT = const(
     '{"badges":%d}@'
     '{"accepted":true}@'
     'reboot asked for@'
-    'event stream subscribers at their limit@'
     'text/event-stream@'
     ': clockterm events\n\n@'
     'id: %s:%d\nevent: punch\ndata: %s\n\n@'
@@ -231,12 +230,11 @@ _X_ROSTER_DONE = const(41)
 _X_BADGES = const(42)
 _X_ACCEPTED = const(43)
 _X_REBOOT = const(44)
-_X_SUBSCRIBERS = const(45)
-_X_SSE_TYPE = const(46)
-_X_SSE_HELLO = const(47)
-_X_SSE_PUNCH = const(48)
-_X_SSE_RAISED = const(49)
-_X_SSE_CLEARED = const(50)
+_X_SSE_TYPE = const(45)
+_X_SSE_HELLO = const(46)
+_X_SSE_PUNCH = const(47)
+_X_SSE_RAISED = const(48)
+_X_SSE_CLEARED = const(49)
 
 
 
