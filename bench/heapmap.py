@@ -6,6 +6,9 @@ the heap in use, what the step added, and the interned names (qstrs) with the by
 text take. A module's import cost is split into its qstr bytes and the rest (function objects, class
 types, dicts, constants). The qstr pools double when they fill: the pool of 640 entries is allocated
 when the count passes 620, so watch the count against that line (about 7 KB on this 64-bit host).
+The terminal has its device endpoint on (plain HTTP, one read token); the last steps are a client on
+one kept-alive connection asking for status, then metrics, then closing it. The script's own names
+(M, MODULES, PORT, TOKEN, build, go, ...) add about a dozen interned names a board does not have.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from clockterm_host import bundle  # noqa: E402
 from clockterm_host.defaults import default_config  # noqa: E402
 from clockterm_host.sim import free_port  # noqa: E402
 
+TOKEN = "heapmap-read-token-0123456789"
 MODULES = ("clockterm.log", "clockterm.punch", "clockterm.journal",
            "clockterm.clock", "clockterm.tz", "clockterm.roster", "clockterm.terminal", "clockterm.sntp",
            "clockterm.https", "clockterm.uplink", "clockterm.server", "clockterm.boards.norflash",
@@ -74,6 +78,23 @@ async def go():
     del s
     a.terminal.tap("04A1B2C3")
     M("one tap")
+    # The device endpoint: a client on a kept-alive connection (its module is imported at the first
+    # connection and forgotten after the last)
+    r, w = await asyncio.open_connection("127.0.0.1", PORT)
+    for route in (b"status", b"metrics"):
+        w.write(b"GET /api/v1/%s HTTP/1.1\r\nAuthorization: Bearer %s\r\n\r\n" % (route, TOKEN))
+        await w.drain()
+        while await r.readline() != b"\r\n":
+            pass
+        while True:  # the chunks, to the last (empty) one
+            n = int((await r.readline()).strip(), 16)
+            await r.readexactly(n + 2)
+            if not n:
+                break
+        M("endpoint " + route.decode())
+    w.s.close()  # (Stream.close() closes nothing on MicroPython)
+    await asyncio.sleep_ms(300)
+    M("endpoint closed")
     sys.exit(0)
 asyncio.run(go())
 """
@@ -90,8 +111,12 @@ def measure() -> list[dict]:
 
     trustme.CA().cert_pem.write_to_path(str(tmp / "ca.pem"))
     cfg["central"]["ca"] = str(tmp / "ca.pem")
+    port = free_port()
+    cfg["endpoint"].update(port=port, allow_plain_http=True, tokens=[{"name": "map", "token": TOKEN,
+                                                                      "scopes": ["read"]}])
     (tmp / "config.json").write_text(json.dumps(cfg))
-    argv, env = bundle.launch(out, "400K", f"MODULES = {MODULES!r}\n" + _SCRIPT)
+    argv, env = bundle.launch(out, "400K", f"MODULES = {MODULES!r}\nPORT = {port}\nTOKEN = {TOKEN.encode()!r}\n"
+                              + _SCRIPT)
     env["CLOCKTERM_CONFIG"] = str(tmp / "config.json")
     env["CLOCKTERM_STATE"] = str(tmp / "state")
     r = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=out, timeout=60)
@@ -107,7 +132,7 @@ def measure() -> list[dict]:
             pending.update(qstrs=int(q.group(1)), qstr_bytes=int(q.group(2)))
             steps.append(pending)
             pending = None
-    if not steps or steps[-1]["step"] != "one tap":
+    if not steps or steps[-1]["step"] != "endpoint closed":
         raise SystemExit(f"micropython exited {r.returncode}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return steps
 
