@@ -53,6 +53,7 @@ CLIENTS = 4
 SECONDS = 2.0  # per route and client count
 TAPS = 400  # taps back to back for a latency baseline
 HAMMER_S = 4.0  # taps while the endpoint is hammered
+CONNECTS = 20  # new connections, each with one GET, for the TLS handshake's cost
 
 
 def _pct(xs: list[float], p: float) -> float:
@@ -217,6 +218,71 @@ def _endpoint(tmp: Path) -> dict[str, float]:
     return f
 
 
+def _tls(tmp: Path) -> dict[str, float]:
+    """The same terminal serving HTTPS only (a certificate from a CA of the bench's own): its live heap
+    listening and with one kept-alive client, a new connection's handshake plus one GET health, and GET
+    status on a kept-alive connection; beside the plain endpoint's figures (_endpoint)."""
+    import http.client
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(tmp / "ep.crt"))
+    cert.private_key_pem.write_to_path(str(tmp / "ep.key"))
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    f: dict[str, float] = {}
+    tls = {"cert": str(tmp / "ep.crt"), "key": str(tmp / "ep.key"), "allow_plain_http": False}
+    with open_site(tmp / "tls", None, endpoint=tls) as site:
+        port = site.api.port
+        time.sleep(0.5)
+        f["tls_heap_idle_bytes"] = site.term.status()["heap"]["alloc"]
+        hdr = {"Authorization": f"Bearer {READ}"}
+
+        def get(c: http.client.HTTPConnection, path: str) -> None:
+            c.request("GET", "/api/v1" + path, headers=hdr)
+            r = c.getresponse()
+            r.read()
+            if r.status != 200:
+                raise RuntimeError(f"{path} over TLS answered {r.status}")
+
+        def connect() -> http.client.HTTPSConnection:
+            return http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=ctx)
+
+        ms = []
+        for _ in range(CONNECTS):
+            t0 = time.perf_counter()
+            c = connect()
+            get(c, "/health")
+            ms.append((time.perf_counter() - t0) * 1000)
+            c.close()
+        f.update(_lat("tls_connect_get_ms", ms))
+        c = connect()
+        get(c, "/status")
+        time.sleep(0.2)
+        f["tls_heap_idle_connected_bytes"] = site.term.status()["heap"]["alloc"]
+        n, t0 = 0, time.monotonic()
+        while time.monotonic() < t0 + SECONDS:
+            get(c, "/status")
+            n += 1
+        f["tls_status_rps_1"] = round(n / (time.monotonic() - t0), 1)
+        c.close()
+    # the plain endpoint's new connection + GET health, for the same comparison
+    with open_site(tmp / "plain", None) as site:
+        ms = []
+        for _ in range(CONNECTS):
+            t0 = time.perf_counter()
+            c = http.client.HTTPConnection("127.0.0.1", site.api.port, timeout=10)
+            c.request("GET", "/api/v1/health", headers={"Authorization": f"Bearer {READ}"})
+            c.getresponse().read()
+            ms.append((time.perf_counter() - t0) * 1000)
+            c.close()
+        f.update(_lat("plain_connect_get_ms", ms))
+    return f
+
+
 def _table(f: dict[str, float]) -> None:
     rows = [("live heap after boot, bytes", f["heap_idle_bytes"], f["baseline_heap_idle_bytes"]),
             ("... one kept-alive connection open", f["heap_idle_connected_bytes"], f["baseline_heap_idle_bytes"]),
@@ -237,6 +303,13 @@ def _table(f: dict[str, float]) -> None:
     print(f"   ({CLIENTS} clients on the default 3 slots: requests sent again after an eviction: "
           + ", ".join(f"{r} {f[f'{r}_reconnects_{CLIENTS}']}" for r in ROUTES)
           + f"; {f['hammer_rps']} requests/s answered while the taps ran)")
+    print(f"   {'HTTPS beside plain HTTP':44} {'https':>10} {'http':>10}")
+    for name, key in (("live heap listening, bytes", "heap_idle_bytes"),
+                      ("... one kept-alive client", "heap_idle_connected_bytes"),
+                      ("new connection + GET health p50, ms", "connect_get_ms_p50"),
+                      ("GET status/s on one kept-alive connection", "status_rps_1")):
+        plain = f.get("plain_" + key, f.get(key))
+        print(f"   {name:44} {f['tls_' + key]:>10} {plain:>10}")
 
 
 def run() -> dict[str, dict[str, float]]:
@@ -244,12 +317,15 @@ def run() -> dict[str, dict[str, float]]:
         tmp = Path(t)
         f = _baseline(tmp)
         f.update(_endpoint(tmp))
+        f.update(_tls(tmp))
     image = image_alloc(bundle.build("sim"))
     for k in [k for k in f if "heap" in k and "free" not in k]:
         f[k] -= image
     f["heap_idle_cost_bytes"] = f["heap_idle_bytes"] - f["baseline_heap_idle_bytes"]
     f["heap_idle_connected_cost_bytes"] = f["heap_idle_connected_bytes"] - f["baseline_heap_idle_bytes"]
     f["heap_serving_cost_bytes"] = f["heap_serving_max_bytes"] - f["baseline_heap_busy_max_bytes"]
+    f["tls_heap_idle_cost_bytes"] = f["tls_heap_idle_bytes"] - f["heap_idle_bytes"]
+    f["tls_heap_connected_cost_bytes"] = f["tls_heap_idle_connected_bytes"] - f["heap_idle_connected_bytes"]
     _table(f)
     return {"endpoint": f}
 
