@@ -326,7 +326,7 @@ class Uplink:
             # The batch is streamed by the client, each piece built right before its write (see `buf`)
             status, hdrs, body = await self.client.request(
                 "POST", "/v1/punches", self._build,
-                "Authorization: Bearer %s\r\nContent-Type: application/json\r\n" % self.token, _HEAD_ROOM)
+                "Authorization: Bearer %s\r\nContent-Type: application/json\r\n" % self.token, room=_HEAD_ROOM)
             if status == 401 and not refreshed:
                 self.token = None  # refresh once
                 refreshed = True
@@ -408,8 +408,8 @@ class Uplink:
                 hdrs += "If-None-Match: %s\r\n" % etag.decode()
         except OSError:
             pass
-        ans = await self.client.request("GET", "/v1/devices/%s/%s" % (self.device_id, name), None, hdrs, 0, sink,
-                                        timeout_ms, max_body)
+        ans = await self.client.request("GET", "/v1/devices/%s/%s" % (self.device_id, name), headers=hdrs,
+                                        sink=sink, timeout_ms=timeout_ms, max_body=max_body)
         if ans[0] == 401:
             self.token = None
         return ans
