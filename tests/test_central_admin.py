@@ -120,7 +120,8 @@ def test_overlay_accepted_unknown_device_and_broken_body(central: Handle) -> Non
     ("/export.csv?report=pairs", "the pairs report needs a range"),
     ("/export.csv?from=2026-05-02&to=2026-05-01", "empty range"),
     ("/export.csv?columns=date,salary", "unknown export columns ['salary']"),
-    ("/export.csv?report=pairs&from=2026-05-01&to=2026-05-02&max_shift_h=abc", "could not convert"),
+    ("/export.csv?report=pairs&from=2026-05-01&to=2026-05-02&max_shift_h=abc",
+     "max_shift_h: expected hours as a number, got 'abc'"),
     ("/export.csv?delimiter=|", "delimiter: one of"),
     ("/punches?from=yesterday", "bad date 'yesterday'"),
 ])

@@ -432,11 +432,14 @@ def build_admin(c: Central) -> ASGIApp:
         q = request.query_params
         buf = io.StringIO()
         try:
-            max_shift = float(q.get("max_shift_h", MAX_SHIFT_H))
+            try:
+                max_shift = float(q.get("max_shift_h", MAX_SHIFT_H))
+            except ValueError:
+                raise ExportError(f"max_shift_h: expected hours as a number, got {q['max_shift_h']!r}") from None
             n = export_report(c.store, buf, q.get("report", "punches"), cols=q.get("columns"),
                               bom=q.get("bom", "0") in ("1", "true", "yes"), delimiter=q.get("delimiter", ","),
                               max_shift_h=max_shift, **export_args(q))
-        except ValueError as e:  # ExportError, or a max_shift_h that is no number
+        except ValueError as e:  # ExportError (a ValueError)
             return _err(400, "bad_export", str(e))
         return Response(buf.getvalue().encode(), media_type="text/csv; charset=utf-8",
                         headers={"X-Rows": str(n), "Content-Disposition": 'attachment; filename="export.csv"'})
