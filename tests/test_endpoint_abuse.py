@@ -319,7 +319,7 @@ def test_a_client_that_never_reads_is_dropped_at_the_write_deadline(site: Site) 
 def test_a_body_shorter_than_its_content_length(site: Site) -> None:
     """Without a valid admin token the body is never waited for (401, 403: closed at once). An admin
     PUT whose body stalls holds its slot (busy, not evicted) but no other: with every slot so held a
-    newcomer is closed at once; once the stalled clients go, the endpoint serves again, and the config
+    newcomer is closed (after 0.1 s); once the stalled clients go, the endpoint serves again, and the config
     is as it was."""
     config = site.config_path.read_bytes()
     stalled = b"PUT /api/v1/config HTTP/1.1\r\nHost: t\r\n%sContent-Length: 1000\r\n\r\n{\"a\":"

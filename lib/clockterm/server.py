@@ -6,7 +6,7 @@
 # - at most `count` connections at once, each in a slot with a fixed line buffer made at start (no heap
 #   grows with a client's input); a new connection when all slots are taken evicts the one that has
 #   waited longest for its client (idle keep-alive or an unfinished head); when every slot is answering,
-#   the newcomer is closed at once;
+#   the newcomer waits up to 0.1 s for one to finish, then is closed (the accept loop waits with it);
 # - every wait on a client has a deadline (the handler sets it with wait(): head, idle keep-alive, body,
 #   a write the client does not take), enforced by expire(), which the app's housekeeping calls: a
 #   connection past it is cancelled and closed;
@@ -40,6 +40,8 @@ _DROP_KEPT = const(20)  # bytes of it: "transfer-encoding:" fits
 _SL_RAW = const(11)  # under TLS, the TCP socket (closed after the TLS one: see close)
 
 _HEAD_MS = const(5000)  # a new connection's first deadline, until its handler sets its own
+_REFUSE_TRIES = const(5)  # a newcomer finding every slot answering is tried this many times,
+_REFUSE_WAIT_MS = const(20)  # ... this far apart, before it is closed
 _N_CONNECTIONS = const(3)  # counts: the endpoint's metrics (endpoint.py's _N_* has the others)
 _N_EVICTIONS = const(4)
 _N_REFUSALS = const(5)
@@ -81,14 +83,23 @@ class Server:
             except OSError:
                 continue
             try:
-                self.accept(c, addr)
+                # Every slot answering: one that has just sent its last piece is still marked so until its
+                # task runs again, so the newcomer waits a little for one to finish before it is refused
+                for _ in range(_REFUSE_TRIES):
+                    if self.accept(c, addr):
+                        break
+                    await asyncio.sleep_ms(_REFUSE_WAIT_MS)
+                else:
+                    self.counts[_N_REFUSALS] += 1
+                    c.close()
             except Exception as e:  # MemoryError too: this connection goes, the loop stays
                 c.close()
                 self.counts[_N_ERRORS] += 1
                 log.warn("server", "accepting a connection: %r" % (e,))
 
     def accept(self, sock, addr):
-        # A slot for the new connection: a free one, else the one waiting longest for its client.
+        # A slot for the new connection: a free one, else the one waiting longest for its client; False
+        # when every slot is answering (nothing done then).
         sl = None
         for x in self.tasks:
             if x[_SL_TASK] is None:
@@ -99,9 +110,7 @@ class Server:
                 if not x[_SL_BUSY] and (sl is None or time.ticks_diff(x[_SL_SINCE], sl[_SL_SINCE]) < 0):
                     sl = x
             if sl is None:
-                self.counts[_N_REFUSALS] += 1
-                sock.close()
-                return
+                return False  # every slot answering: the caller waits or refuses
             self.counts[_N_EVICTIONS] += 1
             self.close(self.tasks.index(sl))
         self.counts[_N_CONNECTIONS] += 1
@@ -126,6 +135,7 @@ class Server:
         # the client's IP: lwIP gives (ip, port), the unix port a packed sockaddr_in
         sl[_SL_PEER] = addr[0] if isinstance(addr, tuple) else bytes(addr)[4:8]
         sl[_SL_TASK] = asyncio.create_task(self._serve(self.tasks.index(sl)))
+        return True
 
     async def _serve(self, index):
         sl = self.tasks[index]
