@@ -196,3 +196,25 @@ micropython.qstr_info()
     pools = [ln for ln in lines if ln.startswith("qstr pool")]
     assert len(pools) == 2 and pools[0] == pools[1], r.stdout
     assert "[None, None, None, '123:04567']" in r.stdout, r.stdout
+
+
+def test_a_roster_csv_line_interns_no_character(tmp_path):
+    """RosterWriter.feed parses a CSV line an admin PUTs to the endpoint: the character after a closing
+    quote, whatever it is, must not be interned (each PUT of a bad line would add one for good, and
+    the 621st interned name allocates a whole new pool)."""
+    r = run_mp(SETUP % str(tmp_path / "fs.bin") + """
+import micropython
+w = RosterWriter(P)
+w.feed(b'"04A1",E1,"Ada"', 1)
+lines = [b'"0B",E2,"Bo"' + c for c in (b"\xe4\xb8\xad", b"\xe6\x96\x87", b"\xe5\xad\x97", b"~")]
+micropython.qstr_info()
+for line in lines:
+    try:
+        w.feed(line, 2)
+    except ValueError as e:
+        print(e)
+micropython.qstr_info()
+""")
+    pools = [ln for ln in r.stdout.splitlines() if ln.startswith("qstr pool")]
+    assert len(pools) == 2 and pools[0] == pools[1], r.stdout
+    assert r.stdout.count("line 2: text after a closing quote") == 4, r.stdout

@@ -126,7 +126,7 @@ class RosterWriter:
                     s += '"'
                     j = k + 2
                 i = k + 1
-                if i < len(line) and line[i] != ",":
+                if i < len(line) and line[i:i + 1] != ",":  # (a slice: an index would intern the character)
                     raise ValueError("line %d: text after a closing quote" % n)
             else:
                 k = line.find(",", i)
