@@ -22,3 +22,16 @@ def forget(name):
     pkg, _, attr = name.rpartition(".")
     if pkg in sys.modules and hasattr(sys.modules[pkg], attr):
         delattr(sys.modules[pkg], attr)
+
+
+def shut(stream, raw):
+    """Close a connection's sockets (either may be None): its asyncio stream's (MicroPython's
+    Stream.close() closes nothing: only the socket's close does) and, under TLS, the TCP socket under
+    it (after a TLS error, closing the TLS socket leaves that one open: a socket lost a connection, and
+    a board has a dozen). Closing a socket twice does nothing; closing never raises."""
+    for s in (stream and stream.s, raw):
+        if s is not None:
+            try:
+                s.close()
+            except Exception:
+                pass

@@ -36,7 +36,7 @@ import socket
 import tls
 from micropython import const
 
-from clockterm import cancel_after
+from clockterm import cancel_after, shut
 
 _READ_BYTES = const(128)  # the read buffer: a status, Content-Length, Transfer-Encoding or chunk-size line must fit it
 _MAX_HEADERS = const(32)  # header lines of a head (trailer lines of a chunked body); more is an error
@@ -149,17 +149,9 @@ class Client:
         s, raw = self.stream, self.sock
         self.stream = self.sock = None
         self.start = self.end = 0  # what the read buffer held belonged to that connection
-        # The socket itself: MicroPython's asyncio Stream.close() does nothing (only the async
-        # wait_closed() closes), and a connection left to the GC stays open on both ends, its TLS
-        # session's memory taken, until some later collection. Under TLS the TCP socket too: after a
-        # TLS error (plain HTTP where TLS was expected) closing the TLS socket leaves it open, a socket
-        # lost per attempt. (Closing a socket twice does nothing.)
-        for x in (s and s.s, raw):
-            if x is not None:
-                try:
-                    x.close()
-                except Exception:
-                    pass
+        # Closed now: a connection left to the GC stays open on both ends, its TLS session's memory
+        # taken, until some later collection
+        shut(s, raw)
 
     async def request(self, method, path, body=None, headers="", room=0, sink=None, timeout_ms=0, max_body=0):
         """Send one request and return (status, headers, body); raises HTTPError (the connection is

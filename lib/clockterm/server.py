@@ -23,7 +23,7 @@ import time
 import asyncio
 from micropython import const
 
-from clockterm import forget, log
+from clockterm import forget, log, shut
 
 _SL_TASK = const(0)  # the connection's task, None when the slot is free
 _SL_W = const(1)  # its asyncio stream
@@ -159,21 +159,15 @@ class Server:
                 forget(h)
 
     def close(self, index, cancel=True):
-        # Free a slot: its task cancelled (unless it is the caller), its socket closed (MicroPython's
-        # Stream.close() closes nothing: the socket must be), and under TLS the TCP socket too: after a
-        # TLS error (plain HTTP or noise on the port) closing the TLS socket leaves it open, the client
-        # waiting and the socket lost to the board. (Closing a socket twice does nothing.)
+        # Free a slot: its task cancelled (unless it is the caller), its sockets closed (clockterm.shut:
+        # after a TLS error, plain HTTP or noise on the port, the client would wait and the board lose
+        # the socket).
         sl = self.tasks[index]
         t, w, raw = sl[_SL_TASK], sl[_SL_W], sl[_SL_RAW]
         sl[_SL_TASK] = sl[_SL_W] = sl[_SL_RAW] = None
         if cancel and t is not None:
             t.cancel()
-        for s in (w and w.s, raw):
-            if s is not None:
-                try:
-                    s.close()
-                except OSError:
-                    pass
+        shut(w, raw)
 
     def expire(self, now):
         """Close the connections whose deadline passed (the app's housekeeping calls it)."""
