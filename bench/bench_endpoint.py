@@ -43,7 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from clockterm_host import bundle  # noqa: E402
-from endpoint_site import READ, Site, open_site  # noqa: E402
+from endpoint_site import READ, Site, https_only, open_site  # noqa: E402
 from rawhttp import Conn  # noqa: E402
 
 from bench.bench_heap import image_alloc  # noqa: E402
@@ -223,18 +223,9 @@ def _tls(tmp: Path) -> dict[str, float]:
     listening and with one kept-alive client, a new connection's handshake plus one GET health, and GET
     status on a kept-alive connection; beside the plain endpoint's figures (_endpoint)."""
     import http.client
-    import ssl
 
-    import trustme
-
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost", "127.0.0.1")
-    cert.cert_chain_pems[0].write_to_path(str(tmp / "ep.crt"))
-    cert.private_key_pem.write_to_path(str(tmp / "ep.key"))
-    ctx = ssl.create_default_context()
-    ca.configure_trust(ctx)
     f: dict[str, float] = {}
-    tls = {"cert": str(tmp / "ep.crt"), "key": str(tmp / "ep.key"), "allow_plain_http": False}
+    tls, ctx = https_only(tmp)
     with open_site(tmp / "tls", None, endpoint=tls) as site:
         port = site.api.port
         time.sleep(0.5)

@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import http.client
 import json
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 import e2e
 import rawhttp
+import trustme
 from rawhttp import Answer
 
 READ = "rd-7Qk2mZp9Lx4vNc8Tb1Ws"  # a plaintext entry in the config (the device hashes it)
@@ -106,6 +108,18 @@ def open_site(tmp: Path, sntp_port: int | None, plain: bool = True, client: type
         if term is not None:
             term.stop()
         central.stop()
+
+
+def https_only(tmp: Path) -> tuple[dict, ssl.SSLContext]:
+    """Endpoint settings for HTTPS only (a certificate for localhost and 127.0.0.1 from a CA of the
+    caller's own, its files in tmp), and a client context that trusts that CA."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(tmp / "ep.crt"))
+    cert.private_key_pem.write_to_path(str(tmp / "ep.key"))
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    return {"cert": str(tmp / "ep.crt"), "key": str(tmp / "ep.key"), "allow_plain_http": False}, ctx
 
 
 def tap_ok(term: Any, badge: str) -> tuple[int, int]:

@@ -25,8 +25,7 @@ from collections.abc import Iterator
 
 import pytest
 import rawhttp
-import trustme
-from endpoint_site import ADMIN, READ, Site, open_site, sha, tap_ok
+from endpoint_site import ADMIN, READ, Site, https_only, open_site, sha, tap_ok
 from rawhttp import Conn, EventStream, parse_head
 
 AUTH = f"Authorization: Bearer {READ}\r\n"
@@ -50,13 +49,7 @@ def tls_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, s
     """A terminal whose endpoint speaks only HTTPS (a certificate from a CA of the test's own), and a
     client context that trusts that CA."""
     tmp = tmp_path_factory.mktemp("endpoint-abuse-tls")
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost", "127.0.0.1")
-    cert.cert_chain_pems[0].write_to_path(str(tmp / "ep.crt"))
-    cert.private_key_pem.write_to_path(str(tmp / "ep.key"))
-    ctx = ssl.create_default_context()
-    ca.configure_trust(ctx)
-    tls = {"cert": str(tmp / "ep.crt"), "key": str(tmp / "ep.key"), "allow_plain_http": False}
+    tls, ctx = https_only(tmp)
     with open_site(tmp, None, endpoint=tls) as s:
         yield s, ctx
 

@@ -763,11 +763,12 @@ def test_streamed_body_on_a_fresh_tls_connection_in_a_fragmented_heap(central: H
 LEAK = r"""
 import sys, json, gc, os, asyncio
 from clockterm import https
-port = int(sys.argv[1])
+url, cafile, connect_ms = sys.argv[1], sys.argv[2] or None, int(sys.argv[3])
 
 async def main():
-    c = https.Client("http://127.0.0.1:%d" % port)
-    c.connect_timeout_ms = 300
+    c = https.Client(url, cafile=cafile)
+    if connect_ms:
+        c.connect_timeout_ms = connect_ms
     gc.collect()
     before = len(os.listdir("/proc/self/fd"))
     errors = []
@@ -781,7 +782,7 @@ async def main():
     print(json.dumps({"errors": errors, "fds_added": len(os.listdir("/proc/self/fd")) - before}))
 
 asyncio.run(main())
-"""
+"""  # argv: url, CA file ("" for none), connect timeout in ms (0: the client's own)
 
 
 def test_a_connect_that_times_out_leaves_no_socket_open() -> None:
@@ -802,35 +803,13 @@ def test_a_connect_that_times_out_leaves_no_socket_open() -> None:
             except BlockingIOError:
                 pass
             fillers.append(f)
-        out = mp.mp_json(LEAK, args=[str(srv.getsockname()[1])])
+        out = mp.mp_json(LEAK, args=[f"http://127.0.0.1:{srv.getsockname()[1]}", "", "300"])
     finally:
         for f in fillers:
             f.close()
         srv.close()
     assert out["errors"] == ["timeout"] * 4, out
     assert out["fds_added"] == 0, out
-
-
-LEAK_TLS = r"""
-import sys, json, gc, os, asyncio
-from clockterm import https
-
-async def main():
-    c = https.Client("https://127.0.0.1:%s" % sys.argv[1], cafile=sys.argv[2])
-    gc.collect()
-    before = len(os.listdir("/proc/self/fd"))
-    errors = []
-    for _ in range(4):
-        try:
-            await c.request("GET", "/")
-            errors.append("answered")
-        except https.HTTPError as e:
-            errors.append(str(e))
-    gc.collect()
-    print(json.dumps({"errors": errors, "fds_added": len(os.listdir("/proc/self/fd")) - before}))
-
-asyncio.run(main())
-"""
 
 
 def test_a_tls_handshake_that_fails_leaves_no_socket_open(tmp_path: Path) -> None:
@@ -846,7 +825,7 @@ def test_a_tls_handshake_that_fails_leaves_no_socket_open(tmp_path: Path) -> Non
         conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: http://portal/\r\nContent-Length: 0\r\n\r\n")
 
     with local_server(handle, conns=4) as port:
-        out = mp.mp_json(LEAK_TLS, args=[str(port), str(ca)])
+        out = mp.mp_json(LEAK, args=[f"https://127.0.0.1:{port}", str(ca), "0"])
     assert len(out["errors"]) == 4 and "answered" not in out["errors"], out
     assert out["fds_added"] == 0, out
 
