@@ -769,7 +769,7 @@ async def post(self, stream, r):
     # latched clock alerts, reboot (once the answer is out).
     app = self.app
     if r == _RT_ACTION:
-        app.sntp._kicked = True
+        app.sntp.kick()
     elif r == _RT_ACTION + 1:
         app.uplink.kick()
     elif r == _RT_ACTION + 2:

@@ -245,6 +245,10 @@ class Supervisor:
         self._kicked = False  # set by kick: sync now
         self._next_at = self._saved
 
+    def kick(self):
+        """Sync now (the endpoint's resync action): the wait between rounds ends within _KICK_STEP_MS."""
+        self._kicked = True
+
     def _count(self, reason):
         self.rejects[reason] = self.rejects.get(reason, 0) + 1
         return reason
