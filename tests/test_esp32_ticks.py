@@ -227,3 +227,40 @@ def test_the_heap_probe_is_reused_for_a_second_only_across_the_wrap() -> None:
     assert cached == first  # reused
     assert after_wrap < first  # probed again: the held block shows
     assert much_later > after_wrap  # probed again once it was freed
+
+
+HELD = ESP32TIME + r"""
+import json
+from clockterm import endpoint
+T = ESP32Time()
+endpoint.time = T
+
+class Server:  # what auth reads of clockterm.server.Server
+    tasks = [[None] * 12]
+    failures = []
+    counts = [0] * 9
+    keys = [(b"\x00" * 32, 1)]
+
+S = Server()
+S.tasks[0][8] = b"\x7f\x00\x00\x05"  # the client's address
+T.manual = (1 << 30) - 1000  # a second before the ticks wrap
+seen = []
+for _ in range(6):  # five failures, then held back
+    seen.append(endpoint.auth(S, 0, b"Bearer wrong"))
+T.manual = 40000  # 41 s later, across the wrap: past the hold
+seen.append(endpoint.auth(S, 0, b"Bearer wrong"))
+for _ in range(5):
+    endpoint.auth(S, 0, b"Bearer wrong")
+T.manual = 40000 + (1 << 29) + 5000  # days later: an age past 2**29 ms reads as negative
+seen.append(endpoint.auth(S, 0, b"Bearer wrong"))
+print(json.dumps(seen))
+"""
+
+
+def test_a_held_back_address_is_let_go_across_the_wrap_and_after_days() -> None:
+    """The endpoint holds an address back for 30 s after five failed attempts in a row; on an ESP32's
+    ticks it is let go after the wrap, and one back after days (ticks that far apart read as a
+    negative age) is not held back for days more."""
+    seen = mp.mp_json(HELD)
+    assert seen[:6] == [0, 0, 0, 0, 0, None], seen  # 0: a wrong token; None: held back (429)
+    assert seen[6] == 0 and seen[7] == 0, seen

@@ -346,10 +346,14 @@ async def run(self, stream, index):
 async def _error(self, stream, code, msg=None, alive=True, headers=""):
     # A small JSON error answer: msg, or the status line's reason. Returns alive (whether the
     # connection stays open after it).
-    if msg is None:
-        i = _REASONS.find(str(code)) + 4
-        msg = _REASONS[i:_REASONS.index("\n", i)]
-    return await answer(self, stream, code, alive, json.dumps({"error": msg}), headers)
+    return await answer(self, stream, code, alive, json.dumps({"error": msg or _status(code)[4:]}), headers)
+
+
+def _status(code):
+    # The status line's text for code ("404 Not Found")
+    i = _REASONS.find(str(code))
+    return _REASONS[i:_REASONS.index("\n", i)]
+
 
 async def answer(self, stream, code, alive, body, headers=""):
     # A JSON answer (a str) with its Content-Length. Returns alive.
@@ -362,8 +366,7 @@ async def answer(self, stream, code, alive, body, headers=""):
 def head(self, stream, code, kind, length=None, alive=True, headers="", chunked=False):
     # The status line and headers (kind: the Content-Type; headers: more lines, each with its CRLF).
     # length None: a streamed answer (chunked, or up to the close).
-    i = _REASONS.find(str(code))
-    stream.write((_HEAD % (_REASONS[i:_REASONS.index("\n", i)], kind, headers,
+    stream.write((_HEAD % (_status(code), kind, headers,
                            _line(_X_LENGTH) % length if length is not None else
                            _line(_X_CHUNKED) if chunked else "",
                            "" if alive else _line(_X_CLOSE))).encode())
@@ -386,7 +389,8 @@ def auth(self, index, value):
     for x in self.failures:
         if x[0] == peer:
             f = x
-    if f is not None and f[1] >= _FAIL_LIMIT and time.ticks_diff(now, f[2]) < _FAIL_HOLD_MS:
+    # (the age checked both ways: ticks wrap, and an address back after days must not read as held)
+    if f is not None and f[1] >= _FAIL_LIMIT and 0 <= time.ticks_diff(now, f[2]) < _FAIL_HOLD_MS:
         self.counts[_N_RATE_LIMITED] += 1
         return None
     scope = 0
