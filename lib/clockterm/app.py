@@ -110,7 +110,6 @@ class App:
         self.board = board
         self.device_id = cfg["device_id"]
         self.cfg_error = cfg_error
-        self.t0 = time.ticks_ms()
         self.tasks = {}  # name -> {"restarts": n, "alive": bool, "critical": bool}: STATUS shows it
         self._sup = []  # one record per supervised task (see supervise)
         self.stall_ms_max = 0
@@ -289,7 +288,7 @@ class App:
         yield "firmware", VERSION
         yield "device_id", self.device_id
         yield "board", self.board.name
-        yield "uptime_s", time.ticks_diff(time.ticks_ms(), self.t0) // 1000
+        yield "uptime_s", self.clock.mono_ms() // 1000
         yield "loop", dict(stall_ms_max=self.stall_ms_max)
         yield "clock", self.clock.status()
         yield "journal", self.journal.status()

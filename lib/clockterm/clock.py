@@ -357,6 +357,13 @@ class Clock:
             self.alert("step")
         self.pending = None
 
+    def mono_ms(self):
+        """Milliseconds since the clock was made (at boot), unwrapped: an ESP32's ticks wrap every
+        12.4 days (2**30 ms) and differ rightly only within 6.2; now() moves the anchor on before that
+        (the display and the taps call it often), so this stays right for as long as the board runs."""
+        self.now()
+        return self._m0 + time.ticks_diff(self.ticks_ms(), self._t0)
+
     # --- alerts ---------------------------------------------------------------------------------
 
     def alert(self, name):

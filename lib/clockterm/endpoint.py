@@ -581,7 +581,7 @@ async def format(self, stream, out):
     k = self.counts
     now = c["utc_ms"]
     gc.collect()
-    v = [time.ticks_diff(time.ticks_ms(), app.t0) / 1000, int(c["synced"]),
+    v = [app.clock.mono_ms() / 1000, int(c["synced"]),
          -1 if c["last_sync"] is None else (now - c["last_sync"]) / 1000, (c["offset_ms"] or 0) / 1000,
          -1 if c["uncertainty_ms"] is None else c["uncertainty_ms"] / 1000, c["drift_ppm"], c["steps"],
          len(c["alerts"]), j["last_seq"] - j["acked_seq"], j["fill_pct"] / 100, j["last_seq"],
