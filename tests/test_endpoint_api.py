@@ -436,6 +436,26 @@ def test_config_put_of_the_get_document_keeps_the_secrets(site: Site) -> None:
         {k: v for k, v in before.items() if k not in ("network", "central", "endpoint")}
 
 
+def test_a_config_the_flash_cannot_take_is_a_503_and_changes_nothing(site: Site) -> None:
+    """The flash refuses the new file (here: its temporary name is taken by a folder): the PUT is
+    answered 503 with the flash's error, the config in force is untouched, and the next PUT works."""
+    api = site.api
+    a = api.config()
+    assert a.status == 200
+    data = site.config_path.read_bytes()
+    blocker = site.config_path.with_name(site.config_path.name + ".tmp")
+    blocker.mkdir()
+    try:
+        r = api.call("PUT", "/config", ADMIN, a.body)
+    finally:
+        blocker.rmdir()
+    assert r.status == 503 and r.json()["error"].startswith("flash error:"), r.body
+    assert r.headers.get("connection") == "close"
+    conforms("PUT", "/config", r)
+    assert site.config_path.read_bytes() == data
+    assert api.config("PUT", a.body).status == 200
+
+
 def test_config_put_refused_leaves_the_file_as_it_was(site: Site) -> None:
     api = site.api
     a = api.config()

@@ -711,9 +711,16 @@ async def update(self, stream, index, length, match):
     text = json.dumps(doc)
     doc = None
     path = self.app.board.config_path
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.rename(path + ".tmp", path)
+    try:
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.rename(path + ".tmp", path)
+    except OSError as e:  # a full or failing flash: said, the config in force unchanged
+        try:
+            os.remove(path + ".tmp")
+        except OSError:
+            pass
+        return await _error(self, stream, 503, _line(_X_FLASH) % e, False)
     log.info("endpoint", _line(_X_WRITTEN))
     return await answer(self, stream, 200, True, _line(_X_WRITTEN_JSON),
                             _line(_X_ETAG) % binascii.crc32(text))
