@@ -40,6 +40,14 @@ def run_mp(script: str, heap: str = HEAP, timeout: float = 120, args: list[str] 
     return r
 
 
+def script(name: str, settings: dict | None = None, tail: str = "") -> str:
+    """The text of tests/<name>, a MicroPython module (linted with the firmware's rules, lib/ruff.toml),
+    with `settings` before it as assignments (NAME = repr(value): the module reads them with
+    globals().get) and `tail` after it (say a call of its main()); for run_mp and mp_json."""
+    pre = "".join(f"{k} = {v!r}\n" for k, v in (settings or {}).items())
+    return pre + (Path(__file__).parent / name).read_text() + ("\n" + tail + "\n" if tail else "")
+
+
 def mp_json(script: str, **kw) -> object:
     """Run `script`; it prints one JSON document on its last line of output, which is returned."""
     r = run_mp(script, **kw)
