@@ -35,7 +35,7 @@ up = uplink.Uplink(Journal(), None, "term-1", "https://unused", "term-1", "pw1",
 async def get():
     up.token = up.last_error = None
     try:
-        ok = await up._ensure_token()
+        ok = await up.ensure_token()
     except Exception as e:  # the answer must be taken or refused, never raise
         return repr(e)
     return [ok, up.token, T.ticks_diff(up._token_exp, T.ticks_ms()) if ok else up.last_error]
@@ -49,7 +49,7 @@ async def main():
     out = []
     for hours in (12, 23, 24):
         T.manual = (1 << 30) - 5000 + hours * 3600000
-        ok = await up._ensure_token()
+        ok = await up.ensure_token()
         out.append([hours, ok, up.token, c.requests])
     print("R", json.dumps(out))
 

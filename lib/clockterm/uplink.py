@@ -7,7 +7,7 @@
 # seq lies inside the batch just sent. Errors follow docs/central-api.yaml: 401 refresh the token
 # once; 413 halve the batch; 429 wait Retry-After; 400 keep the batch and pause long (alert); other
 # failures back off exponentially with jitter, capped. The tap path never waits on any of this.
-# When idle it also pulls the roster and the central's config overlay (conditional GETs, ETags on flash).
+# When idle it also pulls the roster and the central's config overlay (clockterm.pulls, loaded for them).
 #
 # Heap: one class; the status counters are attributes, and status() makes its document with keyword
 # names (a dict literal's keys over 9 characters are string constants, ~40 B each); fixed limits are
@@ -40,9 +40,6 @@ _RETRY_AFTER_MAX_S = const(900)  # cap on a server's Retry-After
 _IDLE_CLOSE_MS = const(20000)  # close the kept-alive connection after this long with nothing to send
 _KICK_MS = const(50)  # the idle wait sees a kick() within this
 _ROSTER_EVERY_MS = const(300000)  # conditional pulls (roster, config) this often (unchanged: a 304)
-_ROSTER_TIMEOUT_MS = const(120000)  # a whole roster download (10,000 badges is some 300 KB)
-_ROSTER_LINE = const(160)  # bytes of one roster line
-_CONFIG_MAX_BYTES = const(2048)  # largest config overlay taken (it holds a few policy fields)
 # A batch's JSON up to its first row: device, journal, and the columns of the rows in order
 # (docs/central-api.yaml, PunchBatch.fields)
 _BATCH_HEAD = const('{"device_id":%s,"journal_id":%s,"fields":["seq","badge","kind","utc_ms","utc_offset_min",'
@@ -123,7 +120,7 @@ class Uplink:
         self.roster = roster if fs_root else None
         self.config_path = config_path if (config_path and fs_root) else None
         self.good_config_path = good_config_path
-        self._cfg_crc = -1  # CRC of the overlay this boot started with (None: none), known at the first 200
+        self.overlay_crc = -1  # CRC of the overlay this boot started with (None: none), known at the first 200
         self.config_pending = False  # the overlay on flash differs from the one this boot started with
         self._next_at = time.ticks_ms()  # next pulls: the first as soon as the clock is valid
         self.client = None
@@ -170,7 +167,7 @@ class Uplink:
 
     # --- token ---------------------------------------------------------------------------------
 
-    async def _ensure_token(self):
+    async def ensure_token(self):
         if self.token is not None and time.ticks_diff(self._token_exp, time.ticks_ms()) > 0:
             return True
         self.token = None
@@ -320,7 +317,7 @@ class Uplink:
             return 0
         refreshed = False
         while True:
-            if not await self._ensure_token():
+            if not await self.ensure_token():
                 return self._backoff()
             self.state = _SENDING
             # The batch is streamed by the client, each piece built right before its write (see `buf`)
@@ -391,144 +388,30 @@ class Uplink:
             d = self.backoff_max_ms
         return d // 2 + random.getrandbits(20) % (d // 2 + 1)  # jitter: 50..100 % of the step
 
-    # --- pulls: roster and config --------------------------------------------------------------
+    # --- pulls: roster and config (clockterm.pulls) -------------------------------------------
 
-    async def _get(self, name, accept, sink=None, timeout_ms=0, max_body=0):
-        # Conditional GET of /v1/devices/<id>/<name> with the ETag kept in <fs_root>/<name>.etag:
-        # (status, headers, body). A 401 drops the token (the next pull gets a new one).
-        if not await self._ensure_token():
-            raise https.HTTPError("no token")
-        hdrs = "Authorization: Bearer %s\r\nAccept: %s\r\n" % (self.token, accept)
+    async def pull(self):
+        """The pulls that are configured (roster, config overlay), with the code of clockterm.pulls,
+        imported for them and forgotten after: it takes heap only while it runs. A failed pull keeps the
+        old roster or overlay in force (its error in roster_error or config_error)."""
+        from clockterm import pulls
+
         try:
-            with open("%s/%s.etag" % (self.fs_root, name), "rb") as f:
-                etag = f.read(200).strip()
-            # As the answer's header gave it (visible ASCII): a damaged file is no ETag, the whole
-            # answer comes again (and its ETag replaces the file)
-            if etag and min(etag) > 32 and max(etag) < 127:
-                hdrs += "If-None-Match: %s\r\n" % etag.decode()
-        except OSError:
-            pass
-        ans = await self.client.request("GET", "/v1/devices/%s/%s" % (self.device_id, name), headers=hdrs,
-                                        sink=sink, timeout_ms=timeout_ms, max_body=max_body)
-        if ans[0] == 401:
-            self.token = None
-        return ans
-
-    async def pull_roster(self):
-        """Conditional GET of the roster; a 200 is streamed row by row into roster.new, checked and
-        swapped in (RosterWriter), then reopened for lookups; the ETag goes to flash after the swap, so
-        a reboot asks with it and a cut before leaves the old ETag (the roster is fetched again).
-        Returns True when a new roster was applied."""
-        from clockterm.roster import RosterWriter
-
-        # The answer's lines (badge TAB employee TAB name LF) are assembled from the body's pieces in
-        # one line buffer and each handed to a RosterWriter, created at the first piece (so a 304 or an
-        # error answer never touches flash). Rows must arrive badge-sorted.
-        line = bytearray(_ROSTER_LINE)
-        w = None
-        n = 0  # bytes of the current line in `line`
-
-        def feed(data):
-            nonlocal w, n
-            if w is None:
-                w = RosterWriter(self.roster.path)
-            start = 0
-            while True:
-                i = data.find(b"\n", start)
-                stop = len(data) if i < 0 else i
-                k = stop - start
-                if n + k > _ROSTER_LINE:
-                    raise ValueError("roster line too long")
-                line[n:n + k] = data[start:stop]
-                n += k
-                if i < 0:
-                    return
-                k, n = n, 0  # a whole line
-                if k and line[k - 1] == 13:
-                    k -= 1
-                if k:
-                    parts = bytes(memoryview(line)[:k]).decode().split("\t")
-                    if len(parts) < 2:
-                        raise ValueError("roster line without employee id")
-                    w.add(parts[0], parts[1], parts[2] if len(parts) > 2 else "")
-                start = i + 1
-
-        if self.roster.error:
-            # The file in force failed its check (or is of an older format): ask for the whole roster,
-            # not whether it changed (an empty ETag is not sent).
-            with open("%s/%s.etag" % (self.fs_root, "roster"), "w"):
-                pass
-        try:
-            # The long timeout is the roster request's own (a token request before it has the usual one).
-            status, hdrs, _ = await self._get("roster", "text/tab-separated-values", feed, _ROSTER_TIMEOUT_MS)
-            if status == 401:
-                return False
-            if status == 304:
-                self.roster_error = None
-                return False
-            if status != 200:
-                raise https.HTTPError("HTTP %d" % status)
-            feed(b"\n")  # the last line when it had no LF; an empty answer is an empty roster
-            w.commit()  # checked on flash, renamed over roster.bin
-            badges = w.count
-            w = None
+            if self.roster is not None:
+                try:
+                    await pulls.roster(self)
+                except Exception as e:
+                    self.roster_error = "roster: %s" % e
+                    self._error(self.roster_error)
+            if self.config_path is not None:
+                try:
+                    await pulls.overlay(self)
+                except Exception as e:
+                    self.config_error = "config: %s" % e
+                    self._error(self.config_error)
         finally:
-            if w is not None:
-                w.abort()  # roster.new goes, the old roster stays
-        self.roster.open()  # same loop turn as the rename: no lookup sees a closed roster
-        new = hdrs.get("etag")
-        if new:
-            with open("%s/%s.etag" % (self.fs_root, "roster"), "w") as f:
-                f.write(new)
-        self.roster_pulls += 1
-        self.roster_error = None
-        log.info("uplink", "roster applied: %d badges" % badges)
-        return True
-
-    async def pull_config(self):
-        """Conditional GET of the device's config overlay. A 200 is checked over the local config and
-        written to config.central.json through a temp file and a rename, only when it changed
-        (clockterm.config.save_overlay: the config module is imported for this and unloaded after, so
-        that its code costs heap only during a pull); its ETag follows in config.etag after the swap.
-        The next boot applies it. Returns True when an overlay was accepted; raises (old overlay kept)
-        when it is refused."""
-        status, hdrs, body = await self._get("config", "application/json", None, 0, _CONFIG_MAX_BYTES)
-        if status == 401:
-            return False
-        if status == 304:
-            self.config_checks += 1
-            self.config_error = None
-            return False
-        if status != 200:
-            raise https.HTTPError("HTTP %d" % status)
-        self.config_checks += 1
-        new = hdrs.get("etag")
-        hdrs = None
-        import sys
-
-        keep = "clockterm.config" in sys.modules  # someone else holds it: leave it loaded
-        from clockterm import config  # ~8 KB of code, only while a new overlay is checked and saved
-
-        try:
-            # refused: raises
-            old, crc = config.save_overlay(body, self.fs_root + "/config.central.json", self.config_path,
-                                           self.good_config_path)
-        finally:
-            body = config = None
-            if not keep:
-                forget("clockterm.config")
-        if self._cfg_crc == -1:
-            self._cfg_crc = old  # only the uplink writes the file: the first pull sees the boot's overlay
-        if crc != old:
-            self.config_writes += 1
-        self.config_pending = crc != self._cfg_crc
-        if new:  # after the swap: a cut before it leaves the old ETag, and the overlay is fetched again
-            with open("%s/%s.etag" % (self.fs_root, "config"), "w") as f:
-                f.write(new)
-        self.config_pulls += 1
-        self.config_error = None
-        log.info("uplink", "config overlay accepted; applies at the next boot: %s" % self.config_pending)
-        return True
+            pulls = None
+            forget("clockterm.pulls")
 
     # --- the task ------------------------------------------------------------------------------
 
@@ -556,15 +439,7 @@ class Uplink:
                     # overlay in force, and holds up no punch.
                     if time.ticks_diff(time.ticks_ms(), self._next_at) >= 0:
                         self._next_at = time.ticks_add(time.ticks_ms(), _ROSTER_EVERY_MS)
-                        for name, pull, wanted in (("roster", self.pull_roster, self.roster),
-                                                   ("config", self.pull_config, self.config_path)):
-                            if wanted is not None:
-                                try:
-                                    await pull()
-                                except Exception as e:
-                                    err = "%s: %s" % (name, e)
-                                    setattr(self, name + "_error", err)
-                                    self._error(err)
+                        await self.pull()
                     self.state = _IDLE
                     if time.ticks_diff(time.ticks_ms(), self._idle_since) > _IDLE_CLOSE_MS:
                         self.client.close()  # free the TLS session's memory while there is nothing to send

@@ -1,0 +1,154 @@
+# The uplink's pulls from the central (docs/uplink.md): the roster and the device's config overlay, each a
+# conditional GET with its ETag kept on flash. Uplink.pull imports this module when the pulls are due
+# and forgets it after, so its code takes heap only while they run; the state they report (counters,
+# errors, config_pending) lives on the Uplink.
+
+from micropython import const
+
+from clockterm import forget, https, log
+
+_ROSTER_TIMEOUT_MS = const(120000)  # a whole roster download (10,000 badges is some 300 KB)
+_ROSTER_LINE = const(160)  # bytes of one roster line
+_CONFIG_MAX_BYTES = const(2048)  # largest config overlay taken (it holds a few policy fields)
+
+
+async def _get(up, name, accept, sink=None, timeout_ms=0, max_body=0):
+    # Conditional GET of /v1/devices/<id>/<name> with the ETag kept in <fs_root>/<name>.etag:
+    # (status, headers, body). A 401 drops the token (the next pull gets a new one).
+    if not await up.ensure_token():
+        raise https.HTTPError("no token")
+    hdrs = "Authorization: Bearer %s\r\nAccept: %s\r\n" % (up.token, accept)
+    try:
+        with open("%s/%s.etag" % (up.fs_root, name), "rb") as f:
+            etag = f.read(200).strip()
+        # As the answer's header gave it (visible ASCII): a damaged file is no ETag, the whole
+        # answer comes again (and its ETag replaces the file)
+        if etag and min(etag) > 32 and max(etag) < 127:
+            hdrs += "If-None-Match: %s\r\n" % etag.decode()
+    except OSError:
+        pass
+    ans = await up.client.request("GET", "/v1/devices/%s/%s" % (up.device_id, name), headers=hdrs,
+                                  sink=sink, timeout_ms=timeout_ms, max_body=max_body)
+    if ans[0] == 401:
+        up.token = None
+    return ans
+
+
+def _save_etag(up, name, etag):
+    with open("%s/%s.etag" % (up.fs_root, name), "w") as f:
+        f.write(etag)
+
+
+async def roster(up):
+    """Conditional GET of the roster; a 200 is streamed row by row into roster.new, checked and
+    swapped in (RosterWriter), then reopened for lookups; the ETag goes to flash after the swap, so
+    a reboot asks with it and a cut before leaves the old ETag (the roster is fetched again).
+    Returns True when a new roster was applied."""
+    from clockterm.roster import RosterWriter
+
+    # The answer's lines (badge TAB employee TAB name LF) are assembled from the body's pieces in
+    # one line buffer and each handed to a RosterWriter, created at the first piece (so a 304 or an
+    # error answer never touches flash). Rows must arrive badge-sorted.
+    line = bytearray(_ROSTER_LINE)
+    w = None
+    n = 0  # bytes of the current line in `line`
+
+    def feed(data):
+        nonlocal w, n
+        if w is None:
+            w = RosterWriter(up.roster.path)
+        start = 0
+        while True:
+            i = data.find(b"\n", start)
+            stop = len(data) if i < 0 else i
+            k = stop - start
+            if n + k > _ROSTER_LINE:
+                raise ValueError("roster line too long")
+            line[n:n + k] = data[start:stop]
+            n += k
+            if i < 0:
+                return
+            k, n = n, 0  # a whole line
+            if k and line[k - 1] == 13:
+                k -= 1
+            if k:
+                parts = bytes(memoryview(line)[:k]).decode().split("\t")
+                if len(parts) < 2:
+                    raise ValueError("roster line without employee id")
+                w.add(parts[0], parts[1], parts[2] if len(parts) > 2 else "")
+            start = i + 1
+
+    if up.roster.error:
+        # The file in force failed its check (or is of an older format): ask for the whole roster,
+        # not whether it changed (an empty ETag is not sent).
+        _save_etag(up, "roster", "")
+    try:
+        # The long timeout is the roster request's own (a token request before it has the usual one).
+        status, hdrs, _ = await _get(up, "roster", "text/tab-separated-values", feed, _ROSTER_TIMEOUT_MS)
+        if status == 401:
+            return False
+        if status == 304:
+            up.roster_error = None
+            return False
+        if status != 200:
+            raise https.HTTPError("HTTP %d" % status)
+        feed(b"\n")  # the last line when it had no LF; an empty answer is an empty roster
+        w.commit()  # checked on flash, renamed over roster.bin
+        badges = w.count
+        w = None
+    finally:
+        if w is not None:
+            w.abort()  # roster.new goes, the old roster stays
+    up.roster.open()  # same loop turn as the rename: no lookup sees a closed roster
+    new = hdrs.get("etag")
+    if new:
+        _save_etag(up, "roster", new)
+    up.roster_pulls += 1
+    up.roster_error = None
+    log.info("uplink", "roster applied: %d badges" % badges)
+    return True
+
+
+async def overlay(up):
+    """Conditional GET of the device's config overlay. A 200 is checked over the local config and
+    written to config.central.json through a temp file and a rename, only when it changed
+    (clockterm.config.save_overlay: the config module is imported for this and forgotten after, so
+    that its code costs heap only during a pull); its ETag follows in config.etag after the swap.
+    The next boot applies it. Returns True when an overlay was accepted; raises (old overlay kept)
+    when it is refused."""
+    status, hdrs, body = await _get(up, "config", "application/json", None, 0, _CONFIG_MAX_BYTES)
+    if status == 401:
+        return False
+    if status == 304:
+        up.config_checks += 1
+        up.config_error = None
+        return False
+    if status != 200:
+        raise https.HTTPError("HTTP %d" % status)
+    up.config_checks += 1
+    new = hdrs.get("etag")
+    hdrs = None
+    import sys
+
+    keep = "clockterm.config" in sys.modules  # someone else holds it: leave it loaded
+    from clockterm import config  # its code only while a new overlay is checked and saved
+
+    try:
+        # refused: raises
+        old, crc = config.save_overlay(body, up.fs_root + "/config.central.json", up.config_path,
+                                       up.good_config_path)
+    finally:
+        body = config = None
+        if not keep:
+            forget("clockterm.config")
+    if up.overlay_crc == -1:
+        up.overlay_crc = old  # only the uplink writes the file: the first pull sees the boot's overlay
+    if crc != old:
+        up.config_writes += 1
+    up.config_pending = crc != up.overlay_crc
+    if new:  # after the swap: a cut before it leaves the old ETag, and the overlay is fetched again
+        _save_etag(up, "config", new)
+    up.config_pulls += 1
+    up.config_error = None
+    log.info("uplink", "config overlay accepted; applies at the next boot: %s" % up.config_pending)
+    return True
