@@ -26,7 +26,7 @@ WINDOW = 2000
 
 SCRIPT = r"""
 import gc, json, time, vfs
-from clockterm.boards.norflash import NorFlash
+from clockterm.boards.cutflash import CutFlash
 from clockterm.journal import Journal
 from clockterm.punch import Punch
 from clockterm.roster import Roster, RosterWriter
@@ -50,7 +50,7 @@ class Indicator:
     def feedback(self, code, text):
         pass
 
-fs = NorFlash(4096, 256, path=D + "/fs.bin")
+fs = CutFlash(4096, 256, path=D + "/fs.bin")
 vfs.VfsLfs2.mkfs(fs)
 vfs.mount(vfs.VfsLfs2(fs), "/flash")
 w = RosterWriter("/flash/roster.bin")
@@ -64,7 +64,7 @@ def badge(i):
     return "%%08X" %% ((i %% 500) * 16 * 20)  # 500 people spread over the roster
 
 # The journal alone: what a tap wrote while the state lived in RAM.
-jf = NorFlash(4096, 256, path=D + "/base.bin")
+jf = CutFlash(4096, 256, path=D + "/base.bin")
 j = Journal(jf)
 jf.reset_counters()
 for i in range(TAPS):
@@ -73,7 +73,7 @@ out["baseline_bytes_per_punch"] = jf.bytes_programmed / TAPS
 out["baseline_erases_per_punch"] = jf.erases / TAPS
 jf.close()
 
-jf = NorFlash(4096, 256, path=D + "/journal.bin")
+jf = CutFlash(4096, 256, path=D + "/journal.bin")
 roster = Roster("/flash/roster.bin")
 t = Terminal(Clock(), Journal(jf), roster, TZ(), Indicator(), cfg)
 t.restore()

@@ -16,7 +16,7 @@ import mp
 
 SCRIPT = r"""
 import json, os, time, vfs
-from clockterm.boards.norflash import NorFlash
+from clockterm.boards.cutflash import CutFlash
 from clockterm.journal import Journal, JournalFull
 from clockterm.clock import iso_ms
 from clockterm.punch import Punch
@@ -34,7 +34,7 @@ def ms_since(t):
     return time.ticks_diff(time.ticks_ms(), t)
 
 def lfs(path, blocks):
-    fl = NorFlash(SEC, blocks, path=path)
+    fl = CutFlash(SEC, blocks, path=path)
     try:
         vfs.umount("/flash")
     except OSError:
@@ -54,7 +54,7 @@ def workload(j, fl, n):
 
 out = {}
 # raw: 64-sector ring wrapped about 2.5 times
-fl = NorFlash(SEC, 64, path=D + "/raw64.bin")
+fl = CutFlash(SEC, 64, path=D + "/raw64.bin")
 j = Journal(fl)
 b, e = workload(j, fl, 36000)
 out["raw.bytes_per_punch"] = b
@@ -62,7 +62,7 @@ out["raw.erases_per_punch"] = e
 out["raw.wraps"] = j._head_gen / j.segments
 fl.close()
 # raw: fill 2 MiB without acks, then recover (worst case: everything is pending)
-fl = NorFlash(SEC, 512, path=D + "/raw.bin")
+fl = CutFlash(SEC, 512, path=D + "/raw.bin")
 j = Journal(fl)
 n = 0
 while True:
@@ -75,7 +75,7 @@ out["raw.capacity_2mib"] = n
 out["raw.record_bytes"] = j._bytes / j._count
 fl.close()
 t = time.ticks_ms()
-j = Journal(NorFlash(SEC, 512, path=D + "/raw.bin"))
+j = Journal(CutFlash(SEC, 512, path=D + "/raw.bin"))
 out["raw.recovery_ms"] = ms_since(t)
 assert j.last_seq == n
 # littlefs: ring of 6 segments in a 256 KB filesystem, wrapped about 2.3 times
@@ -89,7 +89,7 @@ j.close()
 # littlefs: a full 2 MiB filesystem, segment files copied whole from the raw ring
 fl = lfs(D + "/lfs.bin", 512)
 os.mkdir("/flash/j")
-src = NorFlash(SEC, 512, path=D + "/raw.bin")
+src = CutFlash(SEC, 512, path=D + "/raw.bin")
 buf = bytearray(SEC)
 k = 0
 try:

@@ -7,7 +7,8 @@
 import gc
 import json
 
-from clockterm.boards.norflash import NorFlash, PowerCut, mount_lfs
+from clockterm.boards.cutflash import CutFlash, PowerCut
+from clockterm.boards.norflash import mount_lfs
 from clockterm.journal import Journal
 from clockterm.punch import Punch
 from clockterm.ring_lfs import LfsRing
@@ -40,7 +41,7 @@ def key(p):
 
 def open_j(img):
     """Power-up: a fresh chip object over the image, the store, the journal (recovery)."""
-    fl = NorFlash(block_size=SEC, block_count=NSEC, image=img)
+    fl = CutFlash(block_size=SEC, block_count=NSEC, image=img)
     if BACKEND == "raw":
         return fl, Journal(fl, POLICY)  # the raw partition is the store
     mount_lfs(fl, "/flash")

@@ -9,9 +9,9 @@ def test_nor_semantics_counters_and_cuts(tmp_path) -> None:
     img = tmp_path / "f.bin"
     out = mp.mp_json(f"""
 import json
-from clockterm.boards.norflash import NorFlash, PowerCut
+from clockterm.boards.cutflash import CutFlash, PowerCut
 res = {{}}
-for name, fl in (("ram", NorFlash(256, 4)), ("file", NorFlash(256, 4, path={str(img)!r}))):
+for name, fl in (("ram", CutFlash(256, 4)), ("file", CutFlash(256, 4, path={str(img)!r}))):
     b = bytearray(4)
     fl.read(0, b); r = {{"erased": list(b)}}
     fl.program(10, b"\\x0f\\xf0"); fl.program(10, b"\\x3c\\x3c")   # NOR: only clears bits
@@ -29,13 +29,13 @@ for name, fl in (("ram", NorFlash(256, 4)), ("file", NorFlash(256, 4, path={str(
         r["cut"] = True
     bb = bytearray(8); fl.read(16, bb); r["torn"] = list(bb)
     fl.program(32, b"\\x00" * 4); fl.erase(0); fl.read(0, bb); r["dead"] = list(bb)
-    g = NorFlash(256, 4); g.erase(0); g.program(0, b"\\x00" * 256); g.cut_after(0, torn=True)
+    g = CutFlash(256, 4); g.erase(0); g.program(0, b"\\x00" * 256); g.cut_after(0, torn=True)
     try:
         g.erase(0)
     except PowerCut:
         pass
     c = bytearray(256); g.read(0, c); r["half_erase"] = [c[0], c[127], c[128], c[255]]
-    h = NorFlash(256, 4); h.cut_after(0, torn=False)
+    h = CutFlash(256, 4); h.cut_after(0, torn=False)
     try:
         h.program(0, b"\\x00\\x00")
     except PowerCut:
@@ -43,10 +43,10 @@ for name, fl in (("ram", NorFlash(256, 4)), ("file", NorFlash(256, 4, path={str(
     h.read(0, bb); r["clean"] = list(bb[:2])
     res[name] = r
     fl.close()
-again = NorFlash(256, 4, path={str(img)!r}); b = bytearray(2); again.read(0, b)
+again = CutFlash(256, 4, path={str(img)!r}); b = bytearray(2); again.read(0, b)
 res["persisted"] = list(b)
 try:
-    NorFlash(256, 8, path={str(img)!r}); res["size_check"] = False
+    CutFlash(256, 8, path={str(img)!r}); res["size_check"] = False
 except ValueError:
     res["size_check"] = True
 print(json.dumps(res))

@@ -55,6 +55,7 @@ sys.modules["machine"] = _Machine
 
 from clockterm import app  # noqa: E402 (after the machine stand-in)
 from clockterm.boards import esp32  # noqa: E402
+from clockterm.boards.cutflash import CutFlash  # noqa: E402
 from clockterm.boards.norflash import NorFlash  # noqa: E402
 from clockterm.clock import Clock  # noqa: E402
 from clockterm.journal import Journal, JournalFull  # noqa: E402
@@ -152,7 +153,7 @@ def main():
     term.journal = full
     tap("memory-full", "04D5E6F7")
     # A flash that fails the write (here: the emulated chip loses power during it).
-    failing = NorFlash(block_size=512, block_count=4)
+    failing = CutFlash(block_size=512, block_count=4)
     term.journal = Journal(failing)
     failing.cut_after(0)
     tap("error", "04D5E6F7")

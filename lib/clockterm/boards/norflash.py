@@ -1,4 +1,5 @@
-# Emulated NOR flash: the sim board's flash chip, with wear counters and power-cut injection.
+# Emulated NOR flash: the sim board's flash chip (wear counters and power-cut injection for tests and
+# benchmarks: cutflash.py).
 #
 # NOR semantics as on the ESP32's SPI flash: erase sets a whole sector to 0xFF, a program can only
 # clear bits (the stored byte becomes old & new). The object speaks MicroPython's extended block
@@ -9,11 +10,6 @@
 # terminal). With a file, every program and erase is written through at once, so killing the process
 # is a power cut at operation granularity; the image is never held in RAM (a 2 MiB image would not fit
 # in the 100 KB heap).
-#
-# Power-cut injection: cut_after(n) lets n more program/erase operations complete; the next one is
-# torn (a prefix of a program lands, or the first part of a sector is erased) and raises PowerCut.
-# From then on the chip is dead: writes and erases are ignored silently (finalizers of objects that
-# still hold the device must not fail), reads still work so a test can inspect the image.
 
 from micropython import const
 
@@ -24,10 +20,6 @@ _IOCTL_BLOCK_COUNT = const(4)
 _IOCTL_BLOCK_SIZE = const(5)
 _IOCTL_BLOCK_ERASE = const(6)
 _CHUNK = const(256)  # bytes handled at a time when the image is a file
-
-
-class PowerCut(Exception):
-    """Raised by the operation during which the emulated power was cut."""
 
 
 class NorFlash:
@@ -51,37 +43,6 @@ class NorFlash:
             for a in range(0, self.size, _CHUNK):
                 img[a:a + _CHUNK] = ff
         self._tmp = bytearray(_CHUNK)
-        self.reset_counters()
-        self._cut_left = -1  # operations allowed before the cut; -1: no cut armed
-        self.torn = True
-        self.dead = False
-
-    # --- counters and power-cut injection -----------------------------------------------------
-
-    def reset_counters(self):
-        self.programs = 0  # program operations
-        self.bytes_programmed = 0
-        self.erases = 0  # sectors erased
-        self.ops = 0  # program + erase operations, the unit of cut_after()
-
-    def cut_after(self, n, torn=True):
-        """Arm a power cut: n more program/erase operations complete, the next one is cut."""
-        self._cut_left = n
-        self.torn = torn
-
-    def _op(self):
-        # Returns True when this operation is the one that gets cut.
-        if self.dead:
-            return None
-        self.ops += 1
-        if self._cut_left < 0:
-            return False
-        if self._cut_left == 0:
-            self.dead = True
-            self._cut_left = -1
-            return True
-        self._cut_left -= 1
-        return False
 
     def image(self):
         """A copy of the whole image (RAM-backed chips only): what a restart would find."""
@@ -112,17 +73,18 @@ class NorFlash:
 
     def program(self, addr, data):
         """Program data at addr: each byte becomes old & new (NOR can only clear bits)."""
-        n = len(data)
-        if addr < 0 or addr + n > self.size:
+        if addr < 0 or addr + len(data) > self.size:
             raise ValueError("program out of range")
-        cut = self._op()
-        if cut is None:
-            return
-        self.programs += 1
-        if cut:
-            n = n // 2 if self.torn else 0  # a torn program lands its first half
-        self.bytes_programmed += n
-        mv = memoryview(data)
+        self._program(addr, memoryview(data), len(data))
+
+    def erase(self, block):
+        """Erase one sector to 0xFF."""
+        if block < 0 or block >= self.block_count:
+            raise ValueError("erase out of range")
+        self._erase(block * self.block_size, self.block_size)
+
+    def _program(self, addr, mv, n):
+        # The first n bytes of mv programmed at addr
         if self._img is not None:
             img = self._img
             try:
@@ -145,21 +107,9 @@ class NorFlash:
                 self._f.write(a.to_bytes(k, "big"))
                 done += k
             self._f.flush()
-        if cut:
-            raise PowerCut("cut during program at 0x%x" % addr)
 
-    def erase(self, block):
-        """Erase one sector to 0xFF."""
-        if block < 0 or block >= self.block_count:
-            raise ValueError("erase out of range")
-        cut = self._op()
-        if cut is None:
-            return
-        self.erases += 1
-        n = self.block_size
-        if cut:
-            n = n // 2 if self.torn else 0  # a half-erased sector: its first half is 0xFF
-        start = block * self.block_size
+    def _erase(self, start, n):
+        # n bytes from start set to 0xFF
         if self._img is not None:
             mv = memoryview(self._img)
             for i in range(start, start + n):
@@ -175,8 +125,6 @@ class NorFlash:
                 self._f.write(memoryview(tmp)[:k])
                 done += k
             self._f.flush()
-        if cut:
-            raise PowerCut("cut during erase of sector %d" % block)
 
     # --- MicroPython block protocol (extended: offsets, explicit erase) -----------------------
 
@@ -199,7 +147,7 @@ class NorFlash:
         if op == _IOCTL_BLOCK_ERASE:
             self.erase(arg)
             return 0
-        if op == _IOCTL_SYNC and self._f is not None and not self.dead:
+        if op == _IOCTL_SYNC and self._f is not None:
             self._f.flush()
         return 0
 
