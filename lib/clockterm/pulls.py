@@ -1,7 +1,7 @@
 # The uplink's pulls from the central (docs/uplink.md): the roster and the device's config overlay, each a
-# conditional GET with its ETag kept on flash. Uplink.pull imports this module when the pulls are due
-# and forgets it after, so its code takes heap only while they run; the state they report (counters,
-# errors, config_pending) lives on the Uplink.
+# conditional GET with its ETag kept on flash. Uplink.pulls imports this module when the pulls are due
+# and forgets it after, so its code takes heap only while they run; the functions take the Uplink as `self`
+# (methods kept apart), whose attributes hold the state they report (counters, errors, config_pending).
 
 from micropython import const
 
@@ -12,14 +12,14 @@ _ROSTER_LINE = const(160)  # bytes of one roster line
 _CONFIG_MAX_BYTES = const(2048)  # largest config overlay taken (it holds a few policy fields)
 
 
-async def _get(up, name, accept, sink=None, timeout_ms=0, max_body=0):
+async def _get(self, name, accept, sink=None, timeout_ms=0, max_body=0):
     # Conditional GET of /v1/devices/<id>/<name> with the ETag kept in <fs_root>/<name>.etag:
     # (status, headers, body). A 401 drops the token (the next pull gets a new one).
-    if not await up.ensure_token():
+    if not await self.ensure_token():
         raise https.HTTPError("no token")
-    hdrs = "Authorization: Bearer %s\r\nAccept: %s\r\n" % (up.token, accept)
+    hdrs = "Authorization: Bearer %s\r\nAccept: %s\r\n" % (self.token, accept)
     try:
-        with open("%s/%s.etag" % (up.fs_root, name), "rb") as f:
+        with open("%s/%s.etag" % (self.fs_root, name), "rb") as f:
             etag = f.read(200).strip()
         # As the answer's header gave it (visible ASCII): a damaged file is no ETag, the whole
         # answer comes again (and its ETag replaces the file)
@@ -27,19 +27,14 @@ async def _get(up, name, accept, sink=None, timeout_ms=0, max_body=0):
             hdrs += "If-None-Match: %s\r\n" % etag.decode()
     except OSError:
         pass
-    ans = await up.client.request("GET", "/v1/devices/%s/%s" % (up.device_id, name), headers=hdrs,
+    ans = await self.client.request("GET", "/v1/devices/%s/%s" % (self.device_id, name), headers=hdrs,
                                   sink=sink, timeout_ms=timeout_ms, max_body=max_body)
     if ans[0] == 401:
-        up.token = None
+        self.token = None
     return ans
 
 
-def _save_etag(up, name, etag):
-    with open("%s/%s.etag" % (up.fs_root, name), "w") as f:
-        f.write(etag)
-
-
-async def roster(up):
+async def pull_roster(self):
     """Conditional GET of the roster; a 200 is streamed row by row into roster.new, checked and
     swapped in (RosterWriter), then reopened for lookups; the ETag goes to flash after the swap, so
     a reboot asks with it and a cut before leaves the old ETag (the roster is fetched again).
@@ -56,7 +51,7 @@ async def roster(up):
     def feed(data):
         nonlocal w, n
         if w is None:
-            w = RosterWriter(up.roster.path)
+            w = RosterWriter(self.roster.path)
         start = 0
         while True:
             i = data.find(b"\n", start)
@@ -78,17 +73,18 @@ async def roster(up):
                 w.add(parts[0], parts[1], parts[2] if len(parts) > 2 else "")
             start = i + 1
 
-    if up.roster.error:
+    if self.roster.error:
         # The file in force failed its check (or is of an older format): ask for the whole roster,
         # not whether it changed (an empty ETag is not sent).
-        _save_etag(up, "roster", "")
+        with open("%s/%s.etag" % (self.fs_root, "roster"), "w"):
+            pass
     try:
         # The long timeout is the roster request's own (a token request before it has the usual one).
-        status, hdrs, _ = await _get(up, "roster", "text/tab-separated-values", feed, _ROSTER_TIMEOUT_MS)
+        status, hdrs, _ = await _get(self, "roster", "text/tab-separated-values", feed, _ROSTER_TIMEOUT_MS)
         if status == 401:
             return False
         if status == 304:
-            up.roster_error = None
+            self.roster_error = None
             return False
         if status != 200:
             raise https.HTTPError("HTTP %d" % status)
@@ -99,33 +95,34 @@ async def roster(up):
     finally:
         if w is not None:
             w.abort()  # roster.new goes, the old roster stays
-    up.roster.open()  # same loop turn as the rename: no lookup sees a closed roster
+    self.roster.open()  # same loop turn as the rename: no lookup sees a closed roster
     new = hdrs.get("etag")
     if new:
-        _save_etag(up, "roster", new)
-    up.roster_pulls += 1
-    up.roster_error = None
+        with open("%s/%s.etag" % (self.fs_root, "roster"), "w") as f:
+            f.write(new)
+    self.roster_pulls += 1
+    self.roster_error = None
     log.info("uplink", "roster applied: %d badges" % badges)
     return True
 
 
-async def overlay(up):
+async def pull_config(self):
     """Conditional GET of the device's config overlay. A 200 is checked over the local config and
     written to config.central.json through a temp file and a rename, only when it changed
     (clockterm.config.save_overlay: the config module is imported for this and forgotten after, so
     that its code costs heap only during a pull); its ETag follows in config.etag after the swap.
     The next boot applies it. Returns True when an overlay was accepted; raises (old overlay kept)
     when it is refused."""
-    status, hdrs, body = await _get(up, "config", "application/json", None, 0, _CONFIG_MAX_BYTES)
+    status, hdrs, body = await _get(self, "config", "application/json", None, 0, _CONFIG_MAX_BYTES)
     if status == 401:
         return False
     if status == 304:
-        up.config_checks += 1
-        up.config_error = None
+        self.config_checks += 1
+        self.config_error = None
         return False
     if status != 200:
         raise https.HTTPError("HTTP %d" % status)
-    up.config_checks += 1
+    self.config_checks += 1
     new = hdrs.get("etag")
     hdrs = None
     import sys
@@ -135,20 +132,21 @@ async def overlay(up):
 
     try:
         # refused: raises
-        old, crc = config.save_overlay(body, up.fs_root + "/config.central.json", up.config_path,
-                                       up.good_config_path)
+        old, crc = config.save_overlay(body, self.fs_root + "/config.central.json", self.config_path,
+                                       self.good_config_path)
     finally:
         body = config = None
         if not keep:
             forget("clockterm.config")
-    if up.overlay_crc == -1:
-        up.overlay_crc = old  # only the uplink writes the file: the first pull sees the boot's overlay
+    if self._cfg_crc == -1:
+        self._cfg_crc = old  # only the uplink writes the file: the first pull sees the boot's overlay
     if crc != old:
-        up.config_writes += 1
-    up.config_pending = crc != up.overlay_crc
+        self.config_writes += 1
+    self.config_pending = crc != self._cfg_crc
     if new:  # after the swap: a cut before it leaves the old ETag, and the overlay is fetched again
-        _save_etag(up, "config", new)
-    up.config_pulls += 1
-    up.config_error = None
-    log.info("uplink", "config overlay accepted; applies at the next boot: %s" % up.config_pending)
+        with open("%s/%s.etag" % (self.fs_root, "config"), "w") as f:
+            f.write(new)
+    self.config_pulls += 1
+    self.config_error = None
+    log.info("uplink", "config overlay accepted; applies at the next boot: %s" % self.config_pending)
     return True

@@ -120,7 +120,7 @@ class Uplink:
         self.roster = roster if fs_root else None
         self.config_path = config_path if (config_path and fs_root) else None
         self.good_config_path = good_config_path
-        self.overlay_crc = -1  # CRC of the overlay this boot started with (None: none), known at the first 200
+        self._cfg_crc = -1  # CRC of the overlay this boot started with (None: none), known at the first 200
         self.config_pending = False  # the overlay on flash differs from the one this boot started with
         self._next_at = time.ticks_ms()  # next pulls: the first as soon as the clock is valid
         self.client = None
@@ -390,7 +390,7 @@ class Uplink:
 
     # --- pulls: roster and config (clockterm.pulls) -------------------------------------------
 
-    async def pull(self):
+    async def pulls(self):
         """The pulls that are configured (roster, config overlay), with the code of clockterm.pulls,
         imported for them and forgotten after: it takes heap only while it runs. A failed pull keeps the
         old roster or overlay in force (its error in roster_error or config_error)."""
@@ -399,15 +399,15 @@ class Uplink:
         try:
             if self.roster is not None:
                 try:
-                    await pulls.roster(self)
+                    await pulls.pull_roster(self)
                 except Exception as e:
-                    self.roster_error = "roster: %s" % e
+                    self.roster_error = "%s: %s" % ("roster", e)
                     self._error(self.roster_error)
             if self.config_path is not None:
                 try:
-                    await pulls.overlay(self)
+                    await pulls.pull_config(self)
                 except Exception as e:
-                    self.config_error = "config: %s" % e
+                    self.config_error = "%s: %s" % ("config", e)
                     self._error(self.config_error)
         finally:
             pulls = None
@@ -439,7 +439,7 @@ class Uplink:
                     # overlay in force, and holds up no punch.
                     if time.ticks_diff(time.ticks_ms(), self._next_at) >= 0:
                         self._next_at = time.ticks_add(time.ticks_ms(), _ROSTER_EVERY_MS)
-                        await self.pull()
+                        await self.pulls()
                     self.state = _IDLE
                     if time.ticks_diff(time.ticks_ms(), self._idle_since) > _IDLE_CLOSE_MS:
                         self.client.close()  # free the TLS session's memory while there is nothing to send
