@@ -63,6 +63,15 @@ _HEALTH_WORDS = const("ok degraded failing")
 _BAD_QUERY = const("expected after=<journal_id>:<seq>, limit=1..1000, format=csv or json")
 _READ = const(1)  # scope bits
 _ADMIN = const(2)
+# A request's head as run reads it (a list per connection, reused by each request), indexed by:
+_H_METHOD = const(0)  # bytes; None when the request line was refused
+_H_PATH = const(1)  # with its query string
+_H_AUTH = const(2)  # the Authorization value (b"": none)
+_H_ACCEPT = const(3)
+_H_MATCH = const(4)  # If-Match
+_H_LENGTH = const(5)  # Content-Length (0: none)
+_H_KEEP = const(6)  # False when the client said Connection: close
+_H_SIZE = const(7)
 # Counters (Server.counts, a list), in the order of _METRICS's last eight families
 _N_REQUESTS = const(0)
 _N_AUTH_FAILURES = const(1)
@@ -242,88 +251,19 @@ _X_SSE_CLEARED = const(49)
 
 async def run(self, stream, index):
     """Requests on one connection, one after the other (keep-alive), until it closes."""
-    sl = self.tasks[index]
+    req = [None] * _H_SIZE  # each request's head (_H_*)
     ms = _HEAD_MS  # a new connection's first head: whole within _HEAD_MS of the connection's start
     while True:
-        self.wait(index, ms)
-        line = b""
-        while line is not None and not line:  # empty lines before a request (RFC 9112 2.2): skipped
-            sl[_SL_USED] = 0
-            try:
-                line = await self.readline(index)
-            except ValueError:  # a request line past the head's limit (server.limit): a 414, below
-                line = None
-        if ms == _IDLE_MS:  # a kept-alive connection's next head: the rest within _HEAD_MS of its request line
-            self.wait(index, _HEAD_MS)
+        err = await _read_head(self, index, ms, req)
         ms = _IDLE_MS
-        # The head: request line, then header lines up to the blank one, within the limits. A head
-        # refused here is answered and the connection closed (its framing is not to be trusted).
-        err = None
-        method = path = None
-        auth = accept = match = b""
-        length = 0
-        keep = True
-        if line is None:
-            err = 414
-        else:
-            w = line.split(b" ")
-            if len(w) != 3 or not w[1].startswith(b"/"):
-                err = 400
-            elif w[2] != b"HTTP/1.1":  # (HTTP/1.0 too: the answers are streamed in chunks)
-                err = 505 if w[2].startswith(b"HTTP/") else 400
-            else:
-                method, path = w[0], w[1]
-        n = 0
-        while True:
-            try:
-                line = await self.readline(index)
-            except ValueError:  # a line past the head's limit (server.limit): a 431, next
-                line = None
-            if sl[_SL_USED] > _HEAD_MAX:
-                err = err or 431
-                break
-            if line is not None and not line:
-                break
-            n += 1
-            if n > _HEADERS_MAX:
-                err = err or 431
-                break
-            if line is None:
-                # A long header: read through and dropped (not one this server reads), unless it frames
-                # the body: then its body would be read as the next request (one smuggled past a proxy
-                # that read the header)
-                line = sl[_SL_DROP].lower()
-                if line.startswith(b"content-length:") or line.startswith(b"transfer-encoding:"):
-                    err = err or 431
-                continue
-            i = line.find(b":")
-            if i <= 0 or line[i - 1] == 32 or line[i - 1] == 9:
-                err = err or 400
-                continue
-            k = line[:i].lower()
-            v = line[i + 1:].strip()
-            if k == b"authorization":
-                auth = v
-            elif k == b"content-length":
-                if not v.isdigit() or len(v) > 9 or (length and int(v) != length):
-                    err = err or 400
-                else:
-                    length = int(v)
-            elif k == b"transfer-encoding":
-                err = err or 411  # only bodies with a Content-Length are taken
-            elif k == b"connection":
-                if v.lower().find(b"close") >= 0:
-                    keep = False
-            elif k == b"accept":
-                accept = v
-            elif k == b"if-match":
-                match = v
         self.counts[_N_REQUESTS] += 1
         if err is not None:
+            # A head refused is answered and the connection closed (its framing is not to be trusted)
             await _error(self, stream, err, None, False)
             return
-        if method == b"HEAD":  # not served (an answer to HEAD has no body): its head alone
-            keep = keep and not length  # a body not read leaves the connection unusable (as in request)
+        keep = req[_H_KEEP]
+        if req[_H_METHOD] == b"HEAD":  # not served (an answer to HEAD has no body): its head alone
+            keep = keep and not req[_H_LENGTH]  # a body not read leaves the connection unusable (as in request)
             head(self, stream, 501, _JSON, 0, keep)
             await stream.drain()
             if keep:
@@ -331,7 +271,7 @@ async def run(self, stream, index):
             return
         self.wait(index, _WRITE_MS, True)
         try:
-            keep = await request(self, stream, index, method, path, auth, accept, match, length) and keep
+            keep = await request(self, stream, index, req) and keep
         except MemoryError:
             # Not enough heap for this answer now (say a config document while a flush runs): said,
             # the connection closed; nothing changed.
@@ -341,6 +281,87 @@ async def run(self, stream, index):
         if not keep:
             return
 
+
+async def _read_head(self, index, ms, req):
+    # The next request's head into req (_H_*): its request line within ms (a kept-alive connection waits
+    # _IDLE_MS for it, a new one _HEAD_MS), the rest within _HEAD_MS of it, within the head's limits.
+    # Returns None, or the status code that refuses the head (read through to its blank line when the
+    # limits allow).
+    sl = self.tasks[index]
+    self.wait(index, ms)
+    line = b""
+    while line is not None and not line:  # empty lines before a request (RFC 9112 2.2): skipped
+        sl[_SL_USED] = 0
+        try:
+            line = await self.readline(index)
+        except ValueError:  # a request line past the head's limit (server.limit): a 414, below
+            line = None
+    if ms == _IDLE_MS:
+        self.wait(index, _HEAD_MS)
+    req[_H_METHOD] = req[_H_PATH] = None
+    req[_H_AUTH] = req[_H_ACCEPT] = req[_H_MATCH] = b""
+    req[_H_LENGTH] = 0
+    req[_H_KEEP] = True
+    err = None
+    if line is None:
+        err = 414
+    else:
+        w = line.split(b" ")
+        if len(w) != 3 or not w[1].startswith(b"/"):
+            err = 400
+        elif w[2] != b"HTTP/1.1":  # (HTTP/1.0 too: the answers are streamed in chunks)
+            err = 505 if w[2].startswith(b"HTTP/") else 400
+        else:
+            req[_H_METHOD], req[_H_PATH] = w[0], w[1]
+    n = 0
+    while True:
+        try:
+            line = await self.readline(index)
+        except ValueError:  # a line past the head's limit (server.limit): a 431, next
+            line = None
+        if sl[_SL_USED] > _HEAD_MAX:
+            return err or 431
+        if line is not None and not line:
+            return err
+        n += 1
+        if n > _HEADERS_MAX:
+            return err or 431
+        if line is None:
+            # A long header: read through and dropped (not one this server reads), unless it frames
+            # the body: then its body would be read as the next request (one smuggled past a proxy
+            # that read the header)
+            line = sl[_SL_DROP].lower()
+            if line.startswith(b"content-length:") or line.startswith(b"transfer-encoding:"):
+                err = err or 431
+        else:
+            err = err or _header(line, req)
+
+
+def _header(line, req):
+    # One header line into req (_H_*), when it is one this server reads; returns the status code that
+    # refuses it, else None.
+    i = line.find(b":")
+    if i <= 0 or line[i - 1] == 32 or line[i - 1] == 9:
+        return 400
+    k = line[:i].lower()
+    v = line[i + 1:].strip()
+    if k == b"authorization":
+        req[_H_AUTH] = v
+    elif k == b"content-length":
+        length = req[_H_LENGTH]
+        if not v.isdigit() or len(v) > 9 or (length and int(v) != length):
+            return 400
+        req[_H_LENGTH] = int(v)
+    elif k == b"transfer-encoding":
+        return 411  # only bodies with a Content-Length are taken
+    elif k == b"connection":
+        if v.lower().find(b"close") >= 0:
+            req[_H_KEEP] = False
+    elif k == b"accept":
+        req[_H_ACCEPT] = v
+    elif k == b"if-match":
+        req[_H_MATCH] = v
+    return None
 
 
 async def _error(self, stream, code, msg=None, alive=True, headers=""):
@@ -419,8 +440,9 @@ def auth(self, index, value):
 
 # --- routes -----------------------------------------------------------------------------------
 
-async def request(self, stream, index, method, path, token, accept, match, length):
-    # The request's answer; returns whether the connection may stay open.
+async def request(self, stream, index, req):
+    # The answer to the request whose head is req (_H_*); returns whether the connection may stay open.
+    method, path, accept, length = req[_H_METHOD], req[_H_PATH], req[_H_ACCEPT], req[_H_LENGTH]
     args = b""  # the query string
     i = path.find(b"?")
     if i >= 0:
@@ -435,7 +457,7 @@ async def request(self, stream, index, method, path, token, accept, match, lengt
         need = _ADMIN
     elif r == _RT_HEALTH and self.free:
         need = 0
-    scope = auth(self, index, token) if need else need
+    scope = auth(self, index, req[_H_AUTH]) if need else need
     if scope is None:
         return await _error(self, stream, 429, None, False, _line(_X_RETRY) % (_FAIL_HOLD_MS // 1000))
     if scope & need != need:
@@ -449,7 +471,7 @@ async def request(self, stream, index, method, path, token, accept, match, lengt
         return await _error(self, stream, 405, None, keep, _line(_X_ALLOW) % allow.decode().replace(" ", ", "))
     if method == b"PUT":
         if r == _RT_CONFIG:
-            return await update(self, stream, index, length, match)
+            return await update(self, stream, index, length, req[_H_MATCH])
         return await roster(self, stream, index, length)
     if length:
         return await _error(self, stream, 413, _line(_X_NO_BODY), False)
