@@ -50,6 +50,8 @@ for m in MODULES:
     M(m)
 import clockterm
 from clockterm import app
+app.load_modules()  # as app.run does: also interns the names of the modules loaded later
+M("load_modules")
 board = app.load_board()
 M("board()")
 board.mount_fs()

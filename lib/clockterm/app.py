@@ -432,15 +432,29 @@ def _crash_count(board, add=None):
     return n
 
 
-def run():
-    """Entry point called by main.py: safe mode, config, then the app until the board resets."""
-    # The modules the running terminal needs, imported one by one with a collection after each, so
-    # that the code objects pack together at the bottom of the heap instead of leaving holes between
-    # them that later fragment it (a fragmented heap fails large allocations with plenty free).
-    # (One string, split here: ten string constants would be held with this module; docs/heap.md.)
+def load_modules():
+    """Import the modules the running terminal holds, one by one with a collection after each, so that
+    the code objects pack together at the bottom of the heap instead of leaving holes between them that
+    later fragment it (a fragmented heap fails large allocations with plenty free). Then the modules
+    loaded only now and then (the endpoint's, the uplink's pulls, the roster writer's checks), imported
+    once and forgotten: their names stay interned for good, so the interned-name (qstr) pool has its
+    final size from boot on. Otherwise a first import later, in the middle of a request on a fragmented
+    heap, could be the one that grows the pool (a new pool is twice the last: about 7 KB on a 64-bit
+    host, 4 KB on an ESP32) and fail with MemoryError (docs/heap.md, "Interned names"). The config
+    module and the TZ parser are imported at every boot anyway."""
+    # (One string each, split here: a string constant per name would be held with this module.)
     for name in "punch journal clock tz roster terminal sntp https uplink server".split():
         __import__("clockterm." + name)
         gc.collect()
+    for name in "endpoint pulls roster_file".split():
+        __import__("clockterm." + name)
+        forget("clockterm." + name)
+        gc.collect()
+
+
+def run():
+    """Entry point called by main.py: safe mode, config, then the app until the board resets."""
+    load_modules()
     try:
         board = load_board()
     except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, ImportError) as e:
