@@ -3,111 +3,19 @@
 from __future__ import annotations
 
 import pytest
-from mp import mp_json, run_mp
+from mp import mp_json, run_mp, script
 
-# Simulated hardware at the machine level: two pins, a controllable microsecond clock, and an
-# independent reference encoder/decoder (written from the Wiegand spec, not from the driver).
-PRELUDE = r"""
-import json, time, micropython, random
-from clockterm.drivers.wiegand import Wiegand
+# The simulated pins and clock, the reference encoder/decoder and the cases: tests/wiegand_mp.py.
 
-class Clock:
-    def __init__(self, start):
-        self.t = start
-    def us(self):
-        return self.t
-    def ms(self):
-        return self.t // 1000
-    def adv(self, dt):
-        self.t = time.ticks_add(self.t, dt)
 
-class SimPin:
-    IRQ_FALLING = 2
-    def __init__(self, clk):
-        self.v = 1
-        self.h = None
-        self.clk = clk
-    def irq(self, handler=None, trigger=0):
-        self.h = handler
-    def value(self):
-        return self.v
-    def fall(self):
-        self.v = 0
-        if self.h is not None:
-            self.h(self)
-        self.v = 1
-
-def rig(start=0, **kw):
-    clk = Clock(start)
-    d0 = SimPin(clk)
-    d1 = SimPin(clk)
-    w = Wiegand(d0, d1, ticks_us=clk.us, ticks_ms=clk.ms, **kw)
-    return clk, d0, d1, w
-
-def send(clk, d0, d1, bits, dt=2000):
-    for b in bits:
-        clk.adv(dt)
-        (d1 if b else d0).fall()
-
-LAYOUT = {26: (8, 16), 34: (16, 16), 37: (16, 19)}
-PAR = {26: (12, 13), 34: (16, 17), 37: (18, 18)}  # even over data[0:e], odd over data[o-1:]
-
-def encode(n, fac, card):
-    fb, cb = LAYOUT[n]
-    data = [(fac >> (fb - 1 - i)) & 1 for i in range(fb)] + [(card >> (cb - 1 - i)) & 1 for i in range(cb)]
-    e, o = PAR[n]
-    pe = sum(data[:e]) & 1           # even parity bit makes the count even
-    po = 1 - (sum(data[o - 1:]) & 1)  # odd parity bit makes the count odd
-    return [pe] + data + [po]
-
-def ref_decode(bits, allowed=(26, 34, 37)):
-    n = len(bits)
-    if n not in allowed:
-        return None
-    e, o = PAR[n]
-    data = bits[1:-1]
-    if (bits[0] + sum(data[:e])) & 1 != 0 or (bits[-1] + sum(data[o - 1:])) & 1 != 1:
-        return None
-    fb, cb = LAYOUT[n]
-    fac = 0
-    for b in data[:fb]:
-        fac = fac * 2 + b
-    card = 0
-    for b in data[fb:]:
-        card = card * 2 + b
-    if n == 26:
-        return "%03d:%05d" % (fac, card)
-    if n == 34:
-        return "%05d:%05d" % (fac, card)
-    return "%05d:%06d" % (fac, card)
-"""
+def case(name: str, timeout: float = 120, **settings: object) -> dict:
+    out = mp_json(script("wiegand_mp.py", {"CASE": name, **settings}, "main()"), timeout=timeout)
+    assert isinstance(out, dict)
+    return out
 
 
 def test_valid_frames_all_lengths_and_formats() -> None:
-    out = mp_json(PRELUDE + r"""
-res = {}
-clk, d0, d1, w = rig()
-for n, fac, card in ((26, 123, 4567), (26, 255, 65535), (26, 0, 1), (34, 4660, 22136), (37, 65535, 524287),
-                     (37, 12, 345678)):
-    send(clk, d0, d1, encode(n, fac, card))
-    r1 = w.poll()               # frame not ended yet: the gap has not elapsed
-    clk.adv(30000)
-    r2 = w.poll()
-    r3 = w.poll()               # taken once only
-    res["%d/%d/%d" % (n, fac, card)] = [r1, r2, r3]
-# other formats on fresh readers
-for fmt in ("hex", "dec"):
-    clk, d0, d1, w = rig(id_format=fmt)
-    got = []
-    for n, fac, card in ((26, 0x12, 0x3456), (34, 0xDEAD, 0xBEEF), (37, 1, 2)):
-        send(clk, d0, d1, encode(n, fac, card))
-        clk.adv(30000)
-        got.append(w.poll())
-    res[fmt] = got
-res["ok"] = w.frames_ok
-res["bad"] = w.frames_bad
-print(json.dumps(res))
-""")
+    out = case("valid")
     assert out["26/123/4567"] == [None, "123:04567", None]
     assert out["26/255/65535"][1] == "255:65535"
     assert out["26/0/1"][1] == "000:00001"
@@ -120,34 +28,7 @@ print(json.dumps(res))
 
 
 def test_malformed_frames_rejected_and_counted() -> None:
-    out = mp_json(PRELUDE + r"""
-clk, d0, d1, w = rig(bits=(26, 34))
-res = []
-def frame(bits, dt=2000):
-    send(clk, d0, d1, bits, dt)
-    clk.adv(30000)
-    res.append(w.poll())
-good = encode(26, 10, 20)
-for i in range(26):                  # every single-bit flip breaks a parity
-    b = list(good); b[i] ^= 1
-    frame(b)
-frame(good[:25])                     # short
-frame(good + [0])                    # long
-frame(encode(37, 1, 1))              # 37 not enabled on this reader
-frame([1] * 80, dt=1500)             # noise burst longer than the buffer
-frame(good, dt=50)                   # bits far too close together: a glitch train
-# both lines low at once in the middle of a frame
-for j, b in enumerate(good):
-    clk.adv(2000)
-    other = d0 if b else d1
-    if j == 5:
-        other.v = 0
-    (d1 if b else d0).fall()
-    other.v = 1
-clk.adv(30000); res.append(w.poll())
-frame(good)                          # a good one still works after all that
-print(json.dumps({"res": res, "st": w.status()}))
-""")
+    out = case("malformed")
     res, st = out["res"], out["st"]
     assert res[:-1] == [None] * (len(res) - 1)
     assert res[-1] == "010:00020"
@@ -159,17 +40,7 @@ print(json.dumps({"res": res, "st": w.status()}))
 
 
 def test_gap_splits_frames_and_unpolled_frame_is_counted_lost() -> None:
-    out = mp_json(PRELUDE + r"""
-clk, d0, d1, w = rig()
-# Two frames back to back separated by more than the gap, poll only after both.
-send(clk, d0, d1, encode(26, 1, 2)); clk.adv(40000)
-send(clk, d0, d1, encode(26, 3, 4)); clk.adv(40000)
-a = w.poll()
-# Bits separated by less than the gap stay in one frame: two 26-bit frames glued = 52 bits, bad.
-send(clk, d0, d1, encode(26, 5, 6) + encode(26, 7, 8)); clk.adv(40000)
-b = w.poll()
-print(json.dumps({"a": a, "b": b, "st": w.status()}))
-""")
+    out = case("gap")
     assert out["a"] == "003:00004"
     assert out["b"] is None
     assert out["st"]["lost"] == 1
@@ -177,95 +48,19 @@ print(json.dumps({"a": a, "b": b, "st": w.status()}))
 
 
 def test_tick_wraparound_and_hold() -> None:
-    out = mp_json(PRELUDE + r"""
-start = time.ticks_add(0, -30000)    # 30 ms before the tick counter wraps
-clk, d0, d1, w = rig(start=start, hold_ms=1000)
-res = []
-send(clk, d0, d1, encode(26, 9, 99))  # crosses the wrap in the middle of the frame
-clk.adv(30000); res.append(w.poll())
-send(clk, d0, d1, encode(26, 9, 99)); clk.adv(30000); res.append(w.poll())   # held: same id soon after
-clk.adv(2000000)
-send(clk, d0, d1, encode(26, 9, 99)); clk.adv(30000); res.append(w.poll())   # new presentation
-send(clk, d0, d1, encode(26, 9, 98)); clk.adv(30000); res.append(w.poll())   # another card at once
-print(json.dumps({"res": res, "held": w.held}))
-""")
+    out = case("wrap_and_hold")
     assert out["res"] == ["009:00099", None, "009:00099", "009:00098"]
     assert out["held"] == 1
 
 
 def test_interrupt_handlers_do_not_allocate() -> None:
-    out = mp_json(PRELUDE + r"""
-clk, d0, d1, w = rig()
-bits = encode(34, 4321, 8765)
-ok = True
-try:
-    for rep in range(3):
-        for b in bits:
-            clk.t += 2000      # small-int arithmetic only while the heap is locked
-            p = d1 if b else d0
-            micropython.heap_lock()
-            try:
-                p.fall()
-            finally:
-                micropython.heap_unlock()
-        # overflow path and noise path also run under the lock
-        for k in range(70):
-            clk.t += 100
-            micropython.heap_lock()
-            try:
-                d0.fall()
-            finally:
-                micropython.heap_unlock()
-        clk.t += 40000
-except MemoryError:
-    ok = False
-print(json.dumps({"ok": ok, "overflow_seen": w._flags}))
-""")
+    out = case("no_alloc")
     assert out["ok"] is True
     assert out["overflow_seen"] != 0  # the last burst did reach the overflow/noise branches
 
 
-def _fuzz_script(cases: int, seed: int) -> str:
-    return PRELUDE + f"""
-random.seed({seed})
-clk, d0, d1, w = rig()
-mismatch = []
-expect_ok = 0
-for case in range({cases}):
-    kind = random.getrandbits(2)
-    if kind == 0:
-        n = (26, 34, 37)[random.getrandbits(8) % 3]
-        fb, cb = LAYOUT[n]
-        bits = encode(n, random.getrandbits(fb), random.getrandbits(cb))
-    elif kind == 1:
-        n = (26, 34, 37)[random.getrandbits(8) % 3]
-        fb, cb = LAYOUT[n]
-        bits = encode(n, random.getrandbits(fb), random.getrandbits(cb))
-        for _ in range(1 + random.getrandbits(2)):
-            bits[random.getrandbits(8) % n] ^= 1
-    else:
-        bits = [random.getrandbits(1) for _ in range(random.getrandbits(7) % 72)]
-    if not bits:
-        continue
-    want = ref_decode(bits) if len(bits) <= 64 else None
-    send(clk, d0, d1, bits, dt=600 + random.getrandbits(10))
-    clk.adv(26000 + random.getrandbits(12))
-    try:
-        got = w.poll()
-    except Exception as e:
-        mismatch.append(["raise", repr(e), bits])
-        break
-    if got != want:
-        mismatch.append([bits, want, got])
-    if want is not None:
-        expect_ok += 1
-print(json.dumps({{"mismatch": mismatch[:5], "n_mismatch": len(mismatch), "ok": w.frames_ok,
-                  "expect_ok": expect_ok, "bad": w.frames_bad}}))
-"""
-
-
 def test_fuzz_bit_streams_against_reference() -> None:
-    out = mp_json(_fuzz_script(1500, 1))
+    out = case("fuzz", N=1500, SEED=1)
     assert out["n_mismatch"] == 0, out["mismatch"]
     assert out["ok"] == out["expect_ok"] > 100
     assert out["bad"] > 100
@@ -274,7 +69,7 @@ def test_fuzz_bit_streams_against_reference() -> None:
 @pytest.mark.soak
 def test_fuzz_bit_streams_soak() -> None:
     for seed in range(2, 8):
-        out = mp_json(_fuzz_script(20000, seed), timeout=600)
+        out = case("fuzz", timeout=600, N=20000, SEED=seed)
         assert out["n_mismatch"] == 0, out["mismatch"]
 
 
