@@ -181,21 +181,15 @@ def test_pin_uses_cover_every_pin_field_of_the_schema() -> None:
 
 @pytest.mark.parametrize("path", REAL, ids=[p.stem for p in REAL])
 def test_real_board_builds_on_the_esp32_board_layer(path: Path) -> None:
-    # The shipped config against lib/clockterm/boards/esp32.py with the machine/network stand-ins.
-    from mp import mp_json
+    # The shipped config against lib/clockterm/boards/esp32.py with the machine/network stand-ins
+    # (tests/board_esp32_mp.py).
+    from mp import mp_json, script
 
     fakes = str(Path(__file__).resolve().parent / "fakes")
     cfg = json.loads(path.read_text())
-    out = mp_json(f"""
-import sys, json
-sys.path.insert(0, {fakes!r})
-from clockterm.boards import esp32 as board_esp32
-term = {{"network": {{"wifi_ssid": "shop", "wifi_password": "pw", "static_ip": None}}}}
-b = board_esp32.Board(json.loads({json.dumps(json.dumps(cfg))}))
-b.configure(term)
-(kind, r), = b.readers()
-print(json.dumps([kind, type(r).__name__, r.poll(), b.indicator.screen is not None]))
-""")
+    term = {"network": {"wifi_ssid": "shop", "wifi_password": "pw", "static_ip": None}}
+    out = mp_json(script("board_esp32_mp.py", {"CASE": "build", "FAKES": fakes, "BOARD": json.dumps(cfg),
+                                                "TERM": json.dumps(term)}, "main()"))
     kind, _cls, polled, has_display = out
     assert kind == cfg["reader"]["type"]
     assert polled is None
