@@ -6,7 +6,7 @@ import json
 import subprocess
 
 from clockterm_host import REPO, bundle
-from mp import run_mp
+from mp import run_mp, script
 
 
 def test_every_lib_module_compiles(tmp_path):
@@ -42,12 +42,7 @@ def test_every_core_module_imports_on_the_unix_port():
         for p in (REPO / "lib" / "clockterm").rglob("*.py")
         if "drivers" not in p.parts and p.stem not in ("esp32", "__init__")
     )
-    script = "import json\nout = {}\n"
-    for m in mods:
-        script += (f"try:\n    __import__({m!r})\n    out[{m!r}] = 'ok'\n"
-                   f"except Exception as e:\n    out[{m!r}] = repr(e)\n")
-    script += "print(json.dumps(out))\n"
-    r = run_mp(script)
+    r = run_mp(script("bundle_mp.py", {"MODS": mods}, "main()"))
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got == dict.fromkeys(mods, "ok")
 
