@@ -10,59 +10,13 @@ import mp
 
 BUF = 512  # the answer buffer of these runs: a fraction of the documents below
 
-SCRIPT = """
-import asyncio, json
-from clockterm.boards import sim
-from clockterm.app import OutBuf
-
-cfg = json.loads(%r)
-docs = cfg["docs"]
-board = sim.Board({"flash": {"fs_kb": 8, "journal": {"backend": "raw", "size_kb": 8}}}, cfg["state"])
-board.port = cfg["port"]
-out = OutBuf(cfg["buf"])
-
-
-def status():
-    d = docs.pop(0)
-    if d is None:
-        raise MemoryError("status")
-    return d
-
-
-async def main():
-    srv = board.start(lambda badge: "OK 1 " + badge, status, out)
-    asyncio.create_task(srv.run())
-    clobbers = 0
-
-    async def other_user():
-        # The buffer's other users (the uplink, another client): fill it whole at every loop turn.
-        nonlocal clobbers
-        while True:
-            out.reset().write(b"#" * len(out.buf))
-            clobbers += 1
-            await asyncio.sleep_ms(0)
-
-    other = asyncio.create_task(other_user())
-    r, w = await asyncio.open_connection("127.0.0.1", cfg["port"])
-    lines = []
-    for cmd in cfg["cmds"]:
-        w.write(cmd.encode() + b"\\n")
-        await w.drain()
-        lines.append((await r.readline()).decode())
-    w.close()
-    other.cancel()
-    print(json.dumps({"lines": lines, "clobbers": clobbers}))
-
-
-asyncio.run(main())
-"""
-
+# The server, its buffer's other user and the client: tests/control_port_mp.py.
 
 def run(tmp_path: Path, docs: list, cmds: list[str]) -> dict:
     from clockterm_host.sim import free_port
 
     cfg = {"docs": docs, "cmds": cmds, "state": str(tmp_path / "state"), "port": free_port(), "buf": BUF}
-    out = mp.mp_json(SCRIPT % json.dumps(cfg), timeout=60)
+    out = mp.mp_json(mp.script("control_port_mp.py", {"CFG": json.dumps(cfg)}, "main()"), timeout=60)
     assert isinstance(out, dict)
     return out
 
