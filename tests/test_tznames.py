@@ -65,12 +65,7 @@ def test_every_zone_runs_on_the_device_as_zoneinfo_has_it() -> None:
         for rule, (_, points, _) in cases.items():
             f.write(json.dumps([rule, points]) + "\n")
         f.flush()
-        script = ("import sys, json\nfrom clockterm import tz\n"
-                  "for line in open(sys.argv[1]):\n"
-                  "    rule, pts = json.loads(line)\n"
-                  "    z = tz.TZ(rule)\n"
-                  "    print(json.dumps([rule, [z.offset_s(t) for t in pts]]))\n")
-        out = mp.run_mp(script, args=[f.name]).stdout
+        out = mp.run_mp(mp.script("tznames_mp.py", tail="main()"), args=[f.name]).stdout
     got = dict(json.loads(ln) for ln in out.splitlines() if ln.startswith("["))
     wrong = {r: (c[0], c[1], c[2], got[r]) for r, c in cases.items() if got[r] != c[2]}
     assert not wrong, wrong
