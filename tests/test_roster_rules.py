@@ -15,7 +15,7 @@ from clockterm_host import roster
 from clockterm_host.central import Handle
 from clockterm_host.central.cli import main as central_main
 from clockterm_host.cli import main as cli_main
-from mp import mp_json
+from mp import mp_json, script
 
 HEAD = "badge,employee_id,name\n"
 GOOD = HEAD + "04A1B2C3,E1,Ada Lovelace\n123:45678,E2,Grace Hopper\n"
@@ -84,32 +84,16 @@ def test_bad_roster_refused_by_cli_and_central_alike(case: str, text: str | byte
     assert central.store.roster("term-1") == before
 
 
-WRITE = """
-import json
-from clockterm.roster import RosterWriter
-out = []
-for rows in CASES:
-    w = RosterWriter(P)
-    try:
-        for r in rows:
-            w.add(*r)
-        w.commit()
-        out.append("accepted")
-    except ValueError as e:
-        out.append(str(e))
-print(json.dumps(out))
-"""
-
-
 def test_terminal_refuses_the_same_rows(tmp_path: Path) -> None:
     # The rows of each case as a central that does not check would send them (sorted as the device
-    # compares badges), written through the terminal's RosterWriter, as its roster pull does.
+    # compares badges), written through the terminal's RosterWriter, as its roster pull does
+    # (tests/roster_rules_mp.py).
     cases = []
     for _case, text, _problem in ROW_CASES:
         lines = [ln for ln in roster.parse_csv(text)]
         cases.append(sorted(([r.badge, r.employee_id, r.name] for r in lines),
                             key=lambda r: r[0].strip().upper().encode()))
-    out = mp_json(f"P = {str(tmp_path / 'roster.bin')!r}\nCASES = {cases!r}\n" + WRITE)
+    out = mp_json(script("roster_rules_mp.py", {"P": str(tmp_path / "roster.bin"), "CASES": cases}, "main()"))
     for (case, _text, problem), got in zip(ROW_CASES, out, strict=True):
         rule = problem.split(": ", 1)[1] if problem.startswith("line ") else problem
         rule = rule.split(" (also on line")[0]  # the host names both lines of a duplicate; the terminal one
