@@ -74,7 +74,7 @@ class Boots:
 
 def flash(state: Path, files: dict[str, bytes | None]) -> None:
     """Write (or remove: None) files in a stopped sim terminal's flash, through the device's own
-    LittleFS, in pieces (a file may be larger than the interpreter's heap)."""
+    LittleFS, in pieces (a file may be larger than the interpreter's heap): tests/fsimage_mp.py."""
     fs_kb = mp.bundle.board_config("sim")["flash"]["fs_kb"]
     with tempfile.TemporaryDirectory() as tmp:
         plan = []
@@ -84,27 +84,8 @@ def flash(state: Path, files: dict[str, bytes | None]) -> None:
                 src = str(Path(tmp) / str(i))
                 Path(src).write_bytes(data)
             plan.append([name, src])
-        script = f"""
-import os
-from clockterm.boards.norflash import NorFlash, mount_lfs
-mount_lfs(NorFlash(4096, {fs_kb * 1024 // 4096}, path={str(state / 'fs.bin')!r}), "/flash")
-buf = bytearray(4096)
-for name, src in {plan!r}:
-    if src is None:
-        try:
-            os.remove("/flash/" + name)
-        except OSError:
-            pass
-        continue
-    with open(src, "rb") as f, open("/flash/" + name, "wb") as out:
-        while True:
-            n = f.readinto(buf)
-            if not n:
-                break
-            out.write(memoryview(buf)[:n])
-print("ok")
-"""
-        assert mp.run_mp(script).stdout.strip().endswith("ok")
+        settings = {"OP": "put", "IMAGE": str(state / "fs.bin"), "BLOCKS": fs_kb * 1024 // 4096, "PLAN": plan}
+        assert mp.run_mp(mp.script("fsimage_mp.py", settings, "main()")).stdout.strip().endswith("ok")
 
 
 NESTED = b"[" * 3000 + b"]" * 3000

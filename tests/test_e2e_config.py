@@ -20,28 +20,11 @@ OVERLAY = {"tz": "JST-9", "terminal": {"duplicate_window_s": 3600}}
 
 def flash_file(state: Path, name: str, write: str | None = None) -> dict[str, Any] | None:
     """Read (or first write) a file in a stopped sim terminal's LittleFS image, with the device's own
-    filesystem: {"text", "mtime"} or None when it does not exist."""
+    filesystem (tests/fsimage_mp.py): {"text", "mtime"} or None when it does not exist."""
     fs_kb = mp.bundle.board_config("sim")["flash"]["fs_kb"]
-    script = f"""
-import json, os, vfs
-from clockterm.boards.norflash import NorFlash
-flash = NorFlash(4096, {fs_kb * 1024 // 4096}, path={str(state / 'fs.bin')!r})
-vfs.mount(vfs.VfsLfs2(flash), "/flash")
-p = "/flash/" + {name!r}
-w = {write!r}
-if w is not None:
-    with open(p, "w") as f:
-        f.write(w)
-try:
-    st = os.stat(p)
-    with open(p) as f:
-        print(json.dumps({{"text": f.read(), "mtime": st[8]}}))
-except OSError:
-    print("null")
-vfs.umount("/flash")
-flash.close()
-"""
-    out = mp.mp_json(script)
+    settings = {"OP": "read", "IMAGE": str(state / "fs.bin"), "BLOCKS": fs_kb * 1024 // 4096, "NAME": name,
+                "WRITE": write}
+    out = mp.mp_json(mp.script("fsimage_mp.py", settings, "main()"))
     assert out is None or isinstance(out, dict)
     return out
 

@@ -24,22 +24,14 @@ def boot(term, timeout: float = 30) -> int:
 
 
 def flash_file(state: Path, name: str, remove: bool = False) -> str | None:
-    """Read (or remove) a file of the terminal's LittleFS image fs.bin, as a technician at the REPL would."""
+    """Read (or remove) a file of the terminal's LittleFS image fs.bin, as a technician at the REPL would
+    (tests/fsimage_mp.py)."""
     kb = SIM_BOARD["flash"]["fs_kb"]
-    script = f"""
-import json, os, vfs
-from clockterm.boards.norflash import NorFlash
-vfs.mount(vfs.VfsLfs2(NorFlash(4096, {kb * 1024 // 4096}, path={str(state / 'fs.bin')!r})), "/flash")
-try:
-    with open("/flash/{name}") as f:
-        text = f.read()
-    if {remove!r}:
-        os.remove("/flash/{name}")
-except OSError:
-    text = None
-print(json.dumps(text))
-"""
-    out = mp.mp_json(script)
+    settings = {"OP": "read", "IMAGE": str(state / "fs.bin"), "BLOCKS": kb * 1024 // 4096, "NAME": name,
+                "REMOVE": remove}
+    out = mp.mp_json(mp.script("fsimage_mp.py", settings, "main()"))
+    assert out is None or isinstance(out, dict)
+    out = None if out is None else out["text"]
     assert out is None or isinstance(out, str)
     return out
 
