@@ -1,19 +1,24 @@
 # MicroPython side of the in/out state tests: a Terminal on a real journal (emulated NOR flash) and a
 # real roster (LittleFS), a settable UTC clock and ESP32-like ticks (wrapping at 2**30 ms).
-# ruff: noqa (MicroPython code, not CPython: runs under the unix port with D set by the caller)
 #
-# test_inout.py runs this under micropython with the compiled bundle; it prints one JSON document of
-# what each scenario saw. Not collected by pytest (no test_ prefix).
+# tests/test_inout.py runs this under the unix port with the compiled bundle (linted with the firmware's
+# rules, lib/ruff.toml). It prepends the setting D (a scratch folder for the flash images) as an
+# assignment; the module runs its scenarios as it is imported and prints one JSON document of what each
+# scenario saw. Not collected by pytest (no test_ prefix).
 
 import json
 import vfs
 
+from clockterm import log
 from clockterm import terminal as term_mod
 from clockterm.boards.norflash import NorFlash
+from clockterm.clock import iso_ms
 from clockterm.journal import Journal
+from clockterm.punch import Punch
 from clockterm.roster import Roster, RosterWriter
 from clockterm.terminal import Terminal
-from clockterm.clock import iso_ms
+
+D = globals()["D"]  # no default: the flash images are written there
 
 H = 3600000
 T0 = 1795600000000  # 2026-11-25
@@ -62,7 +67,6 @@ def advance(ms):
     Ticks.ms += ms
 
 
-# D: a scratch folder for the flash images, set by the caller.
 flash = NorFlash(4096, 64, path=D + "/fs.bin")
 vfs.VfsLfs2.mkfs(flash)
 vfs.mount(vfs.VfsLfs2(flash), "/fs")
@@ -141,21 +145,18 @@ t = boot()
 st = t.status()
 out["lost_clock"] = [st["inside"], iso_ms(st["inside_since_ms"])[:4], kind(t, "0000")]
 out["status"] = t.status()
-# A journal that cannot be read while the state is rebuilt: taps go on (everyone outside), said once.
-from clockterm import log
 
 
 def broken(after):
     raise OSError(5)
 
 
+# A journal that cannot be read while the state is rebuilt: taps go on (everyone outside), said once.
 t.journal.pending = broken
 write_roster(["0000", "04A1B2C3"])
 t.roster.open()
 out["broken"] = [kind(t, "0000"), kind(t, "0000"), t.status()["inside"], len(log.errors)]
 # Journal.recent on a journal of many segments: from a good clock and from one that lost its time.
-from clockterm.punch import Punch
-
 j = Journal(NorFlash(512, 16, path=D + "/small.bin"))
 for i in range(300):
     j.append(Punch(T0 + i * 60000, "%08X" % i, "in"))

@@ -13,13 +13,11 @@ import e2e
 from clockterm_host import roster
 from clockterm_host.central.cli import main as central_main
 from clockterm_host.sntp_server import SntpServer
-from mp import mp_json
-
-HERE = Path(__file__).resolve().parent
+from mp import mp_json, script
 
 
 def test_state_rebuilt_from_the_journal_under_micropython(tmp_path: Path) -> None:
-    out = mp_json(f"D = {str(tmp_path)!r}\n" + (HERE / "inout_mp.py").read_text(), timeout=300)
+    out = mp_json(script("inout_mp.py", {"D": str(tmp_path)}), timeout=300)
     assert out["first"] == ["IN", "IN", "OUT", "IN"], out
     assert out["after_boot"] == ["IN", "OUT", 2], out  # A was OUT, D was IN before the cut
     assert out["after_swap_tap"] == ["OUT", "IN"], out  # A kept its IN across the swap; AAAA is new
