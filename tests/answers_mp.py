@@ -1,6 +1,7 @@
 # MicroPython side of the answer tests: one process runs many answers through the real client and uplink.
-# ruff: noqa (MicroPython code, not CPython: runs under the unix port with the compiled bundle)
 #
+# tests/test_answers.py runs this under the unix port with the compiled bundle (linted with the firmware's
+# rules, lib/ruff.toml), with no settings: it runs as it is imported, on what argv[1] says.
 # argv[1] names a JSON file: {"port": P, "cases": N, "mode": "client" | "uplink"}. A server on
 # 127.0.0.1:P (tests/test_answers.py) answers the i-th connection with the i-th answer and closes it.
 # client: one POST per case through https.Client; prints a line R [[status, body in hex, headers] or the
@@ -51,7 +52,8 @@ class Clock:
 async def client_cases(c):
     for _ in range(cfg["cases"]):
         try:
-            status, hdrs, body = await c.request("POST", "/v1/punches", b'{"x":1}', "Content-Type: application/json\r\n")
+            status, hdrs, body = await c.request("POST", "/v1/punches", b'{"x":1}',
+                                                 "Content-Type: application/json\r\n")
             res = [status, binascii.hexlify(body).decode(), hdrs]
         except https.HTTPError as e:
             res = str(e)

@@ -18,7 +18,6 @@ import socket
 import ssl
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import mp
@@ -26,7 +25,7 @@ import pytest
 from canned import answering
 from clockterm_host.central import Handle
 
-DRIVER = (Path(__file__).parent / "answers_mp.py").read_text()
+DRIVER = mp.script("answers_mp.py")  # the client and uplink side, run once per batch of answers
 _TOKEN = b'{"access_token":"t0k2","expires_in":3600}'
 TOKEN_ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(_TOKEN), _TOKEN)
 
