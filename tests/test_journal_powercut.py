@@ -9,17 +9,14 @@ goes back behind a returned ack nor past the highest one asked for, and the jour
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import mp
 import pytest
 
-DRIVER = (Path(__file__).parent / "journal_mp.py").read_text()
-
 
 def sweep(backend: str, np_: int, torn: bool, sample: int, recut: int, policy: str = "refuse") -> dict:
-    pre = f"BACKEND={backend!r}\nPOLICY={policy!r}\n"
-    r = mp.run_mp(pre + DRIVER + f"\nmain({np_}, {torn}, {sample}, {recut})\n", timeout=900)
+    settings = {"BACKEND": backend, "POLICY": policy}
+    r = mp.run_mp(mp.script("journal_mp.py", settings, f"main({np_}, {torn}, {sample}, {recut})"), timeout=900)
     res = json.loads(r.stdout.strip().splitlines()[-1])
     print(f"{backend} torn={torn}: {res['cuts']} cut points tried ({res['recuts']} cut again after "
           f"recovery) over {res['ops']} flash operations, {res['wraps']:.1f} ring wraps")
