@@ -7,7 +7,7 @@ import mp
 
 def test_nor_semantics_counters_and_cuts(tmp_path) -> None:
     img = tmp_path / "f.bin"
-    out = mp.mp_json(mp.script("norflash_mp.py", {"IMG": str(img)}, "main()"))  # tests/norflash_mp.py
+    out = mp.mp_json(mp.script("norflash_mp.py", {"IMG": str(img)}, "main()"))
     for name in ("ram", "file"):
         r = out[name]
         assert r["erased"] == [255] * 4
