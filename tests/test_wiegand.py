@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from mp import mp_json, script
+
+REPO = Path(__file__).resolve().parents[1]
 
 # The simulated pins and clock, the reference encoder/decoder and the cases: tests/wiegand_mp.py.
 
@@ -74,4 +78,7 @@ def test_fuzz_bit_streams_soak() -> None:
 
 
 def test_driver_never_imports_machine() -> None:
-    assert case("machine_free") == {"machine": False}
+    # The board layer hands the driver its pins. (Read in the source: on the unix port machine is a
+    # built-in module, which an import does not put in sys.modules, so a run could not tell.)
+    text = (REPO / "lib" / "clockterm" / "drivers" / "wiegand.py").read_text()
+    assert "import machine" not in text and "from machine" not in text
