@@ -1,6 +1,7 @@
 # Helpers shared by the firmware's modules (here: a module of their own would cost its own heap).
 
 import asyncio
+import io
 
 
 async def cancel_after(task, ms):
@@ -35,3 +36,43 @@ def shut(stream, raw):
                 s.close()
             except Exception:
                 pass
+
+
+class OutBuf(io.IOBase):
+    """The answer buffer: one per terminal (the app's), allocated at boot, through which every body
+    larger than memory is streamed: the uplink's punch batches (uplink.Uplink._build, written by
+    https.Client.request), the device endpoint's answers (server.send, put, dump) and the sim's STATUS.
+
+    Streamed bodies follow one rule, because the buffer is shared: a piece is built in the buffer and
+    handed to its stream (Stream.write copies it) in the same turn of the event loop, never across an
+    await; once handed over, the buffer is free, and the next piece is built in it after the drain,
+    from the start (another user may have filled it meanwhile). So a large body needs no more heap
+    than this buffer, and no user ever sees another's bytes.
+
+    write(s) appends (str or bytes) and raises ValueError("over N bytes") when s does not fit, leaving
+    `n` as it was before that write: a writer notes `n` before a piece of several writes, sets it back
+    on ValueError, hands over what the buffer holds, and writes the piece again into the emptied
+    buffer. view() is what it holds (a memoryview), reset() empties it. json.dump(obj, buf) writes into
+    it token by token (io.IOBase gives the class the stream protocol json.dump needs on MicroPython):
+    a fragmented heap cannot always give json.dumps the contiguous block its string needs."""
+
+    def __init__(self, size):
+        self.buf = bytearray(size)
+        self.mv = memoryview(self.buf)
+        self.n = 0
+
+    def reset(self):
+        self.n = 0
+        return self
+
+    def write(self, s):
+        b = s.encode() if isinstance(s, str) else s
+        end = self.n + len(b)
+        if end > len(self.buf):
+            raise ValueError("over %d bytes" % len(self.buf))
+        self.mv[self.n:end] = b
+        self.n = end
+        return len(b)
+
+    def view(self):
+        return self.mv[:self.n]

@@ -10,14 +10,13 @@
 import binascii
 import gc
 import hashlib
-import io
 import json
 import time
 
 import asyncio
 from micropython import const
 
-from clockterm import forget, log
+from clockterm import OutBuf, forget, log
 
 VERSION = "0.1.0"
 _RESTART_MIN_MS = const(500)
@@ -38,47 +37,13 @@ _SUP_TASK = const(3)  # the task; once ended, kept until its restart (_on_loop_e
 _SUP_BACKOFF_MS = const(4)  # the wait before the next restart: doubled at each, up to _RESTART_MAX_MS
 _SUP_STARTED = const(5)  # ticks_ms of its last start
 _SUP_RESTART_AT = const(6)  # ticks_ms at which an ended task is started again
-# The answer buffer, allocated at boot while the heap still has large free blocks: the control port's
-# (or endpoint's) answers and the uplink's requests are built in it in turn (docs/uplink.md, "The
-# request buffer"): a batch larger than it is streamed through it in pieces (uplink), and so is a STATUS
-# answer (boards/sim.py); it must hold the HTTP head, one punch row, and the largest STATUS member.
+# The answer buffer (clockterm.OutBuf), allocated at boot while the heap still has large free blocks:
+# every streamed body is built in it (the uplink's batches, the endpoint's answers, the sim's STATUS);
+# it must hold the HTTP head, one punch row, and the largest STATUS member.
 _OUT_BYTES = const(1536)
 _EP_LINE = const(160)  # the endpoint's line buffer per connection (endpoint.py: _LINE)
 _EP_HEAD_MAX = const(4096)  # a request head's bytes (endpoint.py: _HEAD_MAX)
 _PROBE_MS = const(1000)  # _max_block probes the heap at most this often
-
-
-class OutBuf(io.IOBase):
-    """The answer/request buffer: allocated once, so a big answer needs no big block of heap.
-
-    json.dump(obj, buf) writes token by token (io.IOBase gives the class the stream protocol that
-    json.dump needs on MicroPython); a fragmented heap cannot always give json.dumps the contiguous
-    block its growing string needs. A write past the end raises ValueError("over N bytes") and leaves
-    `n` as it was before that write. An answer larger than the buffer goes out in pieces: its user
-    notes `n` before a piece, and on ValueError sets `n` back to it (the piece's partial bytes
-    dropped), hands what the buffer holds to its stream, and writes the piece again into the emptied
-    buffer. (A class here, not a module of its own: heap, see docs/heap.md.)"""
-
-    def __init__(self, size):
-        self.buf = bytearray(size)
-        self.mv = memoryview(self.buf)
-        self.n = 0
-
-    def reset(self):
-        self.n = 0
-        return self
-
-    def write(self, s):
-        b = s.encode() if isinstance(s, str) else s
-        end = self.n + len(b)
-        if end > len(self.buf):
-            raise ValueError("over %d bytes" % len(self.buf))
-        self.mv[self.n:end] = b
-        self.n = end
-        return len(b)
-
-    def view(self):
-        return self.mv[:self.n]
 
 
 last = None  # the App that run() built, kept after a Ctrl-C so that its status can still be read

@@ -158,12 +158,12 @@ class Client:
         then closed).
 
         body: bytes-like, or a function that returns it. A function is called right before the
-          write, in the same event-loop turn (and again if the request has to be sent again): a
-          buffer it fills may be shared with other users that also fill and write it without an await.
+          write, in the same event-loop turn (and again if the request has to be sent again), so the
+          body may be built in the shared answer buffer (clockterm.OutBuf, whose rule this follows).
           A body larger than that buffer is streamed: the function returns a generator that gives
           the body's length in bytes (the Content-Length; None before it, for a turn of the event loop
-          while the length is worked out), then, at each further next(), fills the buffer and gives
-          the next piece (a memoryview of it, the first one with `room` in front).
+          while the length is worked out), then, at each further next(), builds the next piece in the
+          buffer and gives it (a view of it, the first one with `room` in front).
           Each piece is written in the turn its next() runs, and the drain that follows empties the
           stream's own buffer before the next one. The pieces must add up to that length: a piece
           that would pass it is not written, and more or fewer raise HTTPError (the connection closed,

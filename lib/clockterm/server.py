@@ -12,8 +12,9 @@
 #   connection past it is cancelled and closed;
 # - the accept loop survives what a connection does (MemoryError included: that connection goes,
 #   counted); it is a supervised task, started again on the same listening socket should it end.
-# Answers are built in the app's shared answer buffer (app.OutBuf), filled and handed to the stream with
-# no await in between (send, put, dump): a large answer needs no more heap than that buffer.
+# Answers are streamed through the app's answer buffer (clockterm.OutBuf) under its rule: each piece
+# filled and handed to the stream with no await in between (send, put, dump), so a large answer needs
+# no more heap than that buffer.
 # A slot is a list with named indexes (_SL_*; endpoint.py has copies of the ones it reads).
 
 import json
@@ -250,7 +251,7 @@ class Server:
 # sim's control port).
 
 async def send(stream, out, chunked):
-    """What the answer buffer (app.OutBuf) holds, handed to the stream as one piece, then drained. The
+    """What the answer buffer (clockterm.OutBuf) holds, handed to the stream as one piece, then drained. The
     buffer is shared: emptied before the await, and again after it (another user may have filled it)."""
     n = out.n
     if n:

@@ -21,7 +21,7 @@ import random
 import time
 from micropython import const
 
-from clockterm import forget, https, log
+from clockterm import OutBuf, forget, https, log
 from clockterm.punch import QUALITY, Q_UNSYNCED
 
 _TOKEN_MARGIN_MS = const(30000)  # refresh a token this long before it expires
@@ -76,13 +76,11 @@ class Uplink:
     rejected_pause_ms  pause after a 400 before the same batch is offered again
     Fixed limits are the _CONSTANTS above (head room, Retry-After cap, idle close, pull schedule).
 
-    buf: the request buffer, a bytearray or an OutBuf (its bytearray is used); when None, one of
-    _BATCH_BYTES is allocated here, at boot, while the heap still has large free blocks. A batch
-    larger than it goes through it in pieces (_build); its length only sets how many writes a batch
-    takes. The uplink uses it only within one event-loop turn: each piece is filled right before its
-    write (https.Client.request drives _build), and once Stream.write returns the buffer is free again
-    (a retry builds the batch again). So it can be shared with another user that also fills and
-    writes it without an await in between (the control port's answers).
+    buf: the answer buffer (a clockterm.OutBuf, shared with the app's other users: its rule for
+    streamed bodies); when None, one of _BATCH_BYTES is allocated here, at boot, while the heap still
+    has large free blocks. A batch larger than it goes through it in pieces (_build, driven by
+    https.Client.request); its size only sets how many writes a batch takes (a retry builds the batch
+    again).
     """
 
     batch_max = 200
@@ -135,9 +133,7 @@ class Uplink:
             self.batch_max = batch_max
         if interval_s:
             self.interval_ms = interval_s * 1000
-        if buf is None:
-            buf = bytearray(_BATCH_BYTES)
-        self._buf = getattr(buf, "buf", buf)  # an OutBuf lends its bytearray
+        self._out = buf or OutBuf(_BATCH_BYTES)
         self._batch = None  # (first seq, last seq, journal id) of the batch last built
         self.token = None  # the bearer token while one is held
         self._token_exp = 0  # ticks_ms when the token stops being used
@@ -225,25 +221,23 @@ class Uplink:
     # --- batch ---------------------------------------------------------------------------------
 
     def _build(self):
-        """The batch as a streamed body for https.Client.request: a generator that gives None while it
-        sizes the batch (a turn of the event loop after each _TURN_ROWS punches), then the body's
-        length in bytes, then the body in pieces, each a memoryview of the request buffer (the first
-        with _HEAD_ROOM bytes in front, where the client writes the HTTP head, so that a batch that
-        fits the buffer leaves in one write). The batch's (first seq, last seq, journal id) go to
-        self._batch.
+        """The batch as a streamed body for https.Client.request (docs/uplink.md, "The batch"): a
+        generator that gives None while it sizes the batch (a turn of the event loop after each
+        _TURN_ROWS punches), then the body's length in bytes, then the body in pieces, each a view of
+        the answer buffer built in the turn it is given (clockterm.OutBuf's rule; the first with
+        _HEAD_ROOM bytes in front, where the client writes the HTTP head, so that a batch that fits the
+        buffer leaves in one write). The batch's (first seq, last seq, journal id) go to self._batch.
 
         Punches go as compact rows (the "fields" order, see docs/central-api.yaml), about 55 bytes
-        each instead of 150 as objects. A batch is bounded by batch_max punches, one journal and
-        _BODY_MAX bytes, not by the buffer. The sizing pass reads the pending punches and counts
-        their rows' bytes, with nothing in the buffer, so it may let the loop run; then each piece
-        reads its punches again (after the last row sent) and encodes them into the emptied buffer,
-        whole rows only. Every read is a new journal reader that ends before the next yield (none
-        lives across the client's awaits), and no turn does more than about a buffer's worth of
-        punches: a large batch does not stall the loop (the tap path). Nothing else changes those
-        punches between the reads (the uplink sends only once the clock is synced, and the presync
-        corrections are made at the first sync); if a row came out otherwise anyway, the client's
-        length check aborts the request, and the batch goes again from the same ack point.
+        each. A batch is bounded by batch_max punches, one journal and _BODY_MAX bytes, not by the
+        buffer. Both passes read the journal with a new reader each turn (none lives across the
+        client's awaits) and do about a buffer's worth of punches a turn, so a large batch does not
+        stall the loop (the tap path). Nothing changes the pending punches between the passes (the
+        uplink sends only once the clock is synced, and the presync corrections are made at the first
+        sync); if a row came out otherwise anyway, the client's length check aborts the request, and
+        the batch goes again from the same ack point.
         """
+        # Sizing: the rows' bytes, nothing in the buffer (so the loop may run between turns)
         size = 2  # the body's bytes: the closing ]} and the rest as they come
         n = first = last = 0
         jid = None
@@ -266,47 +260,46 @@ class Uplink:
             p = None
             if n - n0 < lim or n >= self.batch_max:
                 break  # the journal, the batch or the body ended
-            yield None  # the buffer is not in use yet: the loop may run
+            yield None
         if n == 0:
             raise ValueError("no punch pending")  # only the uplink acks: cannot follow a pending peek
         self._batch = first, last, jid
         yield size
-        buf = self._buf
-        end = len(buf)
-        pos = _HEAD_ROOM
-        item = _batch_head(self.device_id, jid)
-        buf[pos:pos + len(item)] = item
-        pos += len(item)
-        after = None  # the seq of the last row in the buffer
+        # The pieces: rows read again after the last one given, whole rows only in each
+        out = self._out.reset()
+        out.n = _HEAD_ROOM
+        out.write(_batch_head(self.device_id, jid))
+        after = None  # the seq of the last row given
         while True:
             for p in self.journal.pending(after, n):
-                item = _row(p)
-                k = len(item) if after is None else len(item) + 1
-                if pos + k > end:
-                    if pos == 0:
+                mark = out.n
+                try:
+                    if after is not None:
+                        out.write(b",")
+                    out.write(_row(p))
+                except ValueError:  # full: the row starts the next piece
+                    out.n = mark
+                    if not mark:
                         raise ValueError("punch %d does not fit in the request buffer" % p.seq)
                     break
-                if after is not None:
-                    buf[pos] = 0x2C  # ,
-                buf[pos + k - len(item):pos + k] = item
-                pos += k
                 after = p.seq
                 n -= 1
             else:
                 if n:
                     raise ValueError(_CHANGED)
-            p = item = None  # not held across the client's awaits
+            p = None  # not held across the client's awaits
             if not n:
                 break
-            yield memoryview(buf)[:pos]
-            pos = 0
+            yield out.view()
+            out.reset()
         if after != last:
             raise ValueError(_CHANGED)
-        if pos + 2 > end:
-            yield memoryview(buf)[:pos]
-            pos = 0
-        buf[pos:pos + 2] = b"]}"
-        yield memoryview(buf)[:pos + 2]
+        try:
+            out.write(b"]}")
+        except ValueError:
+            yield out.view()
+            out.reset().write(b"]}")
+        yield out.view()
 
     async def send_once(self):
         """One attempt: returns 0 when nothing is pending, else the ms to wait before the next attempt

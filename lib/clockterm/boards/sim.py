@@ -139,7 +139,7 @@ class Board:
 
     def start(self, tap, status, out):
         """Listen; returns the server (clockterm.server.Server), whose accept loop (run) and deadlines
-        (expire) the app drives. out: the app's answer buffer (an app.OutBuf, shared with the uplink and
+        (expire) the app drives. out: the app's answer buffer (a clockterm.OutBuf, shared with the uplink and
         the endpoint: filled and handed to the stream's write() with no await in between, so that no
         user sees another's bytes)."""
         from clockterm.server import Server
