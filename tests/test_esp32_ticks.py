@@ -269,24 +269,5 @@ def test_a_held_back_address_is_let_go_across_the_wrap_and_after_days() -> None:
 def test_uptime_runs_on_past_the_wrap() -> None:
     """STATUS uptime_s and the metrics' up_seconds come from Clock.mono_ms: two weeks on an ESP32's
     ticks (a wrap at 12.4 days, differences right only within 6.2) count up by the hour throughout."""
-    from test_clock import SIM
-
-    seen = mp.mp_json(ESP32TIME + SIM + r"""
-import os
-T = ESP32Time()
-T.manual = (1 << 30) - 3600000 * 24 * 3  # three days before the ticks wrap
-clk.time = T
-sim = Sim()
-c = clk.Clock(SimRTC(sim), "/tmp/ct-mono.json", ticks_ms=T.ticks_ms)
-seen = []
-for h in range(24 * 14):  # an hour a step (the display asks every 10 s)
-    sim.advance_ms(3600000)
-    T.manual += 3600000
-    seen.append(c.mono_ms())
-try:
-    os.remove("/tmp/ct-mono.json")
-except OSError:
-    pass
-print(json.dumps(seen))
-""")
+    seen = mp.mp_json(mp.script("esp32time_mp.py") + mp.script("clock_mp.py", {"CASE": "mono_esp32"}, "main()"))
     assert seen[0] == 3600000 and all(b - a == 3600000 for a, b in zip(seen, seen[1:], strict=False)), seen[:3]
