@@ -7,9 +7,7 @@
 # after tests/esp32time_mp.py's text (ESP32Time, esp32_offset). The test prepends its settings as
 # assignments (mp.script): CASE, the case to run (a key of CASES at the end), and the case's own: PORT
 # (the test's server on 127.0.0.1), ANSWERS (how many answers it gives), CLOCK_PATH (a file for the
-# clock's store), UPTIME_MS (uplink_time: the ESP32's uptime); then it appends a call of main().
-# uplink_time only puts an ESP32Time in the uplink module's place, for the uplink driver after it
-# (tests/uplink_driver.py). Not collected by pytest (no test_ prefix).
+# clock's store); then it appends a call of main(). Not collected by pytest (no test_ prefix).
 
 import asyncio
 import gc
@@ -21,9 +19,7 @@ CASE = globals().get("CASE", "probe")
 PORT = globals().get("PORT", 0)
 ANSWERS = globals().get("ANSWERS", 0)
 CLOCK_PATH = globals().get("CLOCK_PATH", "/tmp/ct-esp32-clock.json")
-UPTIME_MS = globals().get("UPTIME_MS", 0)
 ESP32Time = globals().get("ESP32Time")  # tests/esp32time_mp.py's, whose text comes first
-esp32_offset = globals().get("esp32_offset")
 
 
 class NoJournal:
@@ -56,10 +52,6 @@ async def tokens():
         ok = await up._ensure_token()
         out.append([hours, ok, up.token, c.requests])
     print("R", json.dumps(out))
-
-
-def uplink_time():
-    uplink.time = ESP32Time(esp32_offset(UPTIME_MS))
 
 
 class OnePunch:  # a journal with one punch pending
@@ -173,7 +165,7 @@ def held():
     print(json.dumps(seen))
 
 
-CASES = {"tokens": tokens, "uplink_time": uplink_time, "steps": steps, "probe": probe, "held": held}
+CASES = {"tokens": tokens, "steps": steps, "probe": probe, "held": held}
 
 
 def main():

@@ -77,7 +77,10 @@ def test_week_long_tokens_upload_on_an_esp32(central: Handle, tmp_path: Path) ->
     from test_uplink import DRIVER, config
 
     central.set_faults(token_ttl_s=7 * 86400)
-    patch = esp32("uplink_time", UPTIME_MS=3 * 86400000)  # the uplink module's time: an ESP32's
+    # (inline, not a case of tests/esp32_ticks_mp.py: that module's code would take some 8 KB of the heap
+    # the uplink driver has)
+    patch = mp.script("esp32time_mp.py", tail="from clockterm import uplink as _up\n"
+                                                "_up.time = ESP32Time(esp32_offset(3 * 86400000))")
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps(config(central, initial=40, taps=10, tap_every_ms=20, batch_max=20)))
     out = mp.mp_json(patch + DRIVER, args=[str(cfg)])
