@@ -1,6 +1,6 @@
-# ESP32 tick arithmetic for scripts run under the unix port: prepend this file's text to a script and
-# put an ESP32Time in place of a module's `time` (`uplink.time = ESP32Time(...)`).
-# ruff: noqa (MicroPython code, not CPython: runs under the unix port)
+# ESP32 tick arithmetic for scripts run under the unix port: a test puts this file's text in front of
+# its own module's (mp.script("esp32time_mp.py") + mp.script(...)), which puts an ESP32Time in place
+# of a module's `time` (`uplink.time = ESP32Time(...)`). Linted with the firmware's rules (lib/ruff.toml).
 #
 # On an ESP32 the tick counters wrap at 2**30 ms (a small int) and time.ticks_add refuses a step of
 # 2**29 ms (about 6.2 days) or more with OverflowError, and one that is not an int with TypeError;

@@ -8,22 +8,16 @@ import tempfile
 
 from clockterm_host.cli import check_config
 from clockterm_host.defaults import default_config
-from mp import fragment_heap, mp_json, run_mp
+from mp import mp_json, run_mp, script
 
 
 def _check_all(docs: list[str]) -> list[str]:
     """Run the device validator over many config texts in one micropython process (read from a file, one
     per line, and answered one per line: the 100 KB heap holds one at a time)."""
-    script = (
-        "import sys, json\nfrom clockterm import config\n"
-        "for line in open(sys.argv[1]):\n"
-        "    try:\n        config.parse(json.loads(line))\n        print('R', json.dumps('ok'))\n"
-        "    except config.ConfigError as e:\n        print('R', json.dumps(str(e)))\n"
-    )
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl") as f:
         f.write("".join(json.dumps(d) + "\n" for d in docs))
         f.flush()
-        out = run_mp(script, args=[f.name]).stdout
+        out = run_mp(script("config_mp.py", {"CASE": "check", "DOCS_FILE": f.name}, "main()")).stdout
     return [json.loads(ln[2:]) for ln in out.splitlines() if ln.startswith("R ")]
 
 
@@ -111,27 +105,8 @@ def test_optional_fields_may_be_absent_or_null():
 def test_last_good_config_stays_in_force(tmp_path):
     good = json.dumps(default_config("sim", "term-good"))
     cfg, saved = tmp_path / "config.json", tmp_path / "config.good.json"
-    script = f"""
-import json
-from clockterm import config
-cfg, good = {str(cfg)!r}, {str(saved)!r}
-out = []
-open(cfg, "w").write({good!r})
-doc, err = config.load(cfg, good)
-out.append([doc["device_id"], err])
-open(cfg, "w").write('{{"version": 1, "board": "sim", "device_id": 5}}')
-doc, err = config.load(cfg, good)
-out.append([doc["device_id"], str(err)])
-import os
-os.remove(good)
-try:
-    config.load(cfg, good)
-    out.append("loaded")
-except config.ConfigError as e:
-    out.append(str(e))
-print(json.dumps(out))
-"""
-    out = mp_json(script)
+    out = mp_json(script("config_mp.py", {"CASE": "last_good", "CFG": str(cfg), "GOOD": str(saved), "TEXT": good},
+                         "main()"))
     assert out[0] == ["term-good", None]
     assert out[1] == ["term-good", "device_id: expected string, got int"]
     assert "device_id: expected string, got int" in out[2]
@@ -146,30 +121,15 @@ def test_cli_check(tmp_path):
     assert check_config(p) == (True, "ok")
 
 
-# A running terminal checks a pulled overlay against its local config; by then its heap may not hold
-# the config's text in one piece. The check must read the file as it parses it.
-FRAGMENTED = r"""
-import gc, json, sys
-from clockterm import config
-local, out_path = sys.argv[1], sys.argv[2]
-""" + fragment_heap(900, 2048) + r"""
-try:
-    old, crc = config.save_overlay(b'{"terminal": {"duplicate_window_s": 30}}', out_path, local)
-    res = "saved"
-except MemoryError as e:
-    res = "MemoryError"
-pins = plugs = None
-gc.collect()
-print(json.dumps({"fragmented": fragmented, "result": res}))
-"""
-
-
 def test_overlay_check_reads_the_local_config_as_it_parses(tmp_path):
     cfg = default_config("sim")
     cfg["endpoint"]["tokens"] = [{"token": f"{i:032x}", "scopes": ["read", "admin"]} for i in range(16)]
     local = tmp_path / "config.json"
     local.write_text(json.dumps(cfg, indent=2))  # as a technician leaves it: pretty-printed
     assert local.stat().st_size > 2048  # more text than the fragmented heap holds in one piece
-    out = mp_json(FRAGMENTED, args=[str(local), str(tmp_path / "config.central.json")])
+    # A running terminal checks a pulled overlay against its local config; by then its heap may not hold
+    # the config's text in one piece. The check must read the file as it parses it.
+    settings = {"CASE": "overlay_in_cut_heap", "LOCAL": str(local), "OUT": str(tmp_path / "config.central.json")}
+    out = mp_json(script("fragment_mp.py") + script("config_mp.py", settings, "main()"))
     assert out == {"fragmented": True, "result": "saved"}, out
     assert json.loads((tmp_path / "config.central.json").read_text()) == {"terminal": {"duplicate_window_s": 30}}

@@ -16,45 +16,10 @@ import mp
 from canned import answering
 from clockterm_host.central import Handle
 
-ESP32TIME = (Path(__file__).parent / "esp32time_mp.py").read_text()
 
-TOKENS = ESP32TIME + r"""
-import sys, json, asyncio
-from clockterm import https, uplink
-port, cases = int(sys.argv[1]), int(sys.argv[2])
-T = ESP32Time()
-T.manual = (1 << 30) - 5000  # 5 s before the ticks wrap
-uplink.time = T
-
-class Journal:
-    last_seq = acked_seq = 0
-
-c = https.Client("http://127.0.0.1:%d" % port)
-up = uplink.Uplink(Journal(), None, "term-1", "https://unused", "term-1", "pw1", client=c)
-
-async def get():
-    up.token = up.last_error = None
-    try:
-        ok = await up.ensure_token()
-    except Exception as e:  # the answer must be taken or refused, never raise
-        return repr(e)
-    return [ok, up.token, T.ticks_diff(up._token_exp, T.ticks_ms()) if ok else up.last_error]
-
-async def main():
-    for _ in range(cases - 2):
-        print("R", json.dumps(await get()))
-    # The last two answers: a token that lives a week, used for a day (across the ticks wrap) and then
-    # replaced by the next one
-    print("R", json.dumps(await get()))
-    out = []
-    for hours in (12, 23, 24):
-        T.manual = (1 << 30) - 5000 + hours * 3600000
-        ok = await up.ensure_token()
-        out.append([hours, ok, up.token, c.requests])
-    print("R", json.dumps(out))
-
-asyncio.run(main())
-"""
+def esp32(case: str, **settings: object) -> str:
+    """tests/esp32_ticks_mp.py's `case` with `settings`, after tests/esp32time_mp.py (its ESP32Time)."""
+    return mp.script("esp32time_mp.py") + mp.script("esp32_ticks_mp.py", {"CASE": case, **settings}, "main()")
 
 
 def token_answer(body: bytes) -> bytes:
@@ -90,7 +55,7 @@ def test_token_lifetimes_under_esp32_ticks() -> None:
     answers += [token_answer(b'{"access_token":"week","expires_in":604800}'),
                 token_answer(b'{"access_token":"next","expires_in":604800}')]
     with answering(answers) as port:
-        r = mp.run_mp(TOKENS, args=[str(port), str(len(answers))])
+        r = mp.run_mp(esp32("tokens", PORT=port, ANSWERS=len(answers)))
     out = [json.loads(ln[2:]) for ln in r.stdout.splitlines() if ln.startswith("R ")]
     for i, ((extra, want), got) in enumerate(zip(CASES, out, strict=False)):
         if isinstance(want, int):
@@ -112,78 +77,15 @@ def test_week_long_tokens_upload_on_an_esp32(central: Handle, tmp_path: Path) ->
     from test_uplink import DRIVER, config
 
     central.set_faults(token_ttl_s=7 * 86400)
-    patch = ESP32TIME + "\nfrom clockterm import uplink as _up\n_up.time = ESP32Time(esp32_offset(3 * 86400000))\n"
+    # (inline, not a case of tests/esp32_ticks_mp.py: that module's code would take some 8 KB of the heap
+    # the uplink driver has)
+    patch = mp.script("esp32time_mp.py", tail="from clockterm import uplink as _up\n"
+                                                "_up.time = ESP32Time(esp32_offset(3 * 86400000))")
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps(config(central, initial=40, taps=10, tap_every_ms=20, batch_max=20)))
     out = mp.mp_json(patch + DRIVER, args=[str(cfg)])
     assert out["acked"] == out["last"] == 50 and out["bad_acks"] == 0, out
     assert out["last_error"] is None and central.admin("/stats")["tokens_issued"] == 1, out
-
-
-STEPS = ESP32TIME + r"""
-import sys, json, asyncio
-from clockterm import https, sntp, uplink
-port = int(sys.argv[1])
-T = ESP32Time()
-T.manual = (1 << 30) - 5000
-uplink.time = sntp.time = T
-
-def sleepable(ms):  # what asyncio.sleep_ms does with a wait on a board: add it to the ticks
-    T.ticks_add(T.ticks_ms(), ms)
-    return ms
-
-class Journal:
-    journal_id = "j"
-    last_seq, acked_seq = 1, 0
-    def pending(self, after=None, limit=None):
-        from clockterm.punch import Punch
-        if (after or 0) < 1:
-            yield Punch(1780000000000, "B1", "in", 1, 3, None, 0, 1, "j")
-
-class Clock:  # the uplink's: a synced time
-    def now(self):
-        return 1780000000000, 1, 3
-
-async def main():
-    out = {}
-    c = https.Client("http://127.0.0.1:%d" % port)
-    from clockterm import config  # the config's largest values (as validate() lets them through)
-    top = {}
-    for path, _, _, b, _ in config._fields():
-        top[path] = b
-    up = uplink.Uplink(Journal(), Clock(), "term-1", "https://unused", "term-1", "pw1", client=c,
-                       interval_s=top["central.interval_s"])
-    up.token, up._token_exp = "t", T.ticks_add(T.ticks_ms(), 3600000)
-    out["retry_after"] = []
-    for _ in range(2):
-        out["retry_after"].append(sleepable(await up.send_once()))
-    up.failures = 0
-    out["backoff_max"] = max(sleepable(up._backoff()) for _ in range(100))
-    out["uplink_interval"] = sleepable(up.interval_ms)
-    from clockterm import clock as clock_mod
-
-    class RTC:
-        def now_ms(self):
-            return 1780000000000
-
-        def set_ms(self, ms):
-            pass
-
-    clock_mod.time = T
-    cfg = {"servers": ["127.0.0.1"], "port": 123, "interval_s": top["sntp.interval_s"], "samples": 8,
-           "timeout_ms": top["sntp.timeout_ms"], "max_offset_ms": 1000, "stale_after_s": top["sntp.stale_after_s"],
-           "min_poll_s": top["sntp.min_poll_s"], "burst_gap_ms": top["sntp.burst_gap_ms"]}
-    sup = sntp.Supervisor(clock_mod.Clock(RTC(), sys.argv[2], T.ticks_ms), cfg)
-    sup._resolve()
-    delays = [sleepable(sup._after(True))]
-    delays += [sleepable(sup._after(False)) for _ in range(40)]
-    out["sntp_max"] = max(delays)
-    out["window"] = sleepable(top["terminal.duplicate_window_s"] * 1000)
-    out["burst_gap"] = sleepable(top["sntp.burst_gap_ms"])
-    print(json.dumps(out))
-
-asyncio.run(main())
-"""
 
 
 def test_every_wait_from_a_server_or_the_config_fits_esp32_ticks(tmp_path: Path) -> None:
@@ -193,75 +95,27 @@ def test_every_wait_from_a_server_or_the_config_fits_esp32_ticks(tmp_path: Path)
     answers = [b"HTTP/1.1 429 Too Many\r\nretry-after: 100000000000000000000\r\ncontent-length: 0\r\n\r\n",
                b"HTTP/1.1 429 Too Many\r\nretry-after: Wed, 21 Oct 2099 07:28:00 GMT\r\ncontent-length: 0\r\n\r\n"]
     with answering(answers) as port:
-        out = mp.mp_json(STEPS, args=[str(port), str(tmp_path / "clock.json")])
+        out = mp.mp_json(esp32("steps", PORT=port, CLOCK_PATH=str(tmp_path / "clock.json")))
     assert out["retry_after"][0] == 900_000, out  # capped at 15 minutes
     assert 500 <= out["retry_after"][1] <= 1000, out  # a date is not a number of seconds: the first backoff
     assert out["backoff_max"] <= 300_000 and out["uplink_interval"] >= 3_600_000, out
     assert out["sntp_max"] >= 3_600_000 and out["window"] and out["burst_gap"], out
 
 
-PROBE = ESP32TIME + r"""
-import gc, json
-from clockterm import app
-T = ESP32Time()
-app.time = T
-T.manual = (1 << 30) - 400  # 0.4 s before the ticks wrap
-first = app._max_block()
-held = bytearray(first - 4096)  # the largest block is now smaller
-seen = [first, app._max_block()]  # within the second: the last probe's answer
-T.manual = 600  # 1 s later, across the wrap
-seen.append(app._max_block())
-after = seen[-1]
-del held
-gc.collect()
-T.manual = 600 + (1 << 29) + 10  # ages past 2**29 ms read as negative: a stale answer is not trusted
-seen.append(app._max_block())
-print(json.dumps(seen))
-"""
-
-
 def test_the_heap_probe_is_reused_for_a_second_only_across_the_wrap() -> None:
     """STATUS and the metrics give the largest free block; its probe (a dozen allocations) answers
     again within 1 s, and is made anew after that, also when the ticks wrapped or are far apart."""
-    first, cached, after_wrap, much_later = mp.mp_json(PROBE)
+    first, cached, after_wrap, much_later = mp.mp_json(esp32("probe"))
     assert cached == first  # reused
     assert after_wrap < first  # probed again: the held block shows
     assert much_later > after_wrap  # probed again once it was freed
-
-
-HELD = ESP32TIME + r"""
-import json
-from clockterm import endpoint
-T = ESP32Time()
-endpoint.time = T
-
-class Server:  # what auth reads of clockterm.server.Server
-    tasks = [[None] * 12]
-    failures = []
-    counts = [0] * 9
-    keys = [(b"\x00" * 32, 1)]
-
-S = Server()
-S.tasks[0][8] = b"\x7f\x00\x00\x05"  # the client's address
-T.manual = (1 << 30) - 1000  # a second before the ticks wrap
-seen = []
-for _ in range(6):  # five failures, then held back
-    seen.append(endpoint.auth(S, 0, b"Bearer wrong"))
-T.manual = 40000  # 41 s later, across the wrap: past the hold
-seen.append(endpoint.auth(S, 0, b"Bearer wrong"))
-for _ in range(5):
-    endpoint.auth(S, 0, b"Bearer wrong")
-T.manual = 40000 + (1 << 29) + 5000  # days later: an age past 2**29 ms reads as negative
-seen.append(endpoint.auth(S, 0, b"Bearer wrong"))
-print(json.dumps(seen))
-"""
 
 
 def test_a_held_back_address_is_let_go_across_the_wrap_and_after_days() -> None:
     """The endpoint holds an address back for 30 s after five failed attempts in a row; on an ESP32's
     ticks it is let go after the wrap, and one back after days (ticks that far apart read as a
     negative age) is not held back for days more."""
-    seen = mp.mp_json(HELD)
+    seen = mp.mp_json(esp32("held"))
     assert seen[:6] == [0, 0, 0, 0, 0, None], seen  # 0: a wrong token; None: held back (429)
     assert seen[6] == 0 and seen[7] == 0, seen
 
@@ -269,24 +123,5 @@ def test_a_held_back_address_is_let_go_across_the_wrap_and_after_days() -> None:
 def test_uptime_runs_on_past_the_wrap() -> None:
     """STATUS uptime_s and the metrics' up_seconds come from Clock.mono_ms: two weeks on an ESP32's
     ticks (a wrap at 12.4 days, differences right only within 6.2) count up by the hour throughout."""
-    from test_clock import SIM
-
-    seen = mp.mp_json(ESP32TIME + SIM + r"""
-import os
-T = ESP32Time()
-T.manual = (1 << 30) - 3600000 * 24 * 3  # three days before the ticks wrap
-clk.time = T
-sim = Sim()
-c = clk.Clock(SimRTC(sim), "/tmp/ct-mono.json", ticks_ms=T.ticks_ms)
-seen = []
-for h in range(24 * 14):  # an hour a step (the display asks every 10 s)
-    sim.advance_ms(3600000)
-    T.manual += 3600000
-    seen.append(c.mono_ms())
-try:
-    os.remove("/tmp/ct-mono.json")
-except OSError:
-    pass
-print(json.dumps(seen))
-""")
+    seen = mp.mp_json(mp.script("esp32time_mp.py") + mp.script("clock_mp.py", {"CASE": "mono_esp32"}, "main()"))
     assert seen[0] == 3600000 and all(b - a == 3600000 for a, b in zip(seen, seen[1:], strict=False)), seen[:3]

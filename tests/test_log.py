@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from mp import run_mp
-
-SCRIPT = r"""
-import json
-from clockterm import log
-for i in range(10):
-    log.error("t", "%d " % i + "x" * 400)
-print(json.dumps({"kept": log.errors, "counts": log.counts}))
-"""
+from mp import run_mp, script
 
 
 def test_error_lines_kept_for_status_are_bounded() -> None:
     import json
 
-    r = run_mp(SCRIPT)
+    r = run_mp(script("log_mp.py", tail="main()"))
     lines = r.stdout.splitlines()
     out = json.loads(lines[-1])
     assert len(out["kept"]) == 8 and all(len(e) == 150 for e in out["kept"]), out

@@ -2,22 +2,9 @@
 
 from __future__ import annotations
 
-from mp import mp_json
+from mp import mp_json, script
 
-SCRIPT = """
-import json
-import clockterm.boards.simtime
-import time, asyncio
-from time import ticks_ms
-r0, d0, u0 = time.time_ns(), time.ticks_ms(), time.ticks_us()
-async def wait():
-    await asyncio.sleep_ms(1500)     # asyncio runs on the drifting counter too
-asyncio.run(wait())
-time.sleep_ms(500)
-real_ms = (time.time_ns() - r0) / 1e6
-print(json.dumps({"real_ms": real_ms, "ticks_ms": time.ticks_diff(ticks_ms(), d0),
-                  "ticks_us": time.ticks_diff(time.ticks_us(), u0), "same": ticks_ms is time.ticks_ms}))
-"""
+SCRIPT = script("simtime_mp.py", tail="main()")
 
 
 def test_ticks_drift_by_the_configured_ppm() -> None:

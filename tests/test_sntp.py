@@ -13,11 +13,10 @@ import shutil
 import tempfile
 import time
 from contextlib import ExitStack
-from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from mp import run_mp
+from mp import run_mp, script
 from ntp_fixtures import (
     BEHAVIOURS_EXTRA,
     HOSTILE,
@@ -29,8 +28,6 @@ from ntp_fixtures import (
     silent_between,
     tight_liar,
 )
-
-HARNESS = (Path(__file__).parent / "sntp_mp.py").read_text()
 
 
 class Round(NamedTuple):
@@ -46,20 +43,20 @@ class Round(NamedTuple):
 TICKS_WRAP = 1 << 30  # an ESP32's ticks_ms period
 
 
-def run_all(body: str, sim: bool = False, ticks0: int = 0, control: list[int] | None = None,
-            **subs: object) -> tuple[object, dict[str, list]]:
-    """The harness + body under micropython; each @NAME@ in body is replaced by repr(subs[NAME]).
+def run_all(case: str, sim: bool = False, ticks0: int = 0, control: list[int] | None = None,
+            **settings: object) -> tuple[object, dict[str, list]]:
+    """tests/sntp_cases_mp.py's `case` with `settings` (PORT, PORTS, SERVERS, SERVER_CASES) under
+    micropython, after the harness tests/sntp_mp.py.
 
     sim: simulated time (ticks start at ticks0; control: the scripted servers' control ports).
     Returns (the JSON of the last output line, or the list of JSON results of the lines starting
     with "R " when there are any: sweeps print one per case; the round records the harness's
     rounds() printed as "Q <tag> ...", by tag)."""
-    for k, v in subs.items():
-        body = body.replace(f"@{k}@", repr(v))
-    settings = f"SIM_TIME = {sim!r}\nSIM_TICKS0 = {ticks0!r}\nSIM_CONTROL = {control or []!r}\n"
+    harness = script("sntp_mp.py", {"SIM_TIME": sim, "SIM_TICKS0": ticks0, "SIM_CONTROL": control or []})
+    text = harness + script("sntp_cases_mp.py", {"CASE": case, **settings}, "main()")
     store = tempfile.mkdtemp(prefix="ct-sntp-")
     try:
-        r = run_mp(settings + HARNESS + body, timeout=180, env={"CT_STORE": store})
+        r = run_mp(text, timeout=180, env={"CT_STORE": store})
     finally:
         shutil.rmtree(store, ignore_errors=True)
     lines = r.stdout.splitlines()
@@ -76,31 +73,15 @@ def run_all(body: str, sim: bool = False, ticks0: int = 0, control: list[int] | 
     return json.loads(lines[-1]), recs
 
 
-def run(body: str, **kw: object) -> object:
+def run(case: str, **kw: object) -> object:
     """run_all's first part (the last line's JSON, or the "R " results)."""
-    return run_all(body, **kw)[0]  # type: ignore[arg-type]
+    return run_all(case, **kw)[0]  # type: ignore[arg-type]
 
 
 def test_hostile_replies_are_all_rejected_and_the_clock_is_never_set_wrong() -> None:
     behaviours = {name: b for name, (b, _) in HOSTILE.items()}
     with HostileServer(behaviours) as hs:
-        script = """
-CASES = @cases@
-async def main():
-    for name, port in CASES:
-        c = fresh_clock(offset_ms=-7000)  # the RTC is 7 s slow: a wrong set would show
-        sup = sntp.Supervisor(c, {"servers": ["127.0.0.1"], "port": port, "samples": 1,
-                                  "timeout_ms": 400, "min_poll_s": 0, "max_offset_ms": 1000})
-        ok = await sup.sync_once()
-        s = sup.status()["servers"][0]
-        utc, q, unc = c.now()
-        print("R " + json.dumps({"name": name, "ok": ok, "reject": s["last_reject"], "dropped": s["dropped"],
-                     "min_poll_s": s["min_poll_s"], "rejects": sup.rejects,
-                     "err_ms": utc - host_ms(), "quality": q, "rtc_sets": c.rtc.sets,
-                     "offset_ms": c.offset_ms}))
-asyncio.run(main())
-"""
-        res = run(script, cases=sorted(hs.ports.items()))
+        res = run("hostile", SERVER_CASES=sorted(hs.ports.items()))
         got = {g["name"]: g for g in res}  # type: ignore[union-attr]
     bad = []
     for name, (_, want) in HOSTILE.items():
@@ -129,22 +110,7 @@ asyncio.run(main())
 def test_kod_rate_lengthens_poll_and_deny_drops_for_good() -> None:
     behaviours = {"rate": HOSTILE["kod_rate_ntpsec"][0], "deny": HOSTILE["kod_deny"][0]}
     with HostileServer(behaviours) as hs:
-        script = """
-async def main():
-    out = {}
-    for name in ("rate", "deny"):
-        c = fresh_clock()
-        sup = sntp.Supervisor(c, {"servers": ["127.0.0.1"], "port": @ports@[name], "samples": 4,
-                                  "burst_gap_ms": 10, "timeout_ms": 300, "min_poll_s": 1})
-        r1 = await sup.sync_once()
-        await asyncio.sleep_ms(1100)  # past min_poll_s, but RATE asked for longer / DENY is final
-        r2 = await sup.sync_once()
-        s = sup.status()["servers"][0]
-        out[name] = [r1, r2, s["min_poll_s"], s["dropped"], sup.rejects, c.last_sync_ms]
-    print(json.dumps(out))
-asyncio.run(main())
-"""
-        got = run(script, ports=hs.ports)
+        got = run("kod", PORTS=hs.ports)
         requests = dict(hs.requests)
     # RATE: the burst stops at the kiss; the next round finds the server not yet due
     assert got["rate"][:4] == [False, None, 64, None]
@@ -155,18 +121,7 @@ asyncio.run(main())
 
 def test_repeated_transmit_timestamp_is_a_replay() -> None:
     with HostileServer({"rep": BEHAVIOURS_EXTRA["repeat_xmt"]}) as hs:
-        script = """
-async def main():
-    sup = sntp.Supervisor(fresh_clock(), {"servers": ["127.0.0.1"], "port": @port@, "samples": 1,
-                                          "min_poll_s": 0})
-    res = []
-    for i in range(3):
-        ok = await sup.sync_once()
-        res.append("ok" if ok else sup.status()["servers"][0]["last_reject"])
-    print(json.dumps(res))
-asyncio.run(main())
-"""
-        assert run(script, port=hs.ports["rep"]) == ["ok", "xmt-repeat", "xmt-repeat"]
+        assert run("replay", PORT=hs.ports["rep"]) == ["ok", "xmt-repeat", "xmt-repeat"]
 
 
 def test_falseticker_outvoted_and_host_port_syntax() -> None:
@@ -174,61 +129,21 @@ def test_falseticker_outvoted_and_host_port_syntax() -> None:
          "good_b": BEHAVIOURS_EXTRA["good_b"], "y2036": BEHAVIOURS_EXTRA["liar_2036"]}
     with HostileServer(b) as hs:
         p = hs.ports
-        script = """
-async def main():
-    c = fresh_clock(offset_ms=500000)
-    sup = sntp.Supervisor(c, {"servers": [@a@, @b@, @c@],
-                              "samples": 2, "burst_gap_ms": 5, "timeout_ms": 400, "min_poll_s": 0})
-    ok = await sup.sync_once()
-    utc, q, unc = c.now()
-    print(json.dumps([ok, utc - host_ms(), q, sup.last_error]))
-asyncio.run(main())
-"""
-        ok, err, q, last_error = run(script, a=f"127.0.0.1:{p['liar']}", b=f"127.0.0.1:{p['good']}",
-                                     c=f"127.0.0.1:{p['y2036']}")
+        a = {k: f"127.0.0.1:{v}" for k, v in p.items()}
+        ok, err, q, last_error = run("majority", SERVERS=[a["liar"], a["good"], a["y2036"]])
         # three answers, no two agreeing (an hour ahead, honest, 2036): no majority, no sync
         assert (ok, q) == (False, 0)
         # which ones, in configured order
         assert last_error == f"no majority: 127.0.0.1:{p['liar']}, 127.0.0.1:{p['good']}, 127.0.0.1:{p['y2036']}"
         assert 499000 < err < 501000  # still the RTC's time
-        ok2, err2, q2, _ = run(script, a=f"127.0.0.1:{p['liar']}", b=f"127.0.0.1:{p['good']}",
-                               c=f"127.0.0.1:{p['good_b']}")
+        ok2, err2, q2, _ = run("majority", SERVERS=[a["liar"], a["good"], a["good_b"]])
     # liar, honest, honest: the liar is outvoted
     assert ok2 is True and abs(err2) <= 5 and q2 == 1
 
 
 def test_sync_against_chrony_with_rtc_an_hour_off() -> None:
     with chrony() as port:
-        script = """
-async def ticker(gaps):
-    last = time.ticks_ms()
-    while True:
-        await asyncio.sleep_ms(1)
-        now = time.ticks_ms()
-        gaps.append(time.ticks_diff(now, last))
-        last = now
-
-async def main():
-    c = fresh_clock(offset_ms=3600000, drift_ppm=50)
-    t_pre = c.now()
-    sup = sntp.Supervisor(c, {"servers": ["localhost"], "port": @port@, "samples": 4, "burst_gap_ms": 20,
-                              "timeout_ms": 1000, "min_poll_s": 0, "max_offset_ms": 1000})
-    gaps = []
-    tk = asyncio.create_task(ticker(gaps))
-    ok = await sup.sync_once()
-    tk.cancel()
-    errs = []
-    for i in range(50):
-        utc, q, unc = c.now()
-        errs.append(utc - host_ms())
-        await asyncio.sleep_ms(7)
-    st = c.status()
-    sst = sup.status()
-    print(json.dumps({"ok": ok, "pre_q": t_pre[1], "errs": errs, "q": q, "unc": unc, "status": st,
-                      "sntp": sst, "max_gap": max(gaps), "rtc_err": c.rtc.now_ms() - host_ms()}))
-asyncio.run(main())
-"""
-        got = run(script, port=port)
+        got = run("chrony", PORT=port)
     assert got["ok"] is True and got["pre_q"] == 0 and got["q"] == 1
     assert max(abs(e) for e in got["errs"]) <= 2, got["errs"]
     st = got["status"]
@@ -244,24 +159,7 @@ asyncio.run(main())
 
 def test_min_poll_holds_whatever_the_interval() -> None:
     with HostileServer({"good": HOSTILE["good"][0]}) as hs:
-        script = """
-async def main():
-    c = fresh_clock()
-    sup = sntp.Supervisor(c, {"servers": ["127.0.0.1"], "port": @port@, "samples": 1, "timeout_ms": 300,
-                              "min_poll_s": 1})
-    sup.interval_ms = 50  # asks for far more than the limit allows
-    t = asyncio.create_task(sup.run())
-    await asyncio.sleep_ms(3500)
-    t.cancel()
-    sup2 = sntp.Supervisor(c, {"servers": ["127.0.0.1"], "port": @port@, "samples": 1, "timeout_ms": 300})
-    first = await sup2.sync_once()  # no min_poll_s: the default limit, MIN_POLL_S
-    again = await sup2.sync_once()  # no server may be polled yet
-    second = await sup2.poll(sup2.servers[0])  # nor by calling poll directly
-    print(json.dumps([sup.rounds, first, again, second if isinstance(second, str) else "polled",
-                      sntp.MIN_POLL_S, sup2.status()["servers"][0]["min_poll_s"]]))
-asyncio.run(main())
-"""
-        rounds, first, again, second, min_poll, srv_poll = run(script, port=hs.ports["good"])
+        rounds, first, again, second, min_poll, srv_poll = run("min_poll", PORT=hs.ports["good"])
         n = hs.requests["good"]
     assert min_poll == 16 and srv_poll == 16
     assert first is True and again is None and second == "too-soon"
@@ -270,26 +168,7 @@ asyncio.run(main())
 
 def test_backoff_before_first_sync_and_alerts() -> None:
     with HostileServer({"silent": HOSTILE["silent"][0]}) as hs:
-        script = """
-async def main():
-    c = fresh_clock()
-    sup = sntp.Supervisor(c, {"servers": ["127.0.0.1"], "port": @port@, "samples": 1, "timeout_ms": 50,
-                              "min_poll_s": 0, "stale_after_s": 1})
-    sup.first_retry_ms = 100
-    sup.first_retry_max_ms = 800
-    delays = []
-    t = asyncio.create_task(sup.run())
-    last = 0
-    for i in range(400):
-        await asyncio.sleep_ms(10)
-        if sup.next_ms != last:
-            last = sup.next_ms
-            delays.append(last)
-    t.cancel()
-    print(json.dumps([delays, sup.status(), c.status()]))
-asyncio.run(main())
-"""
-        delays, sst, cst = run(script, port=hs.ports["silent"])
+        delays, sst, cst = run("backoff", PORT=hs.ports["silent"])
     # 100, 200, 400, 800, 800 ... each within +-25 % jitter
     bases = [100, 200, 400, 800]
     assert len(delays) >= 4
@@ -301,38 +180,14 @@ asyncio.run(main())
 
 @pytest.mark.parametrize("n", [1])
 def test_resolve_failure_is_reported_not_raised(n: int) -> None:
-    script = """
-async def main():
-    c = fresh_clock()
-    sup = sntp.Supervisor(c, {"servers": ["no-such-host.invalid"], "port": 123, "samples": 1,
-                              "timeout_ms": 50})
-    ok = await sup.sync_once()
-    print(json.dumps([ok, sup.last_error]))
-asyncio.run(main())
-"""
     t0 = time.monotonic()
-    ok, err = run(script)
+    ok, err = run("resolve")
     assert ok is False and "no server" in err
     assert time.monotonic() - t0 < 30
 
 
 # --- selection: falsetickers, majorities ---------------------------------------------------------
 
-SELECT = """
-CASES = @cases@
-async def main():
-    for name, servers in CASES:
-        c = fresh_clock(offset_ms=-7000)
-        sup = sntp.Supervisor(c, {"servers": servers, "samples": 2, "burst_gap_ms": 5, "timeout_ms": 400,
-                                  "min_poll_s": 0})
-        ok = await sup.sync_once()
-        e, q, unc = err_ms(c)
-        st = sup.status()
-        result({"name": name, "ok": ok, "err": e, "q": q, "unc": unc, "alerts": sorted(c.alerts()),
-                "false": [s["falseticker"] for s in st["servers"]], "server": c.status()["server"],
-                "last_error": sup.last_error})
-asyncio.run(main())
-"""
 
 
 def test_a_falseticker_with_a_tight_bound_is_rejected_and_the_bound_covers_the_error() -> None:
@@ -348,7 +203,7 @@ def test_a_falseticker_with_a_tight_bound_is_rejected_and_the_bound_covers_the_e
         hs = stack.enter_context(HostileServer({f"liar{o}": tight_liar(o / 1000) for o in offsets_ms}))
         cases = [(o, [f"127.0.0.1:{c1}", f"127.0.0.1:{hs.ports[f'liar{o}']}", f"127.0.0.1:{c2}"])
                  for o in offsets_ms]
-        got = {g["name"]: g for g in run(SELECT, cases=cases)}  # type: ignore[union-attr]
+        got = {g["name"]: g for g in run("select", SERVER_CASES=cases)}  # type: ignore[union-attr]
     bad = []
     for o in offsets_ms:
         g = got[o]
@@ -373,7 +228,7 @@ def test_liars_against_wide_honest_bounds() -> None:
         p = hs.ports
         cases = [(liar, [f"127.0.0.1:{p['a']}", f"127.0.0.1:{p[liar]}", f"127.0.0.1:{p['b']}"])
                  for liar in ("far", "up", "down")]
-        got = {g["name"]: g for g in run(SELECT, cases=cases)}  # type: ignore[union-attr]
+        got = {g["name"]: g for g in run("select", SERVER_CASES=cases)}  # type: ignore[union-attr]
     for g in got.values():
         # (the scripted servers' own answers carry their round trips' asymmetry: a few ms under load)
         assert g["ok"] is True and abs(g["err"]) <= 10 and g["unc"] >= abs(g["err"]), g
@@ -394,7 +249,7 @@ def test_no_majority_no_correction() -> None:
         a, b = f"127.0.0.1:{c1}", f"127.0.0.1:{c2}"
         cases = [("disagree", [a, p["liar"]]), ("one_of_three", [a, p["s1"], p["s2"]]),
                  ("two_of_three", [a, p["s1"], b])]
-        got = {g["name"]: g for g in run(SELECT, cases=cases)}  # type: ignore[union-attr]
+        got = {g["name"]: g for g in run("select", SERVER_CASES=cases)}  # type: ignore[union-attr]
     for name in ("disagree", "one_of_three"):
         g = got[name]
         assert g["ok"] is False and g["q"] == 0 and -7100 < g["err"] < -6900, g  # still the RTC's time
@@ -406,21 +261,6 @@ def test_no_majority_no_correction() -> None:
 
 # --- step discipline, over hours of simulated time ------------------------------------------------
 
-DISCIPLINE = """
-sim_sleeps(sntp)
-CASES = @cases@
-async def main():
-    for name, servers, extra, hours in CASES:
-        c = fresh_clock()
-        cfg = {"servers": servers, "timeout_ms": 300}
-        cfg.update(extra)
-        sup = sntp.Supervisor(c, cfg)
-        await rounds(sup, hours * 3600, name)
-        st = c.status()
-        result({"name": name, "alerts": sorted(st["alerts"]), "last_step": st["last_step"],
-                "false": [s["falseticker"] for s in sup.status()["servers"]]})
-asyncio.run(main())
-"""
 
 
 def test_a_jump_after_sync_is_held_until_confirmed_and_a_spike_never_steps() -> None:
@@ -435,7 +275,7 @@ def test_a_jump_after_sync_is_held_until_confirmed_and_a_spike_never_steps() -> 
         p = {k: f"127.0.0.1:{v}" for k, v in hs.ports.items()}
         cases = [("jump", [p["jump"]], {}, 2), ("spike", [p["spike"]], {}, 3),
                  ("minority", [p["h1"], p["j3"], p["h2"]], {}, 2)]
-        res, rounds = run_all(DISCIPLINE, sim=True, control=[hs.control_port], cases=cases)
+        res, rounds = run_all("discipline", sim=True, control=[hs.control_port], SERVER_CASES=cases)
         got = {g["name"]: g for g in res}  # type: ignore[union-attr]
     recs = rounds["jump"]
     held = [r for r in recs if r.held is not None]
@@ -462,7 +302,7 @@ def test_a_big_change_is_refused_while_the_clock_is_trusted() -> None:
     # stale_after_s; once the clock is stale (no trusted time left), taken like any step: confirmed.
     with HostileServer({"far": jumper(6, 5.0)}) as hs:
         cases = [("far", [f"127.0.0.1:{hs.ports['far']}"], {"stale_after_s": 3600}, 3)]
-        res, rounds = run_all(DISCIPLINE, sim=True, control=[hs.control_port], cases=cases)
+        res, rounds = run_all("discipline", sim=True, control=[hs.control_port], SERVER_CASES=cases)
     got, recs = res[0], rounds["far"]  # type: ignore[index]
     stepped = [r for r in recs if r.steps == 2]
     assert stepped, recs
@@ -484,7 +324,7 @@ def test_kiss_of_death_rate_after_sync_never_polls_faster_than_before() -> None:
     # interval in use later (the old code set the limit to 64 s and the failure retry polled then).
     with HostileServer({"rate": rate_after(7)}) as hs:
         cases = [("rate", [f"127.0.0.1:{hs.ports['rate']}"], {"interval_s": 85}, 1)]
-        run(DISCIPLINE, sim=True, control=[hs.control_port], cases=cases)
+        run("discipline", sim=True, control=[hs.control_port], SERVER_CASES=cases)
         times = hs.times["rate"]
     gaps = _gaps(times)
     # requests 1-4: the iburst; 5, 6, 7: polls ~85 s apart; 8: the first RATE; then further RATEs
@@ -504,7 +344,7 @@ def test_polling_policy_iburst_single_requests_owned_bursts_and_outages() -> Non
         p = {k: f"127.0.0.1:{v}" for k, v in hs.ports.items()}
         cases = [("pub", [p["pub"]], {}, 3), ("own", [p["own"]], {"owned": [p["own"]]}, 1),
                  ("gap", [p["gap"]], {"interval_s": 64}, 1)]
-        run(DISCIPLINE, sim=True, control=[hs.control_port], cases=cases)
+        run("discipline", sim=True, control=[hs.control_port], SERVER_CASES=cases)
         times = {k: list(v) for k, v in hs.times.items()}
     pub = _gaps(times["pub"])
     assert len(times["pub"]) == 4 + (len(pub) - 3) and all(g < 3 for g in pub[:3]), pub
@@ -533,8 +373,8 @@ def test_a_day_of_polling_with_the_default_config_keeps_the_pools_etiquette() ->
     with HostileServer({"pool": BEHAVIOURS_EXTRA["good_b"]}) as hs:
         sntp_cfg["servers"] = [f"127.0.0.1:{hs.ports['pool']}"]
         cases = [("day", sntp_cfg["servers"], sntp_cfg, 24)]
-        res, rounds = run_all(DISCIPLINE, sim=True, ticks0=TICKS_WRAP - 7_200_000, control=[hs.control_port],
-                              cases=cases)
+        res, rounds = run_all("discipline", sim=True, ticks0=TICKS_WRAP - 7_200_000, control=[hs.control_port],
+                              SERVER_CASES=cases)
         n = hs.requests["pool"]
     got, recs = res[0], rounds["day"]  # type: ignore[index]
     assert 60 <= n <= 120, n
@@ -550,24 +390,7 @@ def test_a_stream_of_junk_neither_stalls_the_loop_nor_holds_the_round() -> None:
     # one. A request reads at most 32 refused packets, yielding after each, and gives up ("flood").
     # (Here the stream has gaps the reader waits in; the never-dry test below has none.)
     with HostileServer({"flood": flooder(2.0)}) as hs:
-        script = """
-async def main():
-    c = fresh_clock()
-    sup = sntp.Supervisor(c, {"servers": ["127.0.0.1"], "port": @port@, "samples": 1, "timeout_ms": 1000,
-                              "min_poll_s": 0})
-    gaps = []
-    tk = asyncio.create_task(ticker(gaps))
-    await asyncio.sleep_ms(20)
-    t0 = time.ticks_ms()
-    ok = await sup.sync_once()
-    took = time.ticks_diff(time.ticks_ms(), t0)
-    await asyncio.sleep_ms(50)
-    tk.cancel()
-    print(json.dumps({"ok": ok, "took": took, "max_gap": max(gaps), "rejects": sup.rejects,
-                      "reject": sup.status()["servers"][0]["last_reject"]}))
-asyncio.run(main())
-"""
-        got = run(script, port=hs.ports["flood"])
+        got = run("flood", PORT=hs.ports["flood"])
         assert hs.flooded > 32
     assert got["max_gap"] < 200, got  # the loop ran between packets (the old loop: the whole stream)
     assert got["took"] < 1000, got  # well within its timeout, not the stream's 2 s
@@ -581,46 +404,7 @@ def test_a_stream_that_never_runs_dry_is_bounded_in_packets_and_time() -> None:
     # make this host's unix port fall behind on, hence the socket module passed in here). The old loop
     # checked its deadline only when the socket was empty: it never returned. Now a request reads at
     # most 32 refused packets, yielding after each, then gives up ("flood"); a round is bounded too.
-    script = """
-import socket as real
-class Endless:
-    AF_INET = real.AF_INET
-    SOCK_DGRAM = real.SOCK_DGRAM
-    reads = 0
-    def getaddrinfo(self, host, port, af, kind):
-        return [(af, kind, 0, "", ("10.9.8.7", 123))]
-    def socket(self, af, kind):
-        return self
-    def setblocking(self, flag):
-        pass
-    def sendto(self, data, addr):
-        self.sent = bytes(data)
-    def recvfrom(self, n):
-        Endless.reads += 1
-        if Endless.reads > 100000:
-            raise RuntimeError("still reading after 100000 packets")
-        junk = bytearray(48)
-        junk[0] = 0x24  # version 4, mode 4: a server's answer, but not to our request
-        return bytes(junk), ("10.9.8.7", 123)
-    def close(self):
-        pass
-
-async def main():
-    c = fresh_clock()
-    sup = sntp.Supervisor(c, {"servers": ["10.9.8.7"], "samples": 3, "burst_gap_ms": 10, "timeout_ms": 1000,
-                              "min_poll_s": 0}, sock_mod=Endless())
-    gaps = []
-    tk = asyncio.create_task(ticker(gaps))
-    await asyncio.sleep_ms(20)
-    t0 = time.ticks_ms()
-    ok = await sup.sync_once()
-    took = time.ticks_diff(time.ticks_ms(), t0)
-    tk.cancel()
-    print(json.dumps({"ok": ok, "took": took, "max_gap": max(gaps), "reads": Endless.reads,
-                      "rejects": sup.rejects, "turns": len(gaps)}))
-asyncio.run(main())
-"""
-    got = run(script)
+    got = run("endless")
     assert got["ok"] is False and got["rejects"] == {"origin": 96, "flood": 3}, got  # 3 requests x 32
     assert got["reads"] == 96 and got["took"] < 1000, got
     assert got["max_gap"] < 100 and got["turns"] >= 5, got  # the ticker ran while the packets were read
@@ -630,15 +414,5 @@ def test_optional_fields_given_as_null_take_their_defaults() -> None:
     # The config's optional sntp fields may be absent or null (config.py's "int?"): null means the
     # default, not a crash at the first poll.
     with HostileServer({"good": HOSTILE["good"][0]}) as hs:
-        script = """
-sim_sleeps(sntp)
-async def main():
-    c = fresh_clock()
-    sup = sntp.Supervisor(c, {"servers": ["127.0.0.1:@port@"], "samples": 2, "timeout_ms": 300, "min_poll_s": None,
-                              "burst_gap_ms": None, "owned": None, "panic_ms": None, "stepout_s": None})
-    ok = await sup.sync_once()
-    print(json.dumps([ok, sup.status()["servers"][0]["min_poll_s"], c.panic_ms, c.stepout_s, SIM.skipped]))
-asyncio.run(main())
-"""
-        got = run(script, sim=True, control=[hs.control_port], port=hs.ports["good"])
+        got = run("nulls", sim=True, control=[hs.control_port], PORT=hs.ports["good"])
     assert got == [True, 16, 1000, 300, 2000], got  # the burst's gap: 2000 ms (skipped)

@@ -111,113 +111,21 @@ def test_full_journal_is_refused_with_memory_full(tmp_path):
         term.stop()
 
 
-# The parts a Terminal is built from, as small fakes (no flash, no network): for the scripts below.
-FAKES = r"""
-class Clock:
-    def now(self):
-        return 1795600000000, 1, 0
-
-class TZ:
-    def offset_s(self, s):
-        return 0
-
-class Journal:
-    seq = 0
-    def append(self, p):
-        self.seq += 1
-        return self.seq
-
-class Indicator:
-    def feedback(self, code, text):
-        pass
-
-def terminal(window_s):
-    from clockterm.terminal import Terminal
-    return Terminal(Clock(), Journal(), None, TZ(), Indicator(),
-                    {"duplicate_window_s": window_s, "unknown_badge": "record", "kind_mode": "toggle"})
-"""
-
-RING = FAKES + r"""
-import gc, json, time
-
-t = terminal(3600)
-cfg = t.cfg
-out = {}
-def tap(b):
-    return t.tap(b).split()[0]
-# The ring's heap is taken at construction: filling it with 16 badges keeps no more.
-tap("F00")  # (the last result's text, kept for STATUS, exists from here on)
-gc.collect()
-before = gc.mem_alloc()
-for i in range(16):
-    tap("E%02dABCDEF" % i)
-gc.collect()
-out["full"] = gc.mem_alloc() - before
-# The same badge again: a duplicate; a badge that is a prefix of one remembered, or shares its prefix: not.
-out["first"] = [tap("ABC"), tap("ABC"), tap("AB"), tap("ABCD"), tap("ABD"), tap("abc")]
-# A badge of the longest length, then 15 others: still remembered; one more: its slot is taken again.
-long = "0123456789ABCDEF0123"
-tap(long)
-for i in range(15):
-    tap("C%02d" % i)
-out["still"] = tap(long)
-tap("D00")
-out["evicted"] = tap(long)
-# The window: a duplicate only within duplicate_window_s.
-cfg["duplicate_window_s"] = 0
-out["expired"] = tap("D00")
-print(json.dumps(out))
-"""
-
-
 def test_duplicate_window_ring_under_micropython() -> None:
-    from mp import mp_json
+    from mp import mp_json, script
 
-    out = mp_json(RING)
+    out = mp_json(script("tap_path_mp.py", {"CASE": "ring"}, "main()"))
     assert out["first"] == ["OK", "DENY", "OK", "OK", "OK", "DENY"], out  # "abc" is "ABC" normalized
     assert out["still"] == "DENY" and out["evicted"] == "OK", out
     assert out["expired"] == "OK", out
     assert out["full"] <= 256, out  # no heap kept per badge (as str objects: 16 x 64 bytes, 1120 seen)
 
 
-WRAP = FAKES + r"""
-import json
-from clockterm import terminal as term_mod
-
-class T:  # time with an ESP32's ticks: ms wrapping every 2**30
-    PERIOD = 1 << 30
-    ms = 0
-    def ticks_ms(self):
-        return T.ms % T.PERIOD
-    def ticks_diff(self, a, b):
-        d = (a - b) % T.PERIOD
-        return d - T.PERIOD if d >= T.PERIOD // 2 else d
-term_mod.time = T()
-
-DAY = 86400000
-t = terminal(60)
-out = [t.tap("04A1B2C3").split()[0]]
-T.ms = 7 * DAY  # half a wrap on, ticks_diff to the slot is negative
-out.append(t.tap("04A1B2C3").split()[0])
-T.ms += 30000  # and the window still works
-out.append(t.tap("04A1B2C3").split()[0])
-# With housekeeping's expire() every few seconds, a slot never lives to see a wrap:
-t2 = terminal(60)
-T.ms = 0
-t2.tap("04D5E6F7")
-T.ms = 61000
-t2.expire()
-T.ms = (1 << 30) + 100  # a whole wrap later: ticks_diff would say 100 ms
-expired = t2.tap("04D5E6F7").split()[0]
-print(json.dumps({"taps": out, "after_wrap": expired}))
-"""
-
-
 def test_duplicate_window_survives_ticks_wrapping() -> None:
     # ticks_ms wraps every ~12.4 days on an ESP32 (2**30 ms; never on this 64-bit host): a badge
     # tapped again a week later must not be taken for a duplicate of its last punch.
-    from mp import mp_json
+    from mp import mp_json, script
 
-    out = mp_json(WRAP)
+    out = mp_json(script("tap_path_mp.py", {"CASE": "wrap"}, "main()"))
     assert out["taps"] == ["OK", "OK", "DENY"], out
     assert out["after_wrap"] == "OK", out

@@ -9,7 +9,7 @@ import time
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pytest
-from mp import mp_json, run_mp
+from mp import mp_json, run_mp, script
 
 # (zone, POSIX TZ string as in the zone's TZif footer, first year its current rules hold)
 ZONES: list[tuple[str, str, int]] = [
@@ -68,43 +68,6 @@ T0 = int(dt.datetime(YEAR0, 1, 1, tzinfo=dt.UTC).timestamp())
 HOURS = int(dt.datetime(YEAR1, 1, 1, tzinfo=dt.UTC).timestamp() - T0) // 3600
 _MOD = (1 << 61) - 1
 
-# Runs in MicroPython: for each zone, the hours where (offset, abbreviation) change and a checksum
-# per year of every local time (so both offset_s/is_dst and the broken-down time are compared). The
-# local time is what the firmware shows and stamps: clock.gmtime_ms of UTC ms + offset_s.
-_MP_SWEEP = """
-import json
-from clockterm.clock import gmtime_ms
-from clockterm.tz import TZ
-specs = SPECS
-T0 = %d
-HOURS = %d
-M = (1 << 61) - 1
-for spec, step_s in specs:
-    z = TZ(spec)
-    tr = []
-    ck = {}
-    prev = None
-    t = T0
-    end = T0 + HOURS * 3600
-    while t < end:
-        o = z.offset_s(t)
-        a = z.dst if z.is_dst(t) else z.std  # the abbreviation in effect
-        if prev is None or prev[0] != o or prev[1] != a:
-            tr.append([(t - T0) // 3600, o, a])
-            prev = (o, a)
-        u = t * 1000 + 999
-        y, mo, d, h, mi, s, wd, yd = gmtime_ms(u + o * 1000)[:8]
-        ms = u %% 1000
-        v = ((((((y * 13 + mo) * 32 + d) * 24 + h) * 60 + mi) * 60 + s) * 7 + wd) * 367 + yd
-        v = v * 1000 + ms
-        key = str(y)
-        ck[key] = (ck.get(key, 0) * 1000003 + v) %% M
-        t += step_s
-    print(json.dumps({"tr": tr, "ck": ck}))  # one line per zone: the heap holds one zone at a time
-    tr = ck = None
-"""
-
-
 def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
@@ -147,8 +110,7 @@ def _expected(at, first_hour: int, step_s: int) -> dict:
 
 
 def _run_mp(specs: list[tuple[str, int]], first_hours: list[int]) -> list[dict]:
-    # One micropython process for all zones; each zone starts at its own first hour.
-    script = _MP_SWEEP % (T0, HOURS)
+    # One micropython process for all zones (tests/tz_mp.py's sweep); each zone starts at its own first hour.
     out = []
     # Zones with a later start get their own offset of T0: run them in groups by start hour.
     groups: dict[int, list[int]] = {}
@@ -156,11 +118,8 @@ def _run_mp(specs: list[tuple[str, int]], first_hours: list[int]) -> list[dict]:
         groups.setdefault(h, []).append(i)
     res: dict[int, dict] = {}
     for h, idx in groups.items():
-        sc = script.replace(f"T0 = {T0}", f"T0 = {T0 + h * 3600}").replace(
-            f"HOURS = {HOURS}", f"HOURS = {HOURS - h}")
-        # (a long argv crashes the unix port, so the zone list goes into the script text)
-        sc = sc.replace("SPECS", repr([list(specs[i]) for i in idx]))
-        r = run_mp(sc, timeout=600)
+        settings = {"CASE": "sweep", "SPECS": [list(specs[i]) for i in idx], "T0": T0 + h * 3600, "HOURS": HOURS - h}
+        r = run_mp(script("tz_mp.py", settings, "main()"), timeout=600)
         got = [json.loads(ln) for ln in r.stdout.splitlines() if ln.strip()]
         for i, g in zip(idx, got, strict=True):
             # re-base hour numbers on the common T0
@@ -223,13 +182,10 @@ def test_transition_edges_to_the_second(name: str, posix: str) -> None:
         prev = off
         t += 900
     assert len(edges) == 2
-    secs = []
-    for e in edges:  # the change happened within (e-900, e]; look at every second of that window
-        secs += list(range(e - 902, e + 3))
+    windows = [[e - 902, e + 3] for e in edges]  # the change happened within (e-900, e]: every second of it
+    secs = [s for first, end in windows for s in range(first, end)]
     want = [int(dt.datetime.fromtimestamp(s, dt.UTC).astimezone(z).utcoffset().total_seconds()) for s in secs]
-    got = mp_json(
-        f"import json\nfrom clockterm.tz import TZ\nz = TZ({posix!r})\n"
-        f"print(json.dumps([z.offset_s(s) for s in {secs!r}]))")
+    got = mp_json(script("tz_mp.py", {"CASE": "offsets", "SPEC": posix, "WINDOWS": windows}, "main()"))
     assert got == want
 
 
@@ -240,52 +196,19 @@ BAD = ["", "C", "CET", "CET-", "CET-1CEST,", "CET-1CEST,M3.5.0", "CET-1CEST,M13.
 
 
 def test_invalid_strings_raise_value_error() -> None:
-    script = """
-import json
-from clockterm.tz import TZ
-out = []
-for s in BAD:
-    try:
-        TZ(s)
-        out.append(None)
-    except ValueError as e:
-        out.append(str(e))
-print(json.dumps(out))
-"""
-    got = mp_json(script.replace("BAD", repr(BAD)))
+    got = mp_json(script("tz_mp.py", {"CASE": "invalid", "BAD": BAD}, "main()"))
     for s, msg in zip(BAD, got, strict=True):
         assert msg is not None, f"{s!r} was accepted"
         assert msg.startswith("TZ"), msg
 
 
 def test_local_fields_and_abbrev() -> None:
-    got = mp_json("""
-import json
-from clockterm.clock import gmtime_ms
-from clockterm.tz import TZ
-z = TZ("<+0530>-5:30")
-b = TZ("CET-1CEST,M3.5.0,M10.5.0/3")
-u = 1767225600123
-loc = list(gmtime_ms(u + z.offset_s(u // 1000) * 1000)[:8]) + [u % 1000]
-def abbrev(z, t):
-    return z.dst if z.is_dst(t) else z.std
-print(json.dumps([loc, abbrev(z, 0), abbrev(b, 1782864000), abbrev(b, 1767225600),
-                  b.offset_s(1782864000), z.offset_s(0)]))
-""")
+    got = mp_json(script("tz_mp.py", {"CASE": "local_fields"}, "main()"))
     # 2026-01-01T00:00:00.123Z is 05:30:00.123 in India, a Thursday (weekday 3), day 1
     assert got == [[2026, 1, 1, 5, 30, 0, 3, 1, 123], "+0530", "CEST", "CET", 7200, 19800]
 
 
 def test_year_edge_rules() -> None:
     """Transitions whose UTC instant lies in the previous UTC year (POSIX: rules are local)."""
-    got = mp_json("""
-import json
-from clockterm.clock import gmtime_ms
-from clockterm.tz import TZ
-z = TZ("AAA-3BBB-4,0/0,59/12")
-# DST starts 2021-01-01 00:00 local standard time = 2020-12-31 21:00 UTC
-u = 1609448400000
-loc = gmtime_ms(u + z.offset_s(u // 1000) * 1000)
-print(json.dumps([z.dst if z.is_dst(1609448400 - 1) else z.std, z.dst if z.is_dst(1609448400) else z.std, loc[:4]]))
-""")
+    got = mp_json(script("tz_mp.py", {"CASE": "year_edge"}, "main()"))
     assert got == ["AAA", "BBB", [2021, 1, 1, 1]]

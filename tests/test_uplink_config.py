@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from clockterm_host.central import Handle
 from clockterm_host.defaults import default_config
-from mp import mp_json
+from mp import mp_json, script
 from test_uplink import config, run
 
 # --- merge_overlay on the device --------------------------------------------------------------------
@@ -19,19 +19,8 @@ from test_uplink import config, run
 def _merge_all(local: dict[str, Any], overlays: list[Any]) -> list[Any]:
     """merge_overlay(local, o) for each o in one micropython process: the merged doc or the error text;
     last, whether local came out unchanged."""
-    script = (
-        "import json\nfrom clockterm import config\n"
-        f"local = json.loads({json.dumps(json.dumps(local))})\n"
-        "before = json.dumps(local)\n"
-        f"overlays = json.loads({json.dumps(json.dumps(overlays))})\n"
-        "out = []\n"
-        "for o in overlays:\n"
-        "    try:\n        out.append(config.merge_overlay(local, o))\n"
-        "    except config.ConfigError as e:\n        out.append(str(e))\n"
-        "out.append(json.dumps(local) == before)\n"
-        "print(json.dumps(out))\n"
-    )
-    out = mp_json(script)
+    out = mp_json(script("uplink_config_mp.py", {"LOCAL": json.dumps(local), "OVERLAYS": json.dumps(overlays)},
+                         "main()"))
     assert isinstance(out, list)
     return out
 
