@@ -16,7 +16,7 @@ BACKLOG = int(os.environ.get("BENCH_UPLINK_BACKLOG", "10000"))
 # baseline). One punch per request costs the same per request whatever the backlog, so the baseline
 # drains a sample and is scaled to 10k (the full 10k would take well over a minute more).
 BASELINE = int(os.environ.get("BENCH_UPLINK_BASELINE", "1000"))
-DRIVER = (Path(__file__).resolve().parents[1] / "tests" / "uplink_driver.py").read_text()
+DRIVER = (Path(__file__).resolve().parents[1] / "tests" / "uplink_mp.py").read_text()
 
 
 def _drain(state: Path, batch_max: int, journal: str, backlog: int) -> dict[str, Any]:

@@ -1,6 +1,5 @@
 # MicroPython side of the SNTP tests and bench: a fake RTC on the host clock, fresh Clocks, a loop-stall
 # ticker and, when the caller sets SIM_TIME first, simulated time.
-# ruff: noqa (MicroPython code, not CPython: runs under the unix port with globals set by the caller)
 #
 # The pytest files (and bench/bench_sntp.py) prepend settings and append their body, and run the whole
 # under micropython with the compiled bundle. Not collected by pytest (no test_ prefix).
@@ -20,18 +19,9 @@ import os
 import sys
 import time as _rt
 
-try:
-    SIM_TIME
-except NameError:
-    SIM_TIME = False
-try:
-    SIM_TICKS0
-except NameError:
-    SIM_TICKS0 = 0
-try:
-    SIM_CONTROL
-except NameError:
-    SIM_CONTROL = []
+SIM_TIME = globals().get("SIM_TIME", False)
+SIM_TICKS0 = globals().get("SIM_TICKS0", 0)
+SIM_CONTROL = globals().get("SIM_CONTROL", [])
 
 SKIP_MIN_MS = 1500  # sleeps this long or longer are skipped under simulated time
 
@@ -102,9 +92,9 @@ SIM = None
 if SIM_TIME:
     SIM = SimTime(SIM_TICKS0)
     sys.modules["time"] = SIM
-import time  # the simulated one when SIM_TIME: the firmware imported below sees the same
+import time  # noqa: E402 - the simulated one when SIM_TIME: the firmware imported below sees the same
 
-from clockterm import clock as clk, sntp
+from clockterm import clock as clk, sntp  # noqa: E402 - after time is replaced
 
 
 class SimAsyncio:

@@ -14,7 +14,7 @@ import pytest
 import trustme
 from clockterm_host.central import Handle, start_background
 
-DRIVER = (Path(__file__).parent / "uplink_driver.py").read_text()
+DRIVER = (Path(__file__).parent / "uplink_mp.py").read_text()
 FAST = {"backoff_min_ms": 50, "backoff_max_ms": 400, "interval_ms": 200, "rejected_pause_ms": 800}
 
 

@@ -1,5 +1,6 @@
 # MicroPython driver for the uplink tests and bench: a generated fake journal, a fake clock, taps
 # arriving while the real Uplink runs against the real central. Config from the JSON file in argv[1].
+# Not collected by pytest (no test_ prefix); linted with the firmware's rules.
 import asyncio
 import gc
 import json
@@ -62,7 +63,8 @@ class Clock:
         return T0 + time.ticks_diff(time.ticks_ms(), self.t0), q, 5
 
 
-async def main():
+def make():
+    # The journal, the roster (or None), the lent buffer (or None) and the Uplink the config asks for.
     j = Journal(cfg.get("journal_id", "j1"), cfg.get("acked", 0))
     for _ in range(cfg.get("initial", 0)):
         j.append()
@@ -73,8 +75,8 @@ async def main():
 
         roster = Roster(cfg["fs_root"] + "/roster.bin")
     buf = None
-    if cfg.get("shared_buf"):  # a buffer lent by the creator, as the control port's answer buffer would be
-        from clockterm.app import OutBuf
+    if cfg.get("shared_buf"):  # a buffer lent by the creator, as the app lends its answer buffer
+        from clockterm import OutBuf
 
         buf = OutBuf(cfg["shared_buf"])
     up = uplink.Uplink(j, clock, cfg["device"], cfg["url"], cfg["device"], cfg["secret"],
@@ -84,6 +86,11 @@ async def main():
         setattr(up, k, v)
     for k, v in cfg.get("client", {}).items():
         setattr(up.client, k, v)
+    return j, roster, buf, up
+
+
+async def main():
+    j, roster, buf, up = make()
     gc.collect()
     base = gc.mem_alloc()
     peak = 0
