@@ -6,8 +6,9 @@ Figures (bytes unless named otherwise):
   runs them. baseline_mpy_code_bytes: the same from plain .mpy files (the classic /lib deployment,
   where the bytecode itself is copied into the heap). code_<module>_bytes: per module (ROMFS), in
   import order, so a module's figure includes the qstr-pool growth it happened to trigger.
-- qstrs: qstrs interned in the heap's pools after those imports (every identifier, attribute,
-  argument name and short string of the loaded code; they stay after a module is unloaded).
+- qstrs: qstrs interned in the heap's pools after those imports and app.load_modules (which interns,
+  at boot, the names of the modules loaded later: every identifier, attribute, argument name and short
+  string of the loaded code; they stay after a module is unloaded).
   qstr_room: how many more fit before the pool grows: a new pool is twice the last one (on this
   64-bit host 640 entries, about 7 KB, when the count passes 620), the largest single step in heap
   use, so a change that crosses it costs far more than its own size.
@@ -83,6 +84,8 @@ clockterm.forget("clockterm.config")
 gc.collect()
 per["clockterm.config_kept"] = a - gc.mem_free()
 total = f0 - gc.mem_free()
+import clockterm.app
+clockterm.app.load_modules()  # as a booting terminal: the names of the modules it loads later, interned
 import micropython
 micropython.qstr_info()  # the qstr count, parsed by the host
 # Room left in the qstr pool: intern new names until the heap drops by a new pool (pools double).
