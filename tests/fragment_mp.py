@@ -2,9 +2,8 @@
 #
 # Runs under the unix port with the compiled bundle (linted with the firmware's rules, lib/ruff.toml).
 # A test puts this file's text before its own module's (mp.script("fragment_mp.py") + mp.script(...)),
-# which takes the function from globals(). The same cut as tests/mp.py's fragment_heap (script lines
-# for a script's top level), as a function that a case calls where it wants the heap cut. Not
-# collected by pytest (no test_ prefix).
+# which takes the function from globals() and calls it where it wants the heap cut. Not collected by
+# pytest (no test_ prefix).
 
 import gc
 

@@ -55,39 +55,3 @@ def mp_json(script: str, **kw) -> object:
     if not lines:
         raise AssertionError(f"no output from micropython\nstderr:\n{r.stderr}")
     return json.loads(lines[-1])
-
-
-def fragment_heap(piece: int, probe: int) -> str:
-    """Script lines that cut the free heap into pieces of about `piece` bytes (plenty free in total,
-    nothing of `probe` bytes in one block) and set `fragmented` to whether a `probe`-byte allocation
-    now fails. Pins as large as the holes, and plugs for what is left between them, so that first-fit
-    cannot tuck a pin away nor a freed hole merge into more. The pins and plugs stay referenced."""
-    return f"""
-import gc
-gc.collect()
-_n = gc.mem_free() // ({piece} * 2 + 200)
-_holes, pins = [None] * _n, [None] * _n
-try:
-    for _i in range(_n):
-        _holes[_i] = bytearray({piece})
-        pins[_i] = bytearray({piece})
-except MemoryError:
-    pass
-plugs = []
-try:
-    while True:
-        _chunk = [None] * 16
-        plugs.append(_chunk)
-        for _i in range(16):
-            _chunk[_i] = bytearray(16)
-except MemoryError:
-    pass
-_holes = _chunk = None
-gc.collect()
-try:
-    _big = bytearray({probe})
-    fragmented = False
-except MemoryError:
-    fragmented = True
-_big = None
-"""
