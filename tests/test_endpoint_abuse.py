@@ -356,14 +356,15 @@ def test_a_body_shorter_than_its_content_length(site: Site) -> None:
 
 
 def test_content_length_values_that_are_not_a_length(site: Site) -> None:
-    """Negative, signed, hexadecimal, non-numeric, over nine digits, two that disagree: 400, closed. A
+    """Negative, signed, hexadecimal, non-numeric, over nine digits, two that disagree (0 among them): 400, closed. A
     plain huge one: 413 (a GET takes no body; a config is at most 8 KB), closed, nothing read."""
     path = "/api/v1/status"
     for value in ("-1", "+5", "0x10", "1e3", "abc", "", "5, 5", "99999999999", "12345678901234567890"):
         data = exchange(site, request(path, extra=f"Content-Length: {value}\r\n") + b"hello")
         assert refused(data, 400) == 400, (value, data[:200])
-    data = exchange(site, request(path, extra="Content-Length: 5\r\nContent-Length: 6\r\n") + b"hello!")
-    assert refused(data, 400) == 400
+    for two in ("5\r\nContent-Length: 6", "0\r\nContent-Length: 5", "5\r\nContent-Length: 0"):
+        data = exchange(site, request(path, extra=f"Content-Length: {two}\r\n") + b"hello!")
+        assert refused(data, 400) == 400, (two, data[:200])
     data = exchange(site, request(path, extra="Content-Length: 999999999\r\n"))
     assert refused(data, 413) == 413
     config = site.config_path.read_bytes()
@@ -661,7 +662,14 @@ def test_large_answers_at_once_share_the_answer_buffer_cleanly(site: Site) -> No
     page = got[paths[0]].json()
     rows = got[paths[1]].body.decode().split("\r\n")
     assert rows[0].startswith("journal_id,seq,") and rows[-1] == ""
-    assert [int(r.split(",")[1]) for r in rows[1:-1]] == [p["seq"] for p in page["punches"]]
+    in_csv = [int(r.split(",")[1]) for r in rows[1:-1]]
+    in_json = [p["seq"] for p in page["punches"]]
+    # Each whole and in order; the page asked a moment later may also hold a tap made meanwhile
+    # (serves taps): the shorter is the start of the longer
+    for seqs in (in_csv, in_json):
+        assert len(seqs) >= 200 and seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
+    n = min(len(in_csv), len(in_json))
+    assert in_csv[:n] == in_json[:n] and abs(len(in_csv) - len(in_json)) <= 5, (in_csv[-3:], in_json[-3:])
     serves(site)
 
 

@@ -69,7 +69,7 @@ _H_PATH = const(1)  # with its query string
 _H_AUTH = const(2)  # the Authorization value (b"": none)
 _H_ACCEPT = const(3)
 _H_MATCH = const(4)  # If-Match
-_H_LENGTH = const(5)  # Content-Length (0: none)
+_H_LENGTH = const(5)  # Content-Length (0: none; None while the head is read and none came yet)
 _H_KEEP = const(6)  # False when the client said Connection: close
 _H_SIZE = const(7)
 # Counters (Server.counts, a list), in the order of _METRICS's last eight families
@@ -256,6 +256,8 @@ async def run(self, stream, index):
     while True:
         err = await _read_head(self, index, ms, req)
         ms = _IDLE_MS
+        if req[_H_LENGTH] is None:
+            req[_H_LENGTH] = 0
         self.counts[_N_REQUESTS] += 1
         if err is not None:
             # A head refused is answered and the connection closed (its framing is not to be trusted)
@@ -300,7 +302,7 @@ async def _read_head(self, index, ms, req):
         self.wait(index, _HEAD_MS)
     req[_H_METHOD] = req[_H_PATH] = None
     req[_H_AUTH] = req[_H_ACCEPT] = req[_H_MATCH] = b""
-    req[_H_LENGTH] = 0
+    req[_H_LENGTH] = None  # until a Content-Length is read (0 when none came: run)
     req[_H_KEEP] = True
     err = None
     if line is None:
@@ -349,8 +351,8 @@ def _header(line, req):
         req[_H_AUTH] = v
     elif k == b"content-length":
         length = req[_H_LENGTH]
-        if not v.isdigit() or len(v) > 9 or (length and int(v) != length):
-            return 400
+        if not v.isdigit() or len(v) > 9 or (length is not None and int(v) != length):
+            return 400  # (two that disagree, 0 among them: which frames the body is not to be guessed)
         req[_H_LENGTH] = int(v)
     elif k == b"transfer-encoding":
         return 411  # only bodies with a Content-Length are taken
