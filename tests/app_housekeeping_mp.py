@@ -226,7 +226,31 @@ def backoff():
     print(json.dumps({"waits": waits, "restarts": a.tasks["x"]["restarts"], "wrapped": WrapTime().ticks_ms() < t0}))
 
 
-CASES = {"supervise": supervise, "backoff": backoff}
+# --- warm_up: app.load_modules when a module loaded only now and then cannot be imported -------------
+
+def warm_up():
+    import builtins
+    import sys
+
+    from clockterm import log
+
+    real = builtins.__import__
+
+    def refusing(name, *args):
+        if name == "clockterm.endpoint":
+            raise MemoryError("memory allocation failed")
+        return real(name, *args)
+
+    builtins.__import__ = refusing
+    try:
+        app.load_modules()
+    finally:
+        builtins.__import__ = real
+    print(json.dumps({"errors": log.errors, "pulls_kept": "clockterm.pulls" in sys.modules,
+                      "journal": "clockterm.journal" in sys.modules}))
+
+
+CASES = {"supervise": supervise, "backoff": backoff, "warm_up": warm_up}
 
 
 def main():

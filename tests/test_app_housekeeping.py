@@ -47,3 +47,15 @@ def test_restart_backoff_doubles_and_resets_after_a_long_run_across_a_ticks_wrap
     # An end is seen at the next turn (20 ms), the restart follows the backoff: 500 ms, doubled at each
     # restart; after a run longer than _RESTART_MAX_MS (60 s) it is 500 ms again.
     assert out["waits"] == [520, 1020, 2020, 520, 1020], out
+
+
+def test_boot_goes_on_when_a_module_loaded_later_cannot_be_imported() -> None:
+    """app.load_modules interns the names of the modules loaded only now and then by importing them at
+    boot: a head start, so one that cannot be imported (a MemoryError, a damaged file) is said in the log
+    and the boot goes on (its own user says what fails when it needs it)."""
+    from mp import mp_json
+
+    out = mp_json(script("app_housekeeping_mp.py", {"CASE": "warm_up"}, "main()"))
+    assert out["journal"] and not out["pulls_kept"], out
+    (error,) = out["errors"]
+    assert "endpoint" in error and "MemoryError" in error, out

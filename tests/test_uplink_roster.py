@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from clockterm_host.central import Handle
+from mp import mp_json, script
 from test_uplink import config, run
 
 
@@ -84,3 +85,12 @@ def test_a_damaged_etag_file_is_no_etag(central: Handle, tmp_path: Path) -> None
         assert out["roster_pulls"] == 1 and out["roster_error"] is None, out
         assert out["lookups"]["A1"][:2] == ["E1", "Ada L."]
         assert (fs / "roster.etag").read_bytes().startswith(b'"') and b"\r" not in (fs / "roster.etag").read_bytes()
+
+
+def test_pulls_whose_code_cannot_load(tmp_path: Path) -> None:
+    """The pulls' module is loaded for them only: when it cannot be (a MemoryError on a cut-up heap), both
+    pulls fail with that error in roster_error and config_error, and the uplink itself has not failed (no
+    backoff, no failure counted: the punches go on)."""
+    out = mp_json(script("uplink_pulls_mp.py", {"FS": str(tmp_path)}, "main()"))
+    assert out == {"failures": 0, "state": "idle", "roster_error": "roster: memory allocation failed",
+                   "config_error": "config: memory allocation failed"}, out

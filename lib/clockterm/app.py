@@ -412,7 +412,10 @@ def load_modules():
         __import__("clockterm." + name)
         gc.collect()
     for name in "endpoint pulls roster_file".split():
-        __import__("clockterm." + name)
+        try:
+            __import__("clockterm." + name)
+        except Exception as e:  # only a head start: their own users load them and say what fails
+            log.error("boot", "%s: %s" % (name, repr(e)))
         forget("clockterm." + name)
         gc.collect()
 

@@ -385,25 +385,27 @@ class Uplink:
 
     async def pulls(self):
         """The pulls that are configured (roster, config overlay), with the code of clockterm.pulls,
-        imported for them and forgotten after: it takes heap only while it runs. A failed pull keeps the
-        old roster or overlay in force (its error in roster_error or config_error)."""
-        from clockterm import pulls
-
+        imported for them and forgotten after: it takes heap only while it runs. A failed pull, its
+        code not loaded included (a MemoryError on a cut-up heap), keeps the old roster or overlay in
+        force, with its error in roster_error or config_error; it is not an uplink failure."""
         try:
             if self.roster is not None:
                 try:
+                    from clockterm import pulls
+
                     await pulls.pull_roster(self)
                 except Exception as e:
                     self.roster_error = "%s: %s" % ("roster", e)
                     self._error(self.roster_error)
             if self.config_path is not None:
                 try:
+                    from clockterm import pulls
+
                     await pulls.pull_config(self)
                 except Exception as e:
                     self.config_error = "%s: %s" % ("config", e)
                     self._error(self.config_error)
         finally:
-            pulls = None
             forget("clockterm.pulls")
 
     # --- the task ------------------------------------------------------------------------------
