@@ -26,7 +26,7 @@ gc.collect()
 doc = {'micropython': '.'.join(str(x) for x in sys.implementation.version[:3]), 'code': None, 'status': None}
 try:
     import clockterm.app as _a
-    doc['code'] = _a.__file__.rsplit('/clockterm/', 1)[0]
+    doc['code'] = _a.__file__.rsplit('/clockterm/', 1)[0] if '/clockterm/' in _a.__file__ else 'the image (frozen)'
     if _a.last is not None:
         doc['status'] = dict(_a.last.status())
 except ImportError as e:
