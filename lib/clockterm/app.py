@@ -124,47 +124,50 @@ class App:
         self.terminal.on_punch = self.uplink.kick
         self.servers = []  # the server.Server instances (the endpoint, the sim's control port): their deadlines
         self.endpoint = None
-        ep = cfg["endpoint"]
-        if ep["port"]:
-            # The device endpoint: HTTPS with the config's certificate and key (files beside the config),
-            # plain HTTP only when endpoint.allow_plain_http says so
+        if cfg["endpoint"]["port"]:
             try:
-                ctx = None
-                if ep.get("cert") and ep.get("key"):
-                    import tls
-
-                    from clockterm.https import load
-
-                    ctx = tls.SSLContext(tls.PROTOCOL_TLS_SERVER)
-                    where = board.config_path.rpartition("/")[0] + "/"  # files named relative to the config's folder
-                    ctx.load_cert_chain(*[load(p if p.startswith("/") else where + p)
-                                          for p in (ep["cert"], ep["key"])])  # (DER: see https.load)
-                elif not ep.get("allow_plain_http"):
-                    raise ValueError("endpoint.cert and endpoint.key, or endpoint.allow_plain_http: true, are needed")
-                # Its server, whose connections clockterm.endpoint serves (that module is imported at a first
-                # connection and forgotten after the last: its code takes heap only while in use). The
-                # endpoint's state lives on the server: the app, the tokens as (SHA-256, scope bits: 1
-                # read, 2 admin; a plaintext token of an older config is hashed here, not kept), health
-                # without a token, the auth failures per address, the head limit for long lines.
-                from clockterm.server import Server
-
-                e = Server("clockterm.endpoint", ep.get("connections") or 3, _EP_LINE, ctx)
-                e.app = self
-                e.keys = []
-                w = "read, admin".split(", ")  # (at run time: "admin" is not otherwise an interned name)
-                for t in ep.get("endpoint.tokens".split(".")[1]) or ():
-                    d = t.get("sha256")
-                    d = binascii.unhexlify(d) if d else hashlib.sha256(t["token"].encode()).digest()
-                    e.keys.append((d, (3 if w[1] in t["scopes"] else 0) | (1 if w[0] in t["scopes"] else 0)))
-                e.free = bool(ep.get("health_public"))
-                e.failures = []  # [address, failures in a row, ticks_ms of the last]
-                e.limit = _EP_HEAD_MAX
-                e.start(" 127.0.0.1 0.0.0.0".split()[board.name != "sim"], ep["port"])  # (the sim: this host only)
-                self.endpoint = e
-                log.info("endpoint", "%s on port %d" % ("https" if ctx else "http (plain)", ep["port"]))
+                self.endpoint = self.listen(board, cfg["endpoint"])
             except Exception as e:  # (OSError, ValueError: the certificate; MemoryError) taps go on without it
-                self.endpoint = None
                 log.error("endpoint", "not started: %r" % (e,))
+
+    def listen(self, board, endpoint):
+        """The device endpoint's server, listening, from the config's endpoint section: HTTPS with the
+        config's certificate and key (files beside the config), plain HTTP only when
+        endpoint.allow_plain_http says so. Its connections are served by clockterm.endpoint (imported
+        at a first connection and forgotten after the last: its code takes heap only while in use).
+        The endpoint's state lives on the server: the app, the tokens as (SHA-256, scope bits: 1 read,
+        2 admin; a plaintext token of an older config is hashed here, not kept), health without a
+        token, the auth failures per address, the head limit."""
+        ctx = None
+        if endpoint.get("cert") and endpoint.get("key"):
+            import tls
+
+            from clockterm.https import load
+
+            ctx = tls.SSLContext(tls.PROTOCOL_TLS_SERVER)
+            where = board.config_path.rpartition("/")[0] + "/"  # files named relative to the config's folder
+            ctx.load_cert_chain(*[load(p if p.startswith("/") else where + p)
+                                  for p in (endpoint["cert"], endpoint["key"])])  # (DER: see https.load)
+        elif not endpoint.get("allow_plain_http"):
+            raise ValueError("endpoint.cert and endpoint.key, or endpoint.allow_plain_http: true, are needed")
+        from clockterm.server import Server
+
+        e = Server("clockterm.endpoint", endpoint.get("connections") or 3, _EP_LINE, ctx)
+        e.app = self
+        e.keys = []
+        # (Names split at run time: "admin", "tokens" and "0.0.0.0" are not otherwise interned, and each
+        # interned name is kept for good: docs/heap.md, "Interned names")
+        w = "read, admin".split(", ")
+        for t in endpoint.get("endpoint.tokens".split(".")[1]) or ():
+            d = t.get("sha256")
+            d = binascii.unhexlify(d) if d else hashlib.sha256(t["token"].encode()).digest()
+            e.keys.append((d, (3 if w[1] in t["scopes"] else 0) | (1 if w[0] in t["scopes"] else 0)))
+        e.free = bool(endpoint.get("health_public"))
+        e.failures = []  # [address, failures in a row, ticks_ms of the last]
+        e.limit = _EP_HEAD_MAX
+        e.start(" 127.0.0.1 0.0.0.0".split()[board.name != "sim"], endpoint["port"])  # (the sim: this host only)
+        log.info("endpoint", "%s on port %d" % ("https" if ctx else "http (plain)", endpoint["port"]))
+        return e
 
     # --- supervision --------------------------------------------------------------------------
 
