@@ -186,6 +186,25 @@ def test_lib_layout_copies_by_hash_and_removes_stale_files(tmp_path):
         assert "old.mpy" not in ls and "app.mpy" in ls
 
 
+def test_deploy_fails_when_the_board_would_not_run_what_it_wrote(tmp_path):
+    """Every file can be right and the deploy still change nothing: a clockterm package copied to the flash
+    root ('' comes first on sys.path) is imported before /rom/lib. The deploy asks the board where its
+    code loads from and fails, naming what to remove; once it is gone, the deploy succeeds."""
+    vboard.create(tmp_path / "b", BOARD)
+    with vboard.VirtualBoard(tmp_path / "b", BOARD) as vb:
+        _on_board(vb.port, "import os\nos.mkdir('/clockterm')\n"
+                  "for n in ('__init__', 'app'):\n with open('/clockterm/%s.py' % n, 'w') as f:\n  f.write('#')",
+                  reset=False)
+        r = ct("deploy", "--board", BOARD, "--port", vb.port, "--no-restart")
+        assert r.returncode == 3, r.stdout + r.stderr
+        assert "runs its code from /, not from /rom/lib" in r.stderr and "remove /clockterm" in r.stderr, r.stderr
+        _on_board(vb.port, "import os\nfor n in ('__init__', 'app'):\n os.remove('/clockterm/%s.py' % n)\n"
+                  "os.rmdir('/clockterm')", reset=False)
+        r = ct("deploy", "--board", BOARD, "--port", vb.port, "--no-restart")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "the board runs the code from /rom/lib" in r.stdout
+
+
 def test_a_board_that_does_not_answer_is_a_clear_error(tmp_path):
     r = ct("deploy", "--board", BOARD, "--port", str(tmp_path / "ttyNONE"))
     assert r.returncode == 2 and "cannot open" in r.stderr

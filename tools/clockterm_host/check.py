@@ -18,15 +18,15 @@ import time
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
-from .device import DeviceError, Session
+from .device import CODE_DIR, DeviceError, Session
 
 _SERIAL_SCRIPT = """
 import json, sys, gc
 gc.collect()
 doc = {'micropython': '.'.join(str(x) for x in sys.implementation.version[:3]), 'code': None, 'status': None}
 try:
-    import clockterm.app as _a
-    doc['code'] = _a.__file__.rsplit('/clockterm/', 1)[0] if '/clockterm/' in _a.__file__ else 'the image (frozen)'
+""" + "".join("    " + ln + "\n" for ln in CODE_DIR.strip().splitlines()) + """
+    doc['code'] = _code
     if _a.last is not None:
         doc['status'] = dict(_a.last.status())
 except ImportError as e:

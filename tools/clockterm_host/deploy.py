@@ -8,8 +8,10 @@ Two layouts (docs/technician.md, "Deploy"):
 - lib (an image without ROMFS): the .mpy files copied to /lib, only those whose hash differs, and
   files under /lib that the bundle no longer has removed.
 Either way boot.py, main.py and board.json go to / (by hash), the board is reset so that it mounts
-what was written, and the hash of every file is computed on the board and compared with the bundle's.
-The terminal then starts (unless --no-restart).
+what was written, the hash of every file is computed on the board and compared with the bundle's, and
+the board is asked where its code loads from: the deploy fails when that is not where it wrote (a
+package at the flash root shadowing it, or an image with the code frozen in). The terminal then
+starts (unless --no-restart).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sys
 from pathlib import Path
 
 from . import bundle
-from .device import HASH_FN, DeviceError, Session, local_files, sha256_hex
+from .device import CODE_DIR, HASH_FN, DeviceError, Session, local_files, sha256_hex
 
 _ROMFS_INFO = HASH_FN + """
 import json, vfs
@@ -151,6 +153,15 @@ def verify(port: str, baud: int, files: dict[str, Path]) -> list[str]:
             for dest, src in files.items() if theirs.get(dest) != sha256_hex(src.read_bytes())]
 
 
+def code_dir(port: str, baud: int) -> str:
+    """Where the board's code loads from (device.CODE_DIR: a folder, or "the image (frozen)")."""
+    s = Session(port, baud)
+    try:
+        return s.json("import json" + CODE_DIR + "print(json.dumps(_code))")
+    finally:
+        s.close()
+
+
 def deploy(board: str, port: str, layout: str = "romfs", baud: int = 115200, restart: bool = True) -> int:
     out = bundle.build(board)
     files = local_files(out, layout)
@@ -173,6 +184,19 @@ def deploy(board: str, port: str, layout: str = "romfs", baud: int = 115200, res
             print(f"deploy: {b}", file=sys.stderr)
         return 3
     _say(f"   all {len(files)} files match")
+    # The files are right; is it their code that runs? A package earlier on sys.path (one copied to the
+    # flash root: '' comes first; /lib before /rom/lib) or an image with the code built in would be
+    # imported instead, and the deploy would change nothing.
+    want = "/rom/lib" if layout == "romfs" else "/lib"
+    where = code_dir(port, baud)
+    if where != want:
+        why = ("the image has the code built in (frozen): flash a new image to change it (clockterm flash "
+               "--keep-data)" if where.startswith("the image") else
+               f"remove {where.rstrip('/')}/clockterm on the board (it comes before {want} on sys.path)")
+        print(f"deploy: the board runs its code from {where}, not from {want} where it was written: {why}",
+              file=sys.stderr)
+        return 3
+    _say(f"   the board runs the code from {want}")
     if restart:
         Session(port, baud).restart()
         _say(f"{board}: deployed; the terminal restarts. Next: clockterm provision --port {port}")

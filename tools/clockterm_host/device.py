@@ -38,6 +38,23 @@ def _h(p):
 """
 
 
+# Board-side lines that set `_code` to where the firmware's code loads from: the folder clockterm.app
+# comes from ("/rom/lib", "/lib", "/" for a package at the flash root, which '' on sys.path puts first),
+# or "the image (frozen)" when the firmware has the code built in (its file names are relative, like a
+# root package's, but no such file is on the filesystem). Raises ImportError when there is no code.
+CODE_DIR = """
+import os
+import clockterm.app as _a
+_code = _a.__file__
+if '/clockterm/' in _code:
+    _code = _code.rsplit('/clockterm/', 1)[0]
+else:
+    try:
+        os.stat(_code)
+        _code = '/'
+    except OSError:
+        _code = 'the image (frozen)'
+"""
 RAW_REPL_TIMEOUT = 20.0  # seconds for the raw REPL to answer: a board's boot, slow under load, and then some
 _RETRY = 0.5  # seconds between two tries of Ctrl-C, Ctrl-A
 _RAW_PROMPT = b"raw REPL; CTRL-B to exit\r\n>"
