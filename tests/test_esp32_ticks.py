@@ -125,3 +125,33 @@ def test_uptime_runs_on_past_the_wrap() -> None:
     ticks (a wrap at 12.4 days, differences right only within 6.2) count up by the hour throughout."""
     seen = mp.mp_json(mp.script("esp32time_mp.py") + mp.script("clock_mp.py", {"CASE": "mono_esp32"}, "main()"))
     assert seen[0] == 3600000 and all(b - a == 3600000 for a, b in zip(seen, seen[1:], strict=False)), seen[:3]
+
+
+def _board_ticks_add(ticks: int, delta: object) -> int | str:
+    """extmod/modtime.c's ticks_add with a 2**30 period, as an ESP32 has it: the unsigned check refuses
+    delta <= -2**29 or >= 2**29; a float is a TypeError."""
+    if not isinstance(delta, int):
+        return "TypeError"
+    period = 1 << 30
+    if (delta + period // 2 - 1) % (1 << 32) >= period - 1:
+        return "OverflowError"
+    return (ticks + delta) & (period - 1)
+
+
+def _board_ticks_diff(a: int, b: int) -> int:
+    period = 1 << 30
+    return ((a - b + period // 2) & (period - 1)) - period // 2
+
+
+def test_the_fake_esp32_ticks_match_the_firmware_arithmetic() -> None:
+    """Every test above trusts tests/esp32time_mp.py's ESP32Time: its ticks_add and ticks_diff are checked
+    here against the firmware's own arithmetic (extmod/modtime.c), across the wrap and at the edges of
+    the steps ticks_add refuses."""
+    top, half = (1 << 30) - 1, 1 << 29
+    cases = [["add", t, d] for t in (0, 5, top - 4, top, half) for d in (0, 1, 10, -1, -10, half - 1, half,
+                                                                      -half + 1, -half, 1 << 30, 86_400_000 * 7)]
+    cases += [["add", 5, 1.5]]
+    cases += [["diff", a, b] for a in (0, 5, top, half, half - 1) for b in (0, 5, top - 4, top, half, half + 1)]
+    got = mp.mp_json(mp.script("esp32time_mp.py") + mp.script("esp32time_check_mp.py", {"CASES": cases}, "main()"))
+    want = [_board_ticks_add(a, b) if op == "add" else _board_ticks_diff(a, b) for op, a, b in cases]
+    assert got == want, [(c, g, w) for c, g, w in zip(cases, got, want, strict=True) if g != w]
