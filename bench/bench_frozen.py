@@ -37,26 +37,29 @@ def run() -> dict:
         tmp = Path(t)
         central = start_background(tmp / "central", devices=bench_heap.DEVICE)
         sntp = SntpServer().start()
+        # The baseline on the venv's interpreter from ROMFS whatever the caller set; the caller's settings
+        # back after
+        saved = {k: os.environ.pop(k) for k in ("CLOCKTERM_MICROPYTHON", "CLOCKTERM_FROZEN") if k in os.environ}
         try:
             romfs = bench_heap.scenario(tmp, "160K", central, sntp.port)
-            image = bench_heap.image_alloc(out)
-            os.environ.update(CLOCKTERM_MICROPYTHON=str(FROZEN), CLOCKTERM_FROZEN="1")
-            try:
-                frozen = bench_heap.scenario(tmp, "160K", central, sntp.port)
-                if not frozen["ok"]:
-                    raise RuntimeError(f"frozen scenario failed: {frozen.get('why')}")
-                figures["peak_bytes"] = frozen["alloc_max"]
-                figures["used_after_boot_bytes"] = frozen["alloc_after_boot"]
-                figures["min_heap_kb"] = bench_heap.min_heap_kb(tmp, central, sntp.port, 40, 100)
-            finally:
-                os.environ.pop("CLOCKTERM_MICROPYTHON")
-                os.environ.pop("CLOCKTERM_FROZEN")
             if romfs["ok"]:
+                image = bench_heap.image_alloc(out)
                 figures["baseline_romfs_peak_bytes"] = romfs["alloc_max"] - image
                 figures["baseline_romfs_used_after_boot_bytes"] = romfs["alloc_after_boot"] - image
+            os.environ.update(CLOCKTERM_MICROPYTHON=str(FROZEN), CLOCKTERM_FROZEN="1")
+            frozen = bench_heap.scenario(tmp, "160K", central, sntp.port)
+            if not frozen["ok"]:
+                raise RuntimeError(f"frozen scenario failed: {frozen.get('why')}")
+            figures["peak_bytes"] = frozen["alloc_max"]
+            figures["used_after_boot_bytes"] = frozen["alloc_after_boot"]
+            figures["min_heap_kb"] = bench_heap.min_heap_kb(tmp, central, sntp.port, 40, 100)
         finally:
+            os.environ.pop("CLOCKTERM_MICROPYTHON", None)
+            os.environ.pop("CLOCKTERM_FROZEN", None)
+            os.environ.update(saved)
             sntp.stop()
             central.stop()
-    print(f"   peak: frozen {figures['peak_bytes']:,} B, ROMFS {figures.get('baseline_romfs_peak_bytes', 0):,} B; "
+    romfs_peak = figures.get("baseline_romfs_peak_bytes")
+    print(f"   peak: frozen {figures['peak_bytes']:,} B, ROMFS {f'{romfs_peak:,} B' if romfs_peak else 'failed'}; "
           f"frozen runs from {figures['min_heap_kb']} KB")
     return {"frozen": figures}

@@ -132,6 +132,8 @@ def _board_ticks_add(ticks: int, delta: object) -> int | str:
     delta <= -2**29 or >= 2**29; a float is a TypeError."""
     if not isinstance(delta, int):
         return "TypeError"
+    if not -(1 << 31) <= delta < 1 << 31:
+        return "OverflowError"  # mp_obj_get_int: not a 32-bit machine word
     period = 1 << 30
     if (delta + period // 2 - 1) % (1 << 32) >= period - 1:
         return "OverflowError"
@@ -149,7 +151,8 @@ def test_the_fake_esp32_ticks_match_the_firmware_arithmetic() -> None:
     the steps ticks_add refuses."""
     top, half = (1 << 30) - 1, 1 << 29
     cases = [["add", t, d] for t in (0, 5, top - 4, top, half) for d in (0, 1, 10, -1, -10, half - 1, half,
-                                                                      -half + 1, -half, 1 << 30, 86_400_000 * 7)]
+                                                                      -half + 1, -half, 1 << 30, 86_400_000 * 7,
+                                                                      1 << 32, -(1 << 33))]
     cases += [["add", 5, 1.5]]
     cases += [["diff", a, b] for a in (0, 5, top, half, half - 1) for b in (0, 5, top - 4, top, half, half + 1)]
     got = mp.mp_json(mp.script("esp32time_mp.py") + mp.script("esp32time_check_mp.py", {"CASES": cases}, "main()"))

@@ -188,8 +188,9 @@ def test_lib_layout_copies_by_hash_and_removes_stale_files(tmp_path):
 
 def test_deploy_fails_when_the_board_would_not_run_what_it_wrote(tmp_path):
     """Every file can be right and the deploy still change nothing: a clockterm package copied to the flash
-    root ('' comes first on sys.path) is imported before /rom/lib. The deploy asks the board where its
-    code loads from and fails, naming what to remove; once it is gone, the deploy succeeds."""
+    root ('' comes first on sys.path) is imported before /rom/lib, an empty clockterm folder there hides
+    the code, and code in the romfs partition comes before a /lib deploy. The deploy asks the board where
+    its code loads from and fails, naming the way out; once the stray package is gone, it succeeds."""
     vboard.create(tmp_path / "b", BOARD)
     with vboard.VirtualBoard(tmp_path / "b", BOARD) as vb:
         _on_board(vb.port, "import os\nos.mkdir('/clockterm')\n"
@@ -203,6 +204,15 @@ def test_deploy_fails_when_the_board_would_not_run_what_it_wrote(tmp_path):
         r = ct("deploy", "--board", BOARD, "--port", vb.port, "--no-restart")
         assert r.returncode == 0, r.stdout + r.stderr
         assert "the board runs the code from /rom/lib" in r.stdout
+        # An empty clockterm folder left at the root hides the package altogether
+        _on_board(vb.port, "import os\nos.mkdir('/clockterm')", reset=False)
+        r = ct("deploy", "--board", BOARD, "--port", vb.port, "--no-restart")
+        assert r.returncode == 3 and "cannot import its code" in r.stderr and "remove it" in r.stderr, r.stderr
+        _on_board(vb.port, "import os\nos.rmdir('/clockterm')", reset=False)
+        # /lib after a ROMFS image: the firmware puts /rom/lib first, so the image's code would still run
+        r = ct("deploy", "--board", BOARD, "--port", vb.port, "--layout", "lib", "--no-restart")
+        assert r.returncode == 3, r.stdout + r.stderr
+        assert "runs its code from /rom/lib, not from /lib" in r.stderr and "--layout romfs" in r.stderr, r.stderr
 
 
 def test_a_board_that_does_not_answer_is_a_clear_error(tmp_path):

@@ -3,8 +3,8 @@
 Two layouts (docs/technician.md, "Deploy"):
 - romfs (the default, for the pinned image, built with ROMFS): the bundle's bytecode as one ROMFS image,
   written into the romfs partition with `mpremote romfs deploy` (skipped when the partition already
-  holds it) and run in place from flash; code left in /lib by an earlier /lib deploy is removed, since
-  /lib comes before /rom/lib on sys.path and would shadow it.
+  holds it) and run in place from flash; code left in /lib by an earlier /lib deploy is removed (the
+  ESP32 port puts /rom/lib before /lib on sys.path, so it would only take flash).
 - lib (an image without ROMFS): the .mpy files copied to /lib, only those whose hash differs, and
   files under /lib that the bundle no longer has removed.
 Either way boot.py, main.py and board.json go to / (by hash), the board is reset so that it mounts
@@ -117,7 +117,7 @@ def _deploy_romfs(port: str, baud: int, out: Path, img_path: Path) -> None:
                               f"({info['size']} bytes): raise flash.romfs_kb in the board config and flash again")
         stale = [p for p in s.json(_WALK % "/lib") if p.startswith(("/lib/clockterm/", "/lib/microdot/"))]
         if stale:
-            _say(f"-- removing {len(stale)} files of an earlier /lib deploy (they would shadow /rom/lib)")
+            _say(f"-- removing {len(stale)} files of an earlier /lib deploy (unused: /rom/lib comes first)")
             s.exec(_RMTREE % ["/lib/clockterm", "/lib/microdot"])
     finally:
         s.close()
@@ -154,12 +154,28 @@ def verify(port: str, baud: int, files: dict[str, Path]) -> list[str]:
 
 
 def code_dir(port: str, baud: int) -> str:
-    """Where the board's code loads from (device.CODE_DIR: a folder, or "the image (frozen)")."""
+    """Where the board's code loads from (device.CODE_DIR: a folder, or "the image (frozen)"), or "!"
+    and the error when it cannot be imported."""
     s = Session(port, baud)
     try:
-        return s.json("import json" + CODE_DIR + "print(json.dumps(_code))")
+        return s.json("import json\ntry:\n" + "".join(" " + ln + "\n" for ln in CODE_DIR.strip().splitlines())
+                      + "except ImportError as e:\n _code = '!' + str(e)\nprint(json.dumps(_code))")
     finally:
         s.close()
+
+
+def _not_there(where: str, want: str) -> str:
+    # What a deploy that wrote its code to `want` says when the board runs it from `where` instead
+    if where.startswith("!"):
+        return (f"the board cannot import its code ({where[1:]}): a clockterm folder or clockterm.py at the "
+                "flash root hides it (remove it), or the bundle does not suit this firmware")
+    head = f"the board runs its code from {where}, not from {want} where it was written: "
+    if where.startswith("the image"):
+        return head + "the image has the code built in (frozen): flash a new image to change it " \
+                      "(clockterm flash --keep-data)"
+    if where == "/rom/lib":
+        return head + "the romfs partition holds code, which comes before /lib: deploy with --layout romfs"
+    return head + f"remove {where.rstrip('/')}/clockterm on the board (it comes before {want} on sys.path)"
 
 
 def deploy(board: str, port: str, layout: str = "romfs", baud: int = 115200, restart: bool = True) -> int:
@@ -190,11 +206,7 @@ def deploy(board: str, port: str, layout: str = "romfs", baud: int = 115200, res
     want = "/rom/lib" if layout == "romfs" else "/lib"
     where = code_dir(port, baud)
     if where != want:
-        why = ("the image has the code built in (frozen): flash a new image to change it (clockterm flash "
-               "--keep-data)" if where.startswith("the image") else
-               f"remove {where.rstrip('/')}/clockterm on the board (it comes before {want} on sys.path)")
-        print(f"deploy: the board runs its code from {where}, not from {want} where it was written: {why}",
-              file=sys.stderr)
+        print(f"deploy: {_not_there(where, want)}", file=sys.stderr)
         return 3
     _say(f"   the board runs the code from {want}")
     if restart:

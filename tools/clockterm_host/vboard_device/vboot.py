@@ -127,9 +127,12 @@ def _start():
     romfs = esp32.Partition.find(esp32.TYPE_DATA, label="romfs")
     romfs = romfs[0] if romfs else None
     _mount_fs(esp32.Partition.find(esp32.TYPE_DATA, label="vfs")[0])
-    sys.path[:] = ["", ".frozen", "/lib"]
+    # As the ESP32 port orders it: mp_init mounts a ROMFS image and appends /rom and /rom/lib (extmod/vfs.c),
+    # then main.c appends /lib; so code in the romfs partition comes before code in /lib
+    sys.path[:] = ["", ".frozen"]
     if _mount_romfs(romfs):
         sys.path.extend(("/rom", "/rom/lib"))
+    sys.path.append("/lib")
     sys.modules["vfs"] = _Vfs(vfs, romfs)
     _run("boot.py")
     if os.getenv("VBOARD_MODE") != "raw":
