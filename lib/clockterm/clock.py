@@ -319,7 +319,7 @@ class Clock:
                 return _REFUSE
         if first:
             return _STEP
-        m = self._m0 + time.ticks_diff(self.ticks_ms(), self._t0)  # monotonic ms (now() refreshed the anchor)
+        m = self.mono_ms()
         pd = self.pending
         if pd is None or abs(off - pd[_PD_OFF]) > pd[_PD_ERR] + err_us + 2 * _TICK_US \
                 + (m - pd[_PD_MONO]) * (_DRIFT_UNC_MEAS_PPB if self.drift_measured else _DRIFT_UNC_PPB) // 1000000:
@@ -369,7 +369,7 @@ class Clock:
     def alert(self, name):
         """Raise (or raise again) the latched alert `name`; it keeps the time it was first raised."""
         ms = self.now()[0]
-        m = self._m0 + time.ticks_diff(self.ticks_ms(), self._t0)  # monotonic ms since boot
+        m = self.mono_ms()
         a = self._alerts.get(name)
         if a is None:
             self._alerts[name] = [ms, m]
@@ -387,7 +387,7 @@ class Clock:
     def alerts(self):
         """{name: UTC ms since when}: the latched alerts and the "stale" condition."""
         ms = self.now()[0]
-        m = self._m0 + time.ticks_diff(self.ticks_ms(), self._t0)  # monotonic ms since boot
+        m = self.mono_ms()
         out = {}
         for name in list(self._alerts):
             a = self._alerts[name]
