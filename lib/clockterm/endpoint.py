@@ -69,7 +69,7 @@ _H_PATH = const(1)  # with its query string
 _H_AUTH = const(2)  # the Authorization value (b"": none)
 _H_ACCEPT = const(3)
 _H_MATCH = const(4)  # If-Match
-_H_LENGTH = const(5)  # Content-Length (0: none; None while the head is read and none came yet)
+_H_LENGTH = const(5)  # Content-Length; None when there is none (every use tests it for truth first)
 _H_KEEP = const(6)  # False when the client said Connection: close
 _H_SIZE = const(7)
 # Counters (Server.counts, a list), in the order of _METRICS's last eight families
@@ -256,8 +256,6 @@ async def run(self, stream, index):
     while True:
         err = await _read_head(self, index, ms, req)
         ms = _IDLE_MS
-        if req[_H_LENGTH] is None:
-            req[_H_LENGTH] = 0
         self.counts[_N_REQUESTS] += 1
         if err is not None:
             # A head refused is answered and the connection closed (its framing is not to be trusted)
@@ -302,7 +300,7 @@ async def _read_head(self, index, ms, req):
         self.wait(index, _HEAD_MS)
     req[_H_METHOD] = req[_H_PATH] = None
     req[_H_AUTH] = req[_H_ACCEPT] = req[_H_MATCH] = b""
-    req[_H_LENGTH] = None  # until a Content-Length is read (0 when none came: run)
+    req[_H_LENGTH] = None
     req[_H_KEEP] = True
     err = None
     if line is None:
