@@ -48,31 +48,28 @@ class CutFlash(NorFlash):
         self._cut_left -= 1
         return False
 
-    def program(self, addr, data):
-        n = len(data)
-        if addr < 0 or addr + n > self.size:
-            raise ValueError("program out of range")
+    # NorFlash.program and erase check the range, then program or erase through these: counted here, and
+    # the cut one lands torn (the first half) or not at all
+
+    def _program(self, addr, mv, n):
         cut = self._op()
         if cut is None:
             return
         self.programs += 1
         if cut:
-            n = n // 2 if self.torn else 0  # a torn program lands its first half
+            n = n // 2 if self.torn else 0
         self.bytes_programmed += n
-        self._program(addr, memoryview(data), n)
+        super()._program(addr, mv, n)
         if cut:
             raise PowerCut("cut during program at 0x%x" % addr)
 
-    def erase(self, block):
-        if block < 0 or block >= self.block_count:
-            raise ValueError("erase out of range")
+    def _erase(self, start, n):
         cut = self._op()
         if cut is None:
             return
         self.erases += 1
-        n = self.block_size
         if cut:
             n = n // 2 if self.torn else 0  # a half-erased sector: its first half is 0xFF
-        self._erase(block * self.block_size, n)
+        super()._erase(start, n)
         if cut:
-            raise PowerCut("cut during erase of sector %d" % block)
+            raise PowerCut("cut during erase of sector %d" % (start // self.block_size))
