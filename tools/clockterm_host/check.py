@@ -24,13 +24,13 @@ _SERIAL_SCRIPT = """
 import json, sys, gc
 gc.collect()
 doc = {'micropython': '.'.join(str(x) for x in sys.implementation.version[:3]), 'code': None, 'status': None}
-try:
-""" + "".join("    " + ln + "\n" for ln in CODE_DIR.strip().splitlines()) + """
+""" + CODE_DIR + """
+if _a is None:
+    doc['code_error'] = _code[1:]
+else:
     doc['code'] = _code
     if _a.last is not None:
         doc['status'] = dict(_a.last.status())
-except ImportError as e:
-    doc['code_error'] = str(e)
 print(json.dumps(doc))
 """
 

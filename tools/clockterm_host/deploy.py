@@ -146,22 +146,21 @@ def verify(port: str, baud: int, files: dict[str, Path]) -> list[str]:
     s = Session(port, baud)
     try:
         s.exec("pass")
-        theirs = s.hashes(list(files))
+        return _mismatches(s, files)
     finally:
         s.close()
+
+
+def _mismatches(s: Session, files: dict[str, Path]) -> list[str]:
+    theirs = s.hashes(list(files))
     return [f"{dest}: {'missing' if theirs.get(dest) is None else 'differs'} on the board"
             for dest, src in files.items() if theirs.get(dest) != sha256_hex(src.read_bytes())]
 
 
-def code_dir(port: str, baud: int) -> str:
+def code_dir(s: Session) -> str:
     """Where the board's code loads from (device.CODE_DIR: a folder, or "the image (frozen)"), or "!"
     and the error when it cannot be imported."""
-    s = Session(port, baud)
-    try:
-        return s.json("import json\ntry:\n" + "".join(" " + ln + "\n" for ln in CODE_DIR.strip().splitlines())
-                      + "except ImportError as e:\n _code = '!' + str(e)\nprint(json.dumps(_code))")
-    finally:
-        s.close()
+    return s.json("import json" + CODE_DIR + "print(json.dumps(_code))")
 
 
 def _not_there(where: str, want: str) -> str:
@@ -194,17 +193,22 @@ def deploy(board: str, port: str, layout: str = "romfs", baud: int = 115200, res
         s.t.enter_raw_repl(soft_reset=True)  # the firmware mounts the new ROMFS image at a reset
     finally:
         s.close()
-    bad = verify(port, baud, files)
+    s = Session(port, baud)
+    try:
+        s.exec("pass")
+        bad = _mismatches(s, files)
+        where = None if bad else code_dir(s)
+    finally:
+        s.close()
     if bad:
         for b in bad:
             print(f"deploy: {b}", file=sys.stderr)
         return 3
     _say(f"   all {len(files)} files match")
-    # The files are right; is it their code that runs? A package earlier on sys.path (one copied to the
-    # flash root: '' comes first; /lib before /rom/lib) or an image with the code built in would be
-    # imported instead, and the deploy would change nothing.
+    # The files are right; is it their code that runs? A package earlier on sys.path ('' first: one copied
+    # to the flash root; /rom/lib before /lib), or an image with the code built in, would be imported
+    # instead, and the deploy would change nothing.
     want = "/rom/lib" if layout == "romfs" else "/lib"
-    where = code_dir(port, baud)
     if where != want:
         print(f"deploy: {_not_there(where, want)}", file=sys.stderr)
         return 3

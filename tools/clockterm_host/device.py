@@ -41,14 +41,20 @@ def _h(p):
 # Board-side lines that set `_code` to where the firmware's code loads from: the folder clockterm.app
 # comes from ("/rom/lib", "/lib", "/" for a package at the flash root, which '' on sys.path puts first),
 # or "the image (frozen)" when the firmware has the code built in (its file names are relative, like a
-# root package's, but no such file is on the filesystem). Raises ImportError when there is no code.
+# root package's, but no such file is on the filesystem); `_a` is that module. When it cannot be
+# imported (no code, or an empty clockterm folder at the root hiding it), `_a` is None and `_code` "!"
+# and the error.
 CODE_DIR = """
 import os
-import clockterm.app as _a
-_code = _a.__file__
-if '/clockterm/' in _code:
+_a = None
+try:
+    import clockterm.app as _a
+    _code = _a.__file__
+except ImportError as e:
+    _code = '!' + str(e)
+if _a is not None and '/clockterm/' in _code:
     _code = _code.rsplit('/clockterm/', 1)[0]
-else:
+elif _a is not None:
     try:
         os.stat(_code)
         _code = '/'
