@@ -196,19 +196,26 @@ async def nulls():
 
 # --- the receive loop ----------------------------------------------------------------------------
 
-async def flood():
-    # PORT: a server that answers each request with a stream of wrong-origin replies
-    c = fresh_clock()
-    sup = sntp.Supervisor(c, {"servers": ["127.0.0.1"], "port": PORT, "samples": 1, "timeout_ms": 1000,
-                              "min_poll_s": 0})
+async def timed_sync(sup, after_ms):
+    # One sync_once with a ticker beside it: (its result, the ms it took, the ticker's gaps: how long the
+    # loop was held), the ticker kept on after_ms more
     gaps = []
     tk = asyncio.create_task(ticker(gaps))
     await asyncio.sleep_ms(20)
     t0 = time.ticks_ms()
     ok = await sup.sync_once()
     took = time.ticks_diff(time.ticks_ms(), t0)
-    await asyncio.sleep_ms(50)
+    await asyncio.sleep_ms(after_ms)
     tk.cancel()
+    return ok, took, gaps
+
+
+async def flood():
+    # PORT: a server that answers each request with a stream of wrong-origin replies
+    c = fresh_clock()
+    sup = sntp.Supervisor(c, {"servers": ["127.0.0.1"], "port": PORT, "samples": 1, "timeout_ms": 1000,
+                              "min_poll_s": 0})
+    ok, took, gaps = await timed_sync(sup, 50)
     print(json.dumps({"ok": ok, "took": took, "max_gap": max(gaps), "rejects": sup.rejects,
                       "reject": sup.status()["servers"][0]["last_reject"]}))
 
@@ -246,13 +253,7 @@ async def endless():
     c = fresh_clock()
     sup = sntp.Supervisor(c, {"servers": ["10.9.8.7"], "samples": 3, "burst_gap_ms": 10, "timeout_ms": 1000,
                               "min_poll_s": 0}, sock_mod=Endless())
-    gaps = []
-    tk = asyncio.create_task(ticker(gaps))
-    await asyncio.sleep_ms(20)
-    t0 = time.ticks_ms()
-    ok = await sup.sync_once()
-    took = time.ticks_diff(time.ticks_ms(), t0)
-    tk.cancel()
+    ok, took, gaps = await timed_sync(sup, 0)
     print(json.dumps({"ok": ok, "took": took, "max_gap": max(gaps), "reads": Endless.reads,
                       "rejects": sup.rejects, "turns": len(gaps)}))
 
