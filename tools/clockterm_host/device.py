@@ -103,11 +103,19 @@ class Session:
             left = max(0.0, min(_RETRY, deadline - time.monotonic()))
             data = self.t.read_until(1, _RAW_PROMPT, timeout=None, timeout_overall=left)
             if data.endswith(_RAW_PROMPT):
-                break
+                try:
+                    self._sync()
+                    break
+                except DeviceError as e:
+                    # A prompt, then no line run: the board reset or started a program under us (a
+                    # restart just asked for, a board still booting): from Ctrl-C again, while time is left
+                    if time.monotonic() >= deadline:
+                        raise
+                    said = (said + str(e).encode())[-200:]
+                    continue
             said = (said + data)[-200:]
             if time.monotonic() >= deadline:
                 raise DeviceError(f"no raw REPL prompt within {timeout:g} s (the board said {said[-120:]!r})")
-        self._sync()
         self.t.in_raw_repl = True
 
     def _drain(self) -> bytes:
