@@ -12,7 +12,7 @@ NPM_DIR := build/npm
 WASM_PKG := @micropython/micropython-webassembly-pyscript@1.29.0-6
 NPM_STAMP := $(NPM_DIR)/.stamp-1.29.0-6
 
-.PHONY: setup apt npm bundle test soak sim bench lint card clean firmware-inputs
+.PHONY: setup apt npm bundle test frozen-test soak sim bench lint card clean firmware-inputs
 
 setup: $(STAMP) apt npm
 
@@ -51,7 +51,15 @@ bundle: $(STAMP)
 	$(VENV)/bin/clockterm bundle --board $(BOARD)
 
 test: setup lint
-	$(VENV)/bin/pytest -q -m "not soak" -n 4
+	$(VENV)/bin/pytest -q -m "not soak and not frozen" -n 4
+
+# The tests on the deployed layout: the unix port built with lib/ frozen in, as the pinned image carries it
+# (firmware/unix/build.sh: it needs GitHub, or local clones named by MICROPYTHON_GIT, MBEDTLS_GIT and
+# MPLIB_GIT, so it is not part of make test; docs/development.md, "The deployed layout").
+frozen-test: setup
+	firmware/unix/build.sh
+	CLOCKTERM_MICROPYTHON=build/unix/frozen/micropython CLOCKTERM_FROZEN=1 \
+	    $(VENV)/bin/pytest -q -m "not soak" -n 4 -rs
 
 soak: setup
 	$(VENV)/bin/pytest -q -m soak

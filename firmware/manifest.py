@@ -1,8 +1,9 @@
-# Freeze manifest: a custom image with the terminal's code frozen in (bytecode and names in flash: the
-# least heap of all layouts, and no ROMFS partition needed; every code change is then a new image).
-# Inputs: `make firmware-inputs` (the board folders into build/firmware/boards). Build, from the
-# MicroPython checkout at the commit of firmware/versions.json (firmware/README.md, "Frozen"):
-#   make -C ports/esp32 BOARD_DIR=<repo>/build/firmware/boards/CLOCKTERM_ESP32 FROZEN_MANIFEST=<repo>/firmware/manifest.py
-# Relative paths are relative to this file.
+# Freeze manifest of the terminal's image: the port's own modules, then the terminal's code and the id of
+# that code (clockterm_code.ID: deploy and check compare it with the repository's). Frozen, the bytecode,
+# its constants and its names stay in flash: the least heap of all layouts (docs/heap.md, "By code
+# layout"), and one file per release. The board folders of `make firmware-inputs` name this manifest
+# (mpconfigboard.cmake), which also writes build/firmware/code/clockterm_code.py. Relative paths are
+# relative to this file.
 include("$(PORT_DIR)/boards/manifest.py")
 package("clockterm", base_path="../lib")
+module("clockterm_code.py", base_path="../build/firmware/code")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,3 +30,33 @@ def central(tmp_path: Path) -> Iterator[Handle]:
         yield h
     finally:
         h.stop()
+
+
+# The deployed layout: `make frozen-test` runs this suite with CLOCKTERM_FROZEN=1 on the unix port built
+# with lib/ frozen in (firmware/unix/build.sh). Tests of the ROMFS and /lib deploys (marked romfs_layout)
+# have no board to run on there; tests marked frozen need that interpreter, and fail without it.
+FROZEN = bool(os.environ.get("CLOCKTERM_FROZEN"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not FROZEN:
+        return
+    skip = pytest.mark.skip(reason="a ROMFS or /lib deploy: the frozen image refuses it (test_frozen_image.py)")
+    for item in items:
+        if "romfs_layout" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _frozen_interpreter_is_current() -> None:
+    """Under CLOCKTERM_FROZEN, the interpreter must carry lib/ as it is now (clockterm_code.ID): figures and
+    passes of an older build would be about other code."""
+    if not FROZEN:
+        return
+    from clockterm_host import bundle
+
+    r = subprocess.run([bundle.tool("micropython"), "-c", "import clockterm_code; print(clockterm_code.ID)"],
+                       capture_output=True, text=True, timeout=30)
+    if r.stdout.strip() != bundle.code_id():
+        pytest.exit(f"{bundle.tool('micropython')} carries code {r.stdout.strip() or r.stderr.strip()!r}, lib/ "
+                    f"is {bundle.code_id()}: build it again (firmware/unix/build.sh)", returncode=3)

@@ -60,7 +60,32 @@ def test_firmware_inputs_enable_romfs_with_the_partition_table(tmp_path):
         table = partitions.layout(bundle.board_config(board))
         assert [(r[0], int(r[3], 16), int(r[4], 16)) for r in rows] == [(p.name, p.offset, p.size) for p in table]
         assert "romfs,data,0x8f," in open(csv).read()
-        assert f"include(boards/mpconfigboard_{chip}_common.cmake)" in (d / "mpconfigboard.cmake").read_text()
+        cmake = (d / "mpconfigboard.cmake").read_text()
+        assert f"include(boards/mpconfigboard_{chip}_common.cmake)" in cmake
+        # the image carries the terminal's code: the board folder names the freeze manifest
+        assert f"set(MICROPY_FROZEN_MANIFEST {(REPO / 'firmware' / 'manifest.py').resolve()})" in cmake
+    code = tmp_path / "code" / "clockterm_code.py"
+    assert code in made
+    ns: dict = {}
+    exec(code.read_text(), ns)
+    assert ns["ID"] == bundle.code_id()
+
+
+def test_the_code_id_changes_with_any_byte_or_name_of_lib(tmp_path, monkeypatch):
+    import shutil
+
+    from clockterm_host import bundle as b
+
+    shutil.copytree(REPO / "lib", tmp_path / "lib")
+    monkeypatch.setattr(b, "REPO", tmp_path)
+    first = b.code_id()
+    assert len(first) == 12 and int(first, 16) >= 0
+    app = tmp_path / "lib" / "clockterm" / "app.py"
+    app.write_bytes(app.read_bytes() + b"\n")
+    second = b.code_id()
+    assert second != first
+    app.rename(app.with_name("app2.py"))
+    assert b.code_id() not in (first, second)
 
 
 def test_the_freeze_manifest_points_at_folders_that_exist():
@@ -71,3 +96,7 @@ def test_the_freeze_manifest_points_at_folders_that_exist():
     assert [p for p, _ in pkgs] == ["clockterm"]
     for name, base in pkgs:
         assert (REPO / "firmware" / base / name / "__init__.py").is_file(), (name, base)
+    mods = re.findall(r'module\("([\w.]+)", base_path="([^"]+)"\)', text)
+    assert mods == [("clockterm_code.py", "../build/firmware/code")]
+    for name, base in mods:
+        assert (REPO / "firmware" / base / name).is_file(), (name, base)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -12,13 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
-from clockterm_host import REPO, deploy, vboard
+from clockterm_host import REPO, bundle, deploy, vboard
 from clockterm_host.central import start_background
 from clockterm_host.device import Session, local_files
 from clockterm_host.sntp_server import SntpServer
 
 BOARD = "m5stack-atom-wiegand"
 CLI = str(Path(sys.executable).parent / "clockterm")
+# make frozen-test: the virtual board runs the unix port with the code frozen in, as the pinned image does
+FROZEN = bool(os.environ.get("CLOCKTERM_FROZEN"))
 
 
 def ct(*args: str, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -76,11 +79,16 @@ def test_deploy_provision_check_on_the_virtual_board(lab):
     r = lab["deploy"][0]
     assert r.returncode == 0, r.stdout + r.stderr
     n = int(re.search(r"all (\d+) files match", r.stdout).group(1))
-    assert n == len(list((REPO / "build/device" / BOARD / "lib").rglob("*.mpy"))) + 3
-    assert "ROMFS image deployed" in r.stdout
+    if FROZEN:  # the image's code as it is, and the three files beside it
+        assert n == 3 and "layout image" in r.stdout and "ROMFS" not in r.stdout, r.stdout
+        assert "the board runs the code from the image (frozen)" in r.stdout
+    else:
+        assert n == len(list((REPO / "build/device" / BOARD / "lib").rglob("*.mpy"))) + 3
+        assert "ROMFS image deployed" in r.stdout
     # Again: nothing to write, every hash checked all the same.
     r = lab["deploy"][1]
-    assert r.returncode == 0 and "already holds this image" in r.stdout and "   /main.py" not in r.stdout
+    assert r.returncode == 0 and "   /main.py" not in r.stdout, r.stdout + r.stderr
+    assert FROZEN or "already holds this image" in r.stdout
 
     r = lab["provision"]
     assert r.returncode == 0, r.stdout + r.stderr
@@ -98,7 +106,9 @@ def test_deploy_provision_check_on_the_virtual_board(lab):
     assert stored["ops"]["scopes"] == ["read", "admin"]
 
     out = _check(vb.port, r"attention  none")
-    assert "terminal   vb-1 on m5stack-atom-wiegand" in out and "code from /rom/lib" in out, out
+    where = (f"code from the image (frozen), code {bundle.code_id()} (this repository's lib/)" if FROZEN
+             else "code from /rom/lib")
+    assert "terminal   vb-1 on m5stack-atom-wiegand" in out and where in out, out
     assert "attention  none" in out, out
     # A file changed on the board behind our back is put right by the next deploy.
     _on_board(vb.port, "with open('/main.py','w') as f:\n f.write('print(1)')", reset=False)
@@ -163,6 +173,7 @@ def test_the_safe_mode_pin_held_at_boot_is_said_and_not_cleared(lab):
         vb.start()
 
 
+@pytest.mark.romfs_layout
 def test_lib_layout_copies_by_hash_and_removes_stale_files(tmp_path):
     vboard.create(tmp_path / "b", BOARD, romfs=False)  # an image without ROMFS: no romfs partition
     with vboard.VirtualBoard(tmp_path / "b", BOARD) as vb:
@@ -186,6 +197,7 @@ def test_lib_layout_copies_by_hash_and_removes_stale_files(tmp_path):
         assert "old.mpy" not in ls and "app.mpy" in ls
 
 
+@pytest.mark.romfs_layout
 def test_deploy_fails_when_the_board_would_not_run_what_it_wrote(tmp_path):
     """Every file can be right and the deploy still change nothing: a clockterm package copied to the flash
     root ('' comes first on sys.path) is imported before /rom/lib, an empty clockterm folder there hides

@@ -6,10 +6,10 @@
 #   firmware/unix/build.sh            # -> build/unix/plain/micropython, build/unix/frozen/micropython
 #   CLOCKTERM_MICROPYTHON=build/unix/frozen/micropython CLOCKTERM_FROZEN=1 .venv/bin/python -m bench heap
 #
-# Needs git, make, a C compiler and the network (GitHub: MicroPython and two of its submodules, mbedtls
-# and micropython-lib, at the commits the MicroPython commit pins); not part of `make test` or `make
-# bench`, which run the PyPI unix port. MICROPYTHON_GIT, MBEDTLS_GIT, MPLIB_GIT may name other clones
-# (a local mirror). BTREE and FFI are left out: the PyPI build has neither.
+# Needs `make setup` (the venv), git, make, a C compiler and the network (GitHub: MicroPython and two
+# of its submodules, mbedtls and micropython-lib, at the commits the MicroPython commit pins); `make
+# frozen-test` runs it, `make test` does not. MICROPYTHON_GIT, MBEDTLS_GIT, MPLIB_GIT may name other
+# clones (a local mirror). BTREE and FFI are left out: the PyPI build has neither.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 out="$repo/build/unix"
@@ -17,6 +17,9 @@ src="$out/micropython"
 commit=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['micropython']['commit'])" \
          "$repo/firmware/versions.json")
 mkdir -p "$out"
+# the id of lib/ frozen beside it (clockterm_code.ID), as `make firmware-inputs` writes it for an image
+"$repo/.venv/bin/python" -c "import sys; from pathlib import Path; from clockterm_host import bundle
+bundle.write_code_module(Path(sys.argv[1]))" "$repo/build/firmware/code"
 if [ ! -d "$src/.git" ]; then
   git clone -q "${MICROPYTHON_GIT:-https://github.com/micropython/micropython.git}" "$src"
 fi
@@ -42,4 +45,4 @@ for v in plain frozen; do
   cp "$src/ports/unix/build-$v/micropython" "$out/$v/micropython"
 done
 "$out/plain/micropython" -c "import sys; print('plain:', sys.implementation)"
-"$out/frozen/micropython" -c "import clockterm.app, sys; print('frozen:', clockterm.app.__file__)"
+"$out/frozen/micropython" -c "import clockterm.app, clockterm_code; print('frozen:', clockterm.app.__file__, 'code', clockterm_code.ID)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import importlib.util
 import json
 import os
@@ -62,6 +63,29 @@ def tool(name: str) -> str:
     if not found:
         raise SystemExit(f"{name} not found: run 'make setup'")
     return found
+
+
+def code_id() -> str:
+    """What identifies the terminal's code: the first 12 hex digits of the sha256 over lib/'s sources (each
+    file's path and bytes, in path order). An image with the code frozen in carries it as
+    `clockterm_code.ID` (firmware/manifest.py), so deploy and check can tell whether a board runs this
+    repository's code."""
+    h = hashlib.sha256()
+    lib = REPO / "lib"
+    for src in sorted(lib.rglob("*.py")):
+        data = src.read_bytes()
+        h.update(f"{src.relative_to(lib).as_posix()}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()[:12]
+
+
+def write_code_module(folder: Path) -> Path:
+    """folder/clockterm_code.py, the module the freeze manifests put into an image beside the code."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "clockterm_code.py"
+    _put(path, (f"# lib/ of the repository this image was built from (clockterm_host.bundle.code_id)\n"
+                f"ID = {code_id()!r}\n").encode())
+    return path
 
 
 def board_config(board: str) -> dict:

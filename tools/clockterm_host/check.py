@@ -18,6 +18,7 @@ import time
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
+from . import bundle
 from .device import CODE_DIR, DeviceError, Session
 
 _SERIAL_SCRIPT = """
@@ -25,10 +26,16 @@ import json, sys, gc
 gc.collect()
 doc = {'micropython': '.'.join(str(x) for x in sys.implementation.version[:3]), 'code': None, 'status': None}
 """ + CODE_DIR + """
+try:
+    os.stat('/board.json')
+    doc['deployed'] = True
+except OSError:
+    doc['deployed'] = False
 if _a is None:
     doc['code_error'] = _code[1:]
 else:
     doc['code'] = _code
+    doc['code_id'] = _id
     if _a.last is not None:
         doc['status'] = dict(_a.last.status())
 print(json.dumps(doc))
@@ -48,19 +55,32 @@ def render(st: dict | None, flash: dict | None = None, where: dict | None = None
     now_ms = now_ms or int(time.time() * 1000)
     lines, bad = [], []
     where = where or {}
+    code = ((f", MicroPython {where['micropython']}" if where.get("micropython") else "")
+            + (f", code from {where['code']}" if where.get("code") else "") + _code_id(where.get("code_id")))
     if st is None:
-        lines.append("app        not running" + (f" ({where['code_error']})" if where.get("code_error") else ""))
+        lines.append("app        not running" + (f" ({where['code_error']})" if where.get("code_error") else "")
+                     + (f" ({code[2:]})" if code else ""))
         bad.append("the terminal app is not running")
     else:
         lines.append(f"terminal   {st.get('device_id')} on {st.get('board')}, firmware {st.get('firmware')}"
-                     + (f", MicroPython {where['micropython']}" if where.get("micropython") else "")
-                     + (f", code from {where['code']}" if where.get("code") else "")
-                     + f", up {st.get('uptime_s', 0)} s")
+                     + code + f", up {st.get('uptime_s', 0)} s")
         lines += _live(st, now_ms, bad)
+    if where.get("deployed") is False:
+        lines.append("deploy     nothing deployed: no /board.json (clockterm deploy writes it)")
+        bad.append("not deployed")
     if flash:
         lines += _flash(flash, bad)
     lines.append("attention  " + ("; ".join(bad) if bad else "none: the terminal is healthy"))
     return lines, bad
+
+
+def _code_id(frozen_id: str | None) -> str:
+    # The id of the code frozen into the image, and whether it is this repository's (a board that runs an
+    # older release is not unhealthy: the line says it, the attention list does not)
+    if not frozen_id:
+        return ""
+    mine = bundle.code_id()
+    return f", code {frozen_id}" + (" (this repository's lib/)" if frozen_id == mine else f" (lib/ here: {mine})")
 
 
 def _live(st: dict, now_ms: int, bad: list[str]) -> list[str]:
@@ -131,13 +151,15 @@ def _flash(f: dict, bad: list[str]) -> list[str]:
     return out
 
 
-def check_serial(port: str, restart: bool = True) -> tuple[dict | None, dict, dict]:
+def check_serial(port: str, restart: bool = True) -> tuple[dict | None, dict | None, dict]:
     s = Session(port)
     ok = False
     try:
         where = s.json(_SERIAL_SCRIPT)
-        out = s.exec("import clockterm.recover as _r\n_r.status()\n", timeout=60)
-        flash = json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1])
+        flash = None
+        if where["deployed"]:  # (the flash state needs the board's wiring: a board just flashed has none)
+            out = s.exec("import clockterm.recover as _r\n_r.status()\n", timeout=60)
+            flash = json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1])
         ok = True
     finally:
         if restart and ok:

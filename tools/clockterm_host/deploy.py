@@ -157,10 +157,24 @@ def _mismatches(s: Session, files: dict[str, Path]) -> list[str]:
             for dest, src in files.items() if theirs.get(dest) != sha256_hex(src.read_bytes())]
 
 
-def code_dir(s: Session) -> str:
-    """Where the board's code loads from (device.CODE_DIR: a folder, or "the image (frozen)"), or "!"
-    and the error when it cannot be imported."""
-    return s.json("import json" + CODE_DIR + "print(json.dumps(_code))")
+IMAGE = "the image (frozen)"  # device.CODE_DIR's name for code built into the firmware
+
+
+def code_dir(s: Session) -> tuple[str, str | None]:
+    """Where the board's code loads from (device.CODE_DIR: a folder, or IMAGE), or "!" and the error when it
+    cannot be imported; and the id of the code frozen into its image (None without one)."""
+    return tuple(s.json(_FORGET + CODE_DIR + "print(json.dumps([_code, _id]))"))
+
+
+# The modules the stopped app had imported are forgotten first, so that the lookup is the one the next
+# start makes: code removed meanwhile without a reset would still be in sys.modules, its file gone (which
+# CODE_DIR would take for code built into the image).
+_FORGET = """
+import json, sys
+for _m in list(sys.modules):
+    if _m.split('.')[0] in ('clockterm', 'clockterm_code'):
+        del sys.modules[_m]
+"""
 
 
 def _not_there(where: str, want: str) -> str:
@@ -169,18 +183,45 @@ def _not_there(where: str, want: str) -> str:
         return (f"the board cannot import its code ({where[1:]}): a clockterm folder or clockterm.py at the "
                 "flash root hides it (remove it), or the bundle does not suit this firmware")
     head = f"the board runs its code from {where}, not from {want} where it was written: "
-    if where.startswith("the image"):
-        return head + "the image has the code built in (frozen): flash a new image to change it " \
-                      "(clockterm flash --keep-data)"
+    if where == IMAGE:
+        return head + "the image has the code built in (frozen) and it comes first: deploy without --layout " \
+                      "(boot.py, main.py and board.json only), and flash a new image to change the code"
     if where == "/rom/lib":
         return head + "the romfs partition holds code, which comes before /lib: deploy with --layout romfs"
     return head + f"remove {where.rstrip('/')}/clockterm on the board (it comes before {want} on sys.path)"
 
 
-def deploy(board: str, port: str, layout: str = "romfs", baud: int = 115200, restart: bool = True) -> int:
+def _choose(port: str, baud: int, layout: str) -> tuple[str, str | None]:
+    """The layout to write (auto: "image" when the board's firmware carries the code, else "romfs") and the
+    refusal, when there is one, before anything is written."""
+    s = Session(port, baud)
+    try:
+        where, frozen_id = code_dir(s)
+    finally:
+        s.close()
+    if where != IMAGE:
+        return ("romfs" if layout == "auto" else layout), None
+    if layout != "auto":
+        return layout, _not_there(where, "/rom/lib" if layout == "romfs" else "/lib")
+    mine = bundle.code_id()
+    if frozen_id != mine:
+        return "image", (f"the board's image carries other code ({frozen_id or 'of no id'}) than this "
+                         f"repository's lib/ ({mine}): flash the image built from this repository "
+                         "(clockterm flash --keep-data), then deploy again")
+    return "image", None
+
+
+def deploy(board: str, port: str, layout: str = "auto", baud: int = 115200, restart: bool = True) -> int:
     out = bundle.build(board)
-    files = local_files(out, layout)
+    layout, refused = _choose(port, baud, layout)
+    if refused:
+        print(f"deploy: {refused}", file=sys.stderr)
+        return 3
+    # The image layout writes only the files beside the code, which the firmware carries itself.
+    files = _root_files(local_files(out, "romfs")) if layout == "image" else local_files(out, layout)
     _say(f"{board}: bundle {out} ({len(files)} files, layout {layout})")
+    if layout == "image":
+        _say(f"-- the code is the image's own (frozen, code {bundle.code_id()}, the same as lib/ here)")
     if layout == "romfs":
         _deploy_romfs(port, baud, out, out / "romfs.img")
     s = Session(port, baud)
@@ -197,7 +238,7 @@ def deploy(board: str, port: str, layout: str = "romfs", baud: int = 115200, res
     try:
         s.exec("pass")
         bad = _mismatches(s, files)
-        where = None if bad else code_dir(s)
+        where = None if bad else code_dir(s)[0]
     finally:
         s.close()
     if bad:
@@ -206,9 +247,8 @@ def deploy(board: str, port: str, layout: str = "romfs", baud: int = 115200, res
         return 3
     _say(f"   all {len(files)} files match")
     # The files are right; is it their code that runs? A package earlier on sys.path ('' first: one copied
-    # to the flash root; /rom/lib before /lib), or an image with the code built in, would be imported
-    # instead, and the deploy would change nothing.
-    want = "/rom/lib" if layout == "romfs" else "/lib"
+    # to the flash root; /rom/lib before /lib) would be imported instead, and the deploy would change nothing.
+    want = {"romfs": "/rom/lib", "lib": "/lib", "image": IMAGE}[layout]
     if where != want:
         print(f"deploy: {_not_there(where, want)}", file=sys.stderr)
         return 3
@@ -231,8 +271,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("deploy", help="build the bundle, put it on the board, check every file's hash there")
     s.add_argument("--board", required=True)
     s.add_argument("--port", required=True, help="serial port of the board (or a virtual board's pty)")
-    s.add_argument("--layout", choices=("romfs", "lib"), default="romfs",
-                   help="romfs: the code in the ROMFS partition (the pinned image); lib: .mpy files in /lib")
+    s.add_argument("--layout", choices=("auto", "romfs", "lib"), default="auto",
+                   help="auto (default): the code frozen into the pinned image is used as it is, else romfs; "
+                        "romfs: the code in the ROMFS partition (a development image); lib: .mpy files in /lib")
     s.add_argument("--baud", type=int, default=115200)
     s.add_argument("--no-restart", action="store_true", help="leave the board at its REPL afterwards")
     s.set_defaults(func=cmd_deploy)

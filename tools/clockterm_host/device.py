@@ -43,7 +43,8 @@ def _h(p):
 # or "the image (frozen)" when the firmware has the code built in (its file names are relative, like a
 # root package's, but no such file is on the filesystem); `_a` is that module. When it cannot be
 # imported (no code, or an empty clockterm folder at the root hiding it), `_a` is None and `_code` "!"
-# and the error.
+# and the error. `_id` is the id of the code frozen into the image (clockterm_code.ID, from
+# firmware/manifest.py: bundle.code_id() of the lib/ it was built from), None without one.
 CODE_DIR = """
 import os
 _a = None
@@ -60,6 +61,12 @@ elif _a is not None:
         _code = '/'
     except OSError:
         _code = 'the image (frozen)'
+_id = None
+try:
+    import clockterm_code
+    _id = clockterm_code.ID
+except ImportError:
+    pass
 """
 RAW_REPL_TIMEOUT = 20.0  # seconds for the raw REPL to answer: a board's boot, slow under load, and then some
 _RETRY = 0.5  # seconds between two tries of Ctrl-C, Ctrl-A

@@ -17,6 +17,7 @@ from pathlib import Path
 from . import REPO, bundle, firmware, partitions
 
 PACKAGE_JSON = REPO / "firmware" / "package.json"
+MANIFEST = REPO / "firmware" / "manifest.py"
 _BOARDS = {"esp32": ("esp32-devkitc-rc522", "mpconfigboard_esp32_common.cmake", ()),
            "esp32s3": ("esp32-s3-devkitc-uart", "mpconfigboard_esp32s3_common.cmake",
                        ("boards/sdkconfig.flash_qio_80m",))}
@@ -60,12 +61,14 @@ def _board_folder(out: Path, chip: str, ent: dict) -> Path:
         f'CONFIG_PARTITION_TABLE_CUSTOM_FILENAME="{(d / "partitions.csv").resolve()}"\n')
     defaults = "\n    ".join(["boards/sdkconfig.csi", *extra_defaults, "${MICROPY_BOARD_DIR}/sdkconfig.board"])
     (d / "mpconfigboard.cmake").write_text(
-        f"# {ent['board']}: MicroPython's {ent['base_board']} with ROMFS, for the clock terminal.\n"
-        f"include(boards/{common})\n\nlist(APPEND SDKCONFIG_DEFAULTS\n    {defaults}\n)\n")
+        f"# {ent['board']}: MicroPython's {ent['base_board']} with the clock terminal's code frozen in.\n"
+        f"include(boards/{common})\n\nlist(APPEND SDKCONFIG_DEFAULTS\n    {defaults}\n)\n"
+        f"set(MICROPY_FROZEN_MANIFEST {MANIFEST.resolve()})\n")
     (d / "mpconfigboard.h").write_text(
-        f'#define MICROPY_HW_BOARD_NAME "clock terminal ({ent["base_board"]} with ROMFS)"\n'
+        f'#define MICROPY_HW_BOARD_NAME "clock terminal ({ent["base_board"]})"\n'
         f'#define MICROPY_HW_MCU_NAME "{chip.upper()}"\n'
-        "// ROMFS: the terminal's code runs in place from the romfs partition (mounted at /rom).\n"
+        "// ROMFS: a development board's code deployed to the romfs partition (mounted at /rom) runs in place;\n"
+        "// the image's own frozen code comes first on sys.path.\n"
         "#define MICROPY_VFS_ROM (1)\n")
     (d / "board.json").write_text(json.dumps({"deploy": [], "mcu": chip, "product": ent["board"],
                                               "vendor": "clockterm", "features": ["WiFi"]}, indent=1) + "\n")
@@ -76,4 +79,6 @@ def firmware_inputs(out: Path) -> list[Path]:
     """The board folders of the custom images and the sources the freeze manifest reads."""
     out.mkdir(parents=True, exist_ok=True)
     made = [_board_folder(out, chip, ent) for chip, ent in firmware.load_versions()["images"].items()]
-    return made  # (firmware/manifest.py freezes lib/clockterm from the repo itself)
+    # firmware/manifest.py freezes lib/clockterm from the repository itself, and this module beside it
+    made.append(bundle.write_code_module(out / "code"))
+    return made
