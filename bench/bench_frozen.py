@@ -1,6 +1,7 @@
-"""frozen.*: the terminal's heap with its code frozen into the interpreter, beside the ROMFS layout in the
-same run, when firmware/unix/build.sh has built that interpreter (build/unix/frozen/micropython; the
-build needs GitHub, so a fresh machine has none: then nothing is measured and the bench says so).
+"""frozen.*: the terminal's heap with its code frozen into the interpreter (the layout of the pinned image:
+firmware/manifest.py), beside the ROMFS layout in the same run, when firmware/unix/build.sh has built that
+interpreter from lib/ as it is now (build/unix/frozen/micropython; the build needs GitHub, so a fresh
+machine has none: then nothing is measured and the bench says so, as it does for a build of older code).
 
 Figures (bytes unless named otherwise), each from bench_heap's scenario (boot, sync, 50 taps, STATUS,
 TLS upload, the device endpoint answering a client throughout):
@@ -8,11 +9,17 @@ TLS upload, the device endpoint answering a client throughout):
   image the host reads into its heap).
 - used_after_boot_bytes / baseline_romfs_used_after_boot_bytes: the same right after boot.
 - min_heap_kb: the smallest heap (4 KB steps) with which the scenario succeeds, frozen.
+- endpoint_*: bench_endpoint's figures on the frozen interpreter (what the endpoint adds listening, with
+  one kept-alive client and with four hammering; GET status per second on one connection; the tap p99
+  while four clients hammer); the same from ROMFS are endpoint.* of the same `make bench` run (bench_endpoint
+  runs just before this bench).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -20,10 +27,35 @@ from clockterm_host import bundle
 from clockterm_host.central import start_background
 from clockterm_host.sntp_server import SntpServer
 
-from bench import bench_heap
+from bench import bench_endpoint, bench_heap
 
 REPO = Path(__file__).resolve().parents[1]
 FROZEN = REPO / "build" / "unix" / "frozen" / "micropython"
+_ENV = ("CLOCKTERM_MICROPYTHON", "CLOCKTERM_FROZEN")
+ENDPOINT = ("heap_idle_cost_bytes", "heap_idle_connected_cost_bytes", "heap_serving_cost_bytes", "status_rps_1",
+            "tap_hammered_latency_ms_p99")
+
+
+@contextlib.contextmanager
+def interpreter(frozen: bool):
+    """Run the terminals started inside on the frozen interpreter, or on the venv's from ROMFS, whatever the
+    caller set; the caller's settings back after."""
+    saved = {k: os.environ.pop(k) for k in _ENV if k in os.environ}
+    try:
+        if frozen:
+            os.environ.update(CLOCKTERM_MICROPYTHON=str(FROZEN), CLOCKTERM_FROZEN="1")
+        yield
+    finally:
+        for k in _ENV:
+            os.environ.pop(k, None)
+        os.environ.update(saved)
+
+
+def built_from() -> str:
+    """The code id the frozen interpreter carries (clockterm_code.ID), or what it said instead."""
+    r = subprocess.run([str(FROZEN), "-c", "import clockterm_code; print(clockterm_code.ID)"],
+                       capture_output=True, text=True, timeout=30)
+    return r.stdout.strip() or r.stderr.strip()[-200:]
 
 
 def run() -> dict:
@@ -31,35 +63,39 @@ def run() -> dict:
         print(f"   no frozen interpreter ({FROZEN.relative_to(REPO)}): firmware/unix/build.sh builds it "
               "(it needs GitHub); nothing measured")
         return {}
+    if built_from() != bundle.code_id():
+        print(f"   {FROZEN.relative_to(REPO)} carries code {built_from()!r}, lib/ is {bundle.code_id()}: "
+              "build it again (firmware/unix/build.sh); nothing measured")
+        return {}
     out = bundle.build("sim")
     figures: dict = {}
     with tempfile.TemporaryDirectory(prefix="bench-frozen-") as t:
         tmp = Path(t)
         central = start_background(tmp / "central", devices=bench_heap.DEVICE)
         sntp = SntpServer().start()
-        # The baseline on the venv's interpreter from ROMFS whatever the caller set; the caller's settings
-        # back after
-        saved = {k: os.environ.pop(k) for k in ("CLOCKTERM_MICROPYTHON", "CLOCKTERM_FROZEN") if k in os.environ}
         try:
-            romfs = bench_heap.scenario(tmp, "160K", central, sntp.port)
-            if romfs["ok"]:
-                image = bench_heap.image_alloc(out)
-                figures["baseline_romfs_peak_bytes"] = romfs["alloc_max"] - image
-                figures["baseline_romfs_used_after_boot_bytes"] = romfs["alloc_after_boot"] - image
-            os.environ.update(CLOCKTERM_MICROPYTHON=str(FROZEN), CLOCKTERM_FROZEN="1")
-            frozen = bench_heap.scenario(tmp, "160K", central, sntp.port)
-            if not frozen["ok"]:
-                raise RuntimeError(f"frozen scenario failed: {frozen.get('why')}")
-            figures["peak_bytes"] = frozen["alloc_max"]
-            figures["used_after_boot_bytes"] = frozen["alloc_after_boot"]
-            figures["min_heap_kb"] = bench_heap.min_heap_kb(tmp, central, sntp.port, 40, 100)
+            with interpreter(frozen=False):
+                romfs = bench_heap.scenario(tmp, "160K", central, sntp.port)
+                if romfs["ok"]:
+                    image = bench_heap.image_alloc(out)
+                    figures["baseline_romfs_peak_bytes"] = romfs["alloc_max"] - image
+                    figures["baseline_romfs_used_after_boot_bytes"] = romfs["alloc_after_boot"] - image
+            with interpreter(frozen=True):
+                frozen = bench_heap.scenario(tmp, "160K", central, sntp.port)
+                if not frozen["ok"]:
+                    raise RuntimeError(f"frozen scenario failed: {frozen.get('why')}")
+                figures["peak_bytes"] = frozen["alloc_max"]
+                figures["used_after_boot_bytes"] = frozen["alloc_after_boot"]
+                figures["min_heap_kb"] = bench_heap.min_heap_kb(tmp, central, sntp.port, 40, 100)
         finally:
-            os.environ.pop("CLOCKTERM_MICROPYTHON", None)
-            os.environ.pop("CLOCKTERM_FROZEN", None)
-            os.environ.update(saved)
             sntp.stop()
             central.stop()
+    with interpreter(frozen=True):
+        ep = bench_endpoint.run()["endpoint"]
+    figures.update({f"endpoint_{k}": ep[k] for k in ENDPOINT})
     romfs_peak = figures.get("baseline_romfs_peak_bytes")
     print(f"   peak: frozen {figures['peak_bytes']:,} B, ROMFS {f'{romfs_peak:,} B' if romfs_peak else 'failed'}; "
-          f"frozen runs from {figures['min_heap_kb']} KB")
+          f"frozen runs from {figures['min_heap_kb']} KB; the endpoint adds (frozen) "
+          + " / ".join(f"{figures['endpoint_' + k]:,} B" for k in ENDPOINT[:3])
+          + " listening / one client / four hammering")
     return {"frozen": figures}

@@ -14,7 +14,7 @@ import contextlib
 import io
 import struct
 
-from clockterm_host import partitions
+from clockterm_host import bundle, partitions
 
 _EM_XTENSA = 0x5E
 _SHT_PROGBITS, _SHT_STRTAB = 1, 3
@@ -66,10 +66,13 @@ def bootloader(chip: str = "esp32") -> bytes:
                                  (".dram0.data", dram, data, _SHF_ALLOC | _SHF_WRITE)], iram))
 
 
-def app(chip: str = "esp32", size: int = 200_000, banner: bytes = b"MicroPython v1.29.0-preview") -> bytes:
-    """An app-shaped image: flash-mapped code and data (the data starts with `banner`) and a RAM segment."""
+def app(chip: str = "esp32", size: int = 200_000, banner: bytes = b"MicroPython v1.29.0-preview",
+        code_id: bytes | None = None) -> bytes:
+    """An app-shaped image: flash-mapped code and data (the data starts with `banner`, then the id of the
+    frozen code, lib/'s own unless given: firmware/manifest.py freezes it as a string) and a RAM segment."""
     _, iram, dram, irom, drom = CHIPS[chip]
-    rodata = banner + b"\0" + bytes((i * 13) & 0xFF for i in range(size // 4))
+    code_id = bundle.code_id().encode() if code_id is None else code_id
+    rodata = banner + b"\0" + code_id + b"\0" + bytes((i * 13) & 0xFF for i in range(size // 4))
     code = bytes((i * 31 + 5) & 0xFF for i in range(size - len(rodata)))
     return _elf2image(chip, elf([(".flash.rodata", drom, rodata, _SHF_ALLOC),
                                  (".flash.text", irom, code, _SHF_ALLOC | _SHF_EXEC),
@@ -84,7 +87,7 @@ STOCK_TABLE = [
 ]
 
 
-def firmware(chip: str = "esp32", app_size: int = 200_000) -> bytes:
+def firmware(chip: str = "esp32", app_size: int = 200_000, code_id: bytes | None = None) -> bytes:
     """A firmware file laid out as a MicroPython build's firmware.bin, from the bootloader offset."""
     boot_at = CHIPS[chip][0]
     out = bytearray(b"\xff" * (0x10000 - boot_at))
@@ -92,4 +95,4 @@ def firmware(chip: str = "esp32", app_size: int = 200_000) -> bytes:
     out[:len(b)] = b
     t = partitions.to_bytes(STOCK_TABLE)
     out[0x8000 - boot_at:0x8000 - boot_at + len(t)] = t
-    return bytes(out) + app(chip, app_size)
+    return bytes(out) + app(chip, app_size, code_id=code_id)

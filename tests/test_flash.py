@@ -33,6 +33,7 @@ def images(tmp_path_factory):
         f.write_bytes(esp_images.firmware(chip))
         files[chip] = f
         ent["sha256"] = hashlib.sha256(f.read_bytes()).hexdigest()
+        ent["code_id"] = bundle.code_id()
     versions = d / "versions.json"
     versions.write_text(json.dumps(doc))
     return files, versions
@@ -159,7 +160,28 @@ def test_pin_checks_the_image_then_records_it(images, tmp_path):
     ent = firmware.pin(files["esp32"], "esp32", versions)
     assert ent["sha256"] == hashlib.sha256(files["esp32"].read_bytes()).hexdigest()
     assert firmware.load_versions(versions)["images"]["esp32"]["size"] == files["esp32"].stat().st_size
+    assert firmware.load_versions(versions)["images"]["esp32"]["code_id"] == bundle.code_id()
     firmware.flash_image("esp32-devkitc-rc522", files["esp32"], versions)  # now accepted
+
+
+def test_pin_refuses_an_image_without_this_checkouts_code(tmp_path):
+    """An image built from other code (or with none frozen in) is not what this checkout's terminals run."""
+    other = tmp_path / "other.bin"
+    other.write_bytes(esp_images.firmware("esp32", code_id=b"feedfacecafe"))
+    versions = _versions_with(tmp_path, "esp32", sha256=None)
+    with pytest.raises(firmware.ImageError, match=rf"does not carry lib/ as it is here \(code {bundle.code_id()}"):
+        firmware.pin(other, "esp32", versions)
+    assert firmware.load_versions(versions)["images"]["esp32"]["sha256"] is None
+
+
+def test_a_pinned_image_of_older_code_is_refused(images, tmp_path):
+    """lib/ changed since the image was pinned: the image carries other code than the checkout's, which
+    deploy would refuse on the board; flash says so first."""
+    files, _ = images
+    versions = _versions_with(tmp_path, "esp32", sha256=hashlib.sha256(files["esp32"].read_bytes()).hexdigest(),
+                              code_id="0123456789ab")
+    with pytest.raises(firmware.ImageError, match=rf"carries code 0123456789ab, lib/ here is {bundle.code_id()}"):
+        firmware.flash_image("esp32-devkitc-rc522", files["esp32"], versions)
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -191,7 +213,8 @@ def test_an_app_larger_than_its_partition_is_refused(images, tmp_path, monkeypat
     cfg["flash"]["app_kb"] = 1024
     big = tmp_path / "big.bin"
     big.write_bytes(esp_images.firmware("esp32", app_size=1_100_000))
-    versions = _versions_with(tmp_path, "esp32", sha256=hashlib.sha256(big.read_bytes()).hexdigest())
+    versions = _versions_with(tmp_path, "esp32", sha256=hashlib.sha256(big.read_bytes()).hexdigest(),
+                              code_id=bundle.code_id())
     monkeypatch.setattr(bundle, "board_config", lambda b: cfg)
     with pytest.raises(firmware.ImageError, match=r"does not fit the factory partition.*app_kb"):
         firmware.flash_image("esp32-devkitc-rc522", big, versions)

@@ -144,7 +144,12 @@ def pin(path: Path, chip: str, versions_path: Path = VERSIONS) -> dict:
         raise ImageError(f"no image entry for chip {chip!r} in {versions_path.name}")
     data = _read(path)
     img = read_image(data, chip, int(ent["offset"], 0))
-    ent.update(sha256=img.sha256, size=img.size, file=Path(path).name)
+    code_id = bundle.code_id()
+    if code_id.encode() not in img.app:
+        raise ImageError(f"the image does not carry lib/ as it is here (code {code_id}, which "
+                         "firmware/manifest.py freezes into it, is not in its app): build the image from this "
+                         "checkout (make firmware-inputs first: firmware/README.md), then pin it")
+    ent.update(sha256=img.sha256, size=img.size, file=Path(path).name, code_id=code_id)
     save_versions(doc, versions_path)
     return ent
 
@@ -170,6 +175,10 @@ def flash_image(board: str, image_path: Path | None = None, versions_path: Path 
     data = _read(path)
     if check_sha:
         check_pin(data, ent, chip)
+        if ent.get("code_id") != bundle.code_id():  # lib/ changed since the pin: the image has older code
+            raise ImageError(f"the pinned {chip} image carries code {ent.get('code_id')}, lib/ here is "
+                             f"{bundle.code_id()}: build and pin the image of this checkout (firmware/README.md), "
+                             "or flash from the commit that pinned it")
     img = read_image(data, chip, int(ent["offset"], 0))
     try:
         table = partitions.layout(cfg, romfs=bool(ent.get("romfs")))
