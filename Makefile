@@ -58,7 +58,7 @@ test: setup lint
 # MPLIB_GIT, so it is not part of make test; docs/development.md, "The deployed layout").
 frozen-test: setup
 	firmware/unix/build.sh
-	CLOCKTERM_MICROPYTHON=build/unix/frozen/micropython CLOCKTERM_FROZEN=1 \
+	CLOCKTERM_MICROPYTHON=$(CURDIR)/build/unix/frozen/micropython CLOCKTERM_FROZEN=1 \
 	    $(VENV)/bin/pytest -q -m "not soak" -n 4 -rs
 
 soak: setup
