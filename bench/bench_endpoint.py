@@ -13,7 +13,8 @@ unsynced, so the uplink waits and stays out of the figures), each figure beside 
 3. requests per second for GET health, status and metrics on kept-alive connections, from one client
    and from CLIENTS clients at once (`<route>_rps_1`, `<route>_rps_4`), each for SECONDS, with the
    latency of each request (`<route>_latency_ms_p50/p99_<n>`) and the largest live heap sampled
-   meanwhile (`<route>_heap_max_bytes_<n>`, beside `baseline_heap_busy_max_bytes`). Four clients
+   meanwhile (`<route>_heap_max_bytes_<n>`, beside `baseline_heap_busy_max_bytes`; the largest of the
+   one-client runs less that: `heap_serving_one_cost_bytes`, what serving one client adds). Four clients
    are more than the default 3 connection slots: a newcomer evicts the connection idle longest
    (between two requests a kept-alive connection is idle), so some requests meet a closed
    connection and are sent again on a new one (`<route>_reconnects_4`); every answer must be a 200
@@ -315,6 +316,8 @@ def run() -> dict[str, dict[str, float]]:
     f["heap_idle_cost_bytes"] = f["heap_idle_bytes"] - f["baseline_heap_idle_bytes"]
     f["heap_idle_connected_cost_bytes"] = f["heap_idle_connected_bytes"] - f["baseline_heap_idle_bytes"]
     f["heap_serving_cost_bytes"] = f["heap_serving_max_bytes"] - f["baseline_heap_busy_max_bytes"]
+    f["heap_serving_one_cost_bytes"] = (max(f[f"{r}_heap_max_bytes_1"] for r in ROUTES)
+                                        - f["baseline_heap_busy_max_bytes"])
     f["tls_heap_idle_cost_bytes"] = f["tls_heap_idle_bytes"] - f["heap_idle_bytes"]
     f["tls_heap_connected_cost_bytes"] = f["tls_heap_idle_connected_bytes"] - f["heap_idle_connected_bytes"]
     _table(f)
