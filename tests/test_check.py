@@ -110,3 +110,22 @@ def test_safe_mode_from_flash_with_no_app_running():
                                      "config_error": None, "journal": {"pending": 0}})
     assert "crashes    3 in a row (safe mode at 3), SAFE MODE: crash loop" in lines
     assert bad == ["the terminal app is not running", "safe mode (clockterm recover leave-safe-mode)"]
+
+
+def test_the_code_a_terminal_runs_is_named_and_compared_with_the_checkout(status_doc):
+    """A sim terminal runs its code from ROMFS: its document names no frozen code. One whose image carries
+    code names its id, which the check compares with this checkout's lib/ (not a fault either way: a
+    terminal may run an older release)."""
+    from clockterm_host import bundle
+
+    doc = json.loads(json.dumps(status_doc))
+    assert doc["code"] is None
+    lines, _ = check.render(doc)
+    assert ", code " not in lines[0]
+    doc["code"] = bundle.code_id()
+    lines, bad = check.render(doc)
+    assert f", code {bundle.code_id()} (this repository's lib/)," in lines[0], lines[0]
+    doc["code"] = "feedfacecafe"
+    lines, bad2 = check.render(doc)
+    assert f", code feedfacecafe (lib/ here: {bundle.code_id()})," in lines[0], lines[0]
+    assert bad == bad2

@@ -58,3 +58,23 @@ def test_deploy_refuses_an_image_that_carries_other_code(frozen_board):
     r = ct("deploy", "--board", BOARD, "--port", port, "--no-restart")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "layout image" in r.stdout and "   /main.py" in r.stdout and "all 3 files match" in r.stdout
+
+
+def test_a_terminal_on_the_image_names_its_code(tmp_path):
+    """The status document (STATUS, GET /api/v1/status, check) says which code the image carries."""
+    if not FROZEN:
+        pytest.fail("needs the unix port with the code frozen in: make frozen-test")
+    import json
+
+    from clockterm_host.defaults import default_config
+    from clockterm_host.runner import Terminal
+    from clockterm_host.sim import free_port
+
+    cfg = default_config("sim")
+    cfg["sim"]["control_port"] = free_port()
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    t = Terminal(tmp_path / "config.json", tmp_path / "state").start()
+    try:
+        assert t.status()["code"] == bundle.code_id()
+    finally:
+        t.stop()

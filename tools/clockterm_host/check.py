@@ -55,8 +55,10 @@ def render(st: dict | None, flash: dict | None = None, where: dict | None = None
     now_ms = now_ms or int(time.time() * 1000)
     lines, bad = [], []
     where = where or {}
+    # (over the network the status document names the frozen code; over serial the board is asked too)
     code = ((f", MicroPython {where['micropython']}" if where.get("micropython") else "")
-            + (f", code from {where['code']}" if where.get("code") else "") + _code_id(where.get("code_id")))
+            + (f", code from {where['code']}" if where.get("code") else "")
+            + _code_id(where.get("code_id") or (st or {}).get("code")))
     if st is None:
         lines.append("app        not running" + (f" ({where['code_error']})" if where.get("code_error") else "")
                      + (f" ({code[2:]})" if code else ""))

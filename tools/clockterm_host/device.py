@@ -42,8 +42,8 @@ def _h(p):
 # comes from ("/rom/lib", "/lib", "/" for a package at the flash root, which '' on sys.path puts first),
 # or "the image (frozen)" when the firmware has the code built in (its file names are relative, like a
 # root package's, but no such file is on the filesystem); `_a` is that module. When it cannot be
-# imported (no code, or an empty clockterm folder at the root hiding it), `_a` is None and `_code` "!"
-# and the error. `_id` is the id of the code frozen into the image (clockterm_code.ID, from
+# imported (no code, broken code, or an empty clockterm folder at the root hiding it), `_a` is None and
+# `_code` "!" and the error. `_id` is the id of the code frozen into the image (clockterm_code.ID, from
 # firmware/manifest.py: bundle.code_id() of the lib/ it was built from), None without one.
 CODE_DIR = """
 import os
@@ -51,8 +51,8 @@ _a = None
 try:
     import clockterm.app as _a
     _code = _a.__file__
-except ImportError as e:
-    _code = '!' + str(e)
+except Exception as e:  # not there, or broken (a damaged .mpy: ValueError; a syntax error)
+    _code = '!' + (str(e) or type(e).__name__)
 if _a is not None and '/clockterm/' in _code:
     _code = _code.rsplit('/clockterm/', 1)[0]
 elif _a is not None:
