@@ -47,16 +47,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _frozen_interpreter_is_current() -> None:
-    """Under CLOCKTERM_FROZEN, the interpreter must carry lib/ as it is now (clockterm_code.ID): figures and
-    passes of an older build would be about other code."""
-    if not FROZEN:
+def pytest_configure(config: pytest.Config) -> None:
+    """Under CLOCKTERM_FROZEN, the interpreter must carry lib/ as it is now (clockterm_code.ID): passes of an
+    older build would be about other code. Checked once, before any test (in the controlling process
+    only: pytest-xdist's workers would lose the message)."""
+    if not FROZEN or hasattr(config, "workerinput"):
         return
     from clockterm_host import bundle
 
     r = subprocess.run([bundle.tool("micropython"), "-c", "import clockterm_code; print(clockterm_code.ID)"],
                        capture_output=True, text=True, timeout=30)
     if r.stdout.strip() != bundle.code_id():
-        pytest.exit(f"{bundle.tool('micropython')} carries code {r.stdout.strip() or r.stderr.strip()!r}, lib/ "
-                    f"is {bundle.code_id()}: build it again (firmware/unix/build.sh)", returncode=3)
+        raise pytest.UsageError(f"{bundle.tool('micropython')} carries code {r.stdout.strip() or r.stderr.strip()!r}, "
+                                f"lib/ is {bundle.code_id()}: build it again (firmware/unix/build.sh)")

@@ -129,3 +129,16 @@ def test_the_code_a_terminal_runs_is_named_and_compared_with_the_checkout(status
     lines, bad2 = check.render(doc)
     assert f", code feedfacecafe (lib/ here: {bundle.code_id()})," in lines[0], lines[0]
     assert bad == bad2
+
+
+def test_a_board_just_flashed_says_that_nothing_is_deployed():
+    """A terminal's image with nothing beside it yet (no board.json: the app cannot start): the check
+    names the code the image carries and what to do, and calls for attention."""
+    from clockterm_host import bundle
+
+    lines, bad = check.render(None, None, {"deployed": False, "code": "the image (frozen)",
+                                           "code_id": bundle.code_id(), "micropython": "1.29.0"})
+    assert lines[0] == ("app        not running (MicroPython 1.29.0, code from the image (frozen), "
+                        f"code {bundle.code_id()} (this repository's lib/))"), lines
+    assert "deploy     nothing deployed: no /board.json (clockterm deploy writes it)" in lines
+    assert bad == ["the terminal app is not running", "not deployed"]

@@ -5,11 +5,12 @@ fail (they are not part of `make test`, which has no way to build it)."""
 from __future__ import annotations
 
 import pytest
-from clockterm_host import bundle, vboard
+from clockterm_host import bundle, deploy, vboard
 from clockterm_host.device import Session
 from test_technician import BOARD, FROZEN, _on_board, ct
 
 pytestmark = pytest.mark.frozen
+_REAL_ID = bundle.code_id()  # lib/'s id (one test patches bundle.code_id)
 
 
 @pytest.fixture
@@ -35,29 +36,39 @@ def test_deploy_refuses_a_romfs_or_lib_deploy_before_writing(frozen_board):
     for layout, where in (("romfs", "/rom/lib"), ("lib", "/lib")):
         r = ct("deploy", "--board", BOARD, "--port", port, "--layout", layout, "--no-restart")
         assert r.returncode == 3, r.stdout + r.stderr
-        assert f"runs its code from the image (frozen), not from {where}" in r.stderr, r.stderr
-        assert "deploy without --layout" in r.stderr and "flash a new image" in r.stderr
+        assert f"carries the terminal's code (frozen, code {bundle.code_id()}), which comes before {where}" \
+            in r.stderr, r.stderr
+        assert "Deploy without --layout" in r.stderr and "clockterm flash --keep-data" in r.stderr
         assert "ROMFS image deployed" not in r.stdout and "copying" not in r.stdout
     assert "clockterm" not in _lib_files(port)
 
 
-def test_deploy_refuses_an_image_that_carries_other_code(frozen_board):
+def test_deploy_refuses_an_image_that_carries_other_code(frozen_board, monkeypatch, capsys):
     """An image built from other code than lib/ here: its boot.py, main.py and board.json could not be
-    trusted to suit it, so nothing is written and the way out is named. The board reports the id of its
-    code; a clockterm_code.py at the flash root ('' first on sys.path) stands in for an older image."""
+    trusted to suit it, so nothing is written and the way out is named. (lib/ here stands in as other
+    code: the image's id is what the board reports, from the image alone.)"""
     port = frozen_board.port
+    # A file at the flash root that claims lib/'s id cannot pass for the image's code
     _on_board(port, "with open('/clockterm_code.py', 'w') as f:\n f.write('ID = \"feedfacecafe\"')", reset=False)
-    r = ct("deploy", "--board", BOARD, "--port", port, "--no-restart")
-    assert r.returncode == 3, r.stdout + r.stderr
-    assert f"carries other code (feedfacecafe) than this repository's lib/ ({bundle.code_id()})" in r.stderr
-    assert "clockterm flash --keep-data" in r.stderr
-    assert "   /main.py" not in r.stdout
-    r = ct("check", "--port", port, "--no-restart")
-    assert f"code feedfacecafe (lib/ here: {bundle.code_id()})" in r.stdout, r.stdout
-    _on_board(port, "import os\nos.remove('/clockterm_code.py')")  # the reset forgets the module
+    monkeypatch.setattr(bundle, "code_id", lambda: "feedfacecafe")
+    assert deploy.deploy(BOARD, port, restart=False) == 3
+    err = capsys.readouterr().err
+    assert f"carries other code ({_REAL_ID}) than this repository's lib/ (feedfacecafe)" in err, err
+    assert "clockterm flash --keep-data" in err
+    assert _root_hash(port, "/main.py") is None  # nothing written
+    monkeypatch.undo()
+    _on_board(port, "import os\nos.remove('/clockterm_code.py')", reset=False)
     r = ct("deploy", "--board", BOARD, "--port", port, "--no-restart")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "layout image" in r.stdout and "   /main.py" in r.stdout and "all 3 files match" in r.stdout
+
+
+def _root_hash(port: str, path: str) -> str | None:
+    s = Session(port)
+    try:
+        return s.hashes([path])[path]
+    finally:
+        s.close()
 
 
 def test_a_terminal_on_the_image_names_its_code(tmp_path):

@@ -63,7 +63,7 @@ def test_firmware_inputs_enable_romfs_with_the_partition_table(tmp_path):
         cmake = (d / "mpconfigboard.cmake").read_text()
         assert f"include(boards/mpconfigboard_{chip}_common.cmake)" in cmake
         # the image carries the terminal's code: the board folder names the freeze manifest
-        assert f"set(MICROPY_FROZEN_MANIFEST {(REPO / 'firmware' / 'manifest.py').resolve()})" in cmake
+        assert f'set(MICROPY_FROZEN_MANIFEST "{(REPO / "firmware" / "manifest.py").resolve()}")' in cmake
     code = tmp_path / "code" / "clockterm_code.py"
     assert code in made
     ns: dict = {}

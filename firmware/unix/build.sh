@@ -38,6 +38,9 @@ sub lib/micropython-lib "${MPLIB_GIT:-https://github.com/micropython/micropython
 make -s -C "$src/mpy-cross" -j"$(nproc)"
 opts=(MICROPY_PY_BTREE=0 MICROPY_PY_FFI=0)
 make -s -C "$src/ports/unix" -j"$(nproc)" BUILD=build-plain "${opts[@]}"
+# The frozen modules compiled again every time: the port's build reuses a .mpy whose source is not newer,
+# which across checkouts (or a source whose time went back) would freeze other code than the id says
+rm -rf "$src/ports/unix/build-frozen/frozen_mpy"
 make -s -C "$src/ports/unix" -j"$(nproc)" BUILD=build-frozen "${opts[@]}" \
      FROZEN_MANIFEST="$repo/firmware/unix/manifest.py"
 for v in plain frozen; do

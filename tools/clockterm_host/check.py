@@ -31,13 +31,13 @@ try:
     doc['deployed'] = True
 except OSError:
     doc['deployed'] = False
-if _a is None:
+if _code.startswith('!'):
     doc['code_error'] = _code[1:]
 else:
     doc['code'] = _code
-    doc['code_id'] = _id
-    if _a.last is not None:
-        doc['status'] = dict(_a.last.status())
+doc['code_id'] = _id
+if _a is not None and _a.last is not None:
+    doc['status'] = dict(_a.last.status())
 print(json.dumps(doc))
 """
 
@@ -65,7 +65,8 @@ def render(st: dict | None, flash: dict | None = None, where: dict | None = None
         bad.append("the terminal app is not running")
     else:
         lines.append(f"terminal   {st.get('device_id')} on {st.get('board')}, firmware {st.get('firmware')}"
-                     + code + f", up {st.get('uptime_s', 0)} s")
+                     + code + f", up {st.get('uptime_s', 0)} s"
+                     + (f" (its code now: {where['code_error']})" if where.get("code_error") else ""))
         lines += _live(st, now_ms, bad)
     if where.get("deployed") is False:
         lines.append("deploy     nothing deployed: no /board.json (clockterm deploy writes it)")
@@ -198,10 +199,10 @@ def cmd_check(a: argparse.Namespace) -> int:
     except DeviceError as e:
         print(f"check: {e}", file=sys.stderr)
         return 2
-    if a.json:
-        print(json.dumps({"status": st, "flash": flash, "where": where}, indent=1))
-        return 0
     lines, bad = render(st, flash, where)
+    if a.json:  # the documents as read ("flash": null when nothing is deployed), and what needs attention
+        print(json.dumps({"status": st, "flash": flash, "where": where, "attention": bad}, indent=1))
+        return 1 if bad else 0
     print("\n".join(lines))
     if a.port and not a.no_restart:
         print("(the terminal was stopped for the check and restarts now)")

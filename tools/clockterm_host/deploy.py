@@ -162,19 +162,8 @@ IMAGE = "the image (frozen)"  # device.CODE_DIR's name for code built into the f
 
 def code_dir(s: Session) -> tuple[str, str | None]:
     """Where the board's code loads from (device.CODE_DIR: a folder, or IMAGE), or "!" and the error when it
-    cannot be imported; and the id of the code frozen into its image (None without one)."""
-    return tuple(s.json(_FORGET + CODE_DIR + "print(json.dumps([_code, _id]))"))
-
-
-# The modules the stopped app had imported are forgotten first, so that the lookup is the one the next
-# start makes: code removed meanwhile without a reset would still be in sys.modules, its file gone (which
-# CODE_DIR would take for code built into the image).
-_FORGET = """
-import json, sys
-for _m in list(sys.modules):
-    if _m.split('.')[0] in ('clockterm', 'clockterm_code'):
-        del sys.modules[_m]
-"""
+    cannot be imported; and the id of the code frozen into its image (None when it carries none)."""
+    return tuple(s.json("import json" + CODE_DIR + "print(json.dumps([_code, _id]))"))
 
 
 def _not_there(where: str, want: str) -> str:
@@ -183,31 +172,34 @@ def _not_there(where: str, want: str) -> str:
         return (f"the board cannot import its code ({where[1:]}): a clockterm folder or clockterm.py at the "
                 "flash root hides it (remove it), or the bundle does not suit this firmware")
     head = f"the board runs its code from {where}, not from {want} where it was written: "
-    if where == IMAGE:
-        return head + "the image has the code built in (frozen) and it comes first: deploy without --layout " \
-                      "(boot.py, main.py and board.json only), and flash a new image to change the code"
     if where == "/rom/lib":
         return head + "the romfs partition holds code, which comes before /lib: deploy with --layout romfs"
     return head + f"remove {where.rstrip('/')}/clockterm on the board (it comes before {want} on sys.path)"
 
 
 def _choose(port: str, baud: int, layout: str) -> tuple[str, str | None]:
-    """The layout to write (auto: "image" when the board's firmware carries the code, else "romfs") and the
+    """The layout to write (auto: "image" when the board's image carries code, else "romfs") and the
     refusal, when there is one, before anything is written."""
     s = Session(port, baud)
     try:
-        where, frozen_id = code_dir(s)
+        # A soft reset first: a fresh interpreter with the whole heap (boot.py run, not main.py), which
+        # imports what the next start will, not what the stopped app had in sys.modules
+        s.t.enter_raw_repl(soft_reset=True)
+        _, frozen_id = code_dir(s)
     finally:
         s.close()
-    if where != IMAGE:
+    if frozen_id is None:  # an image without the terminal's code: a development board
         return ("romfs" if layout == "auto" else layout), None
     if layout != "auto":
-        return layout, _not_there(where, "/rom/lib" if layout == "romfs" else "/lib")
+        return layout, (f"this board's image carries the terminal's code (frozen, code {frozen_id}), which comes "
+                        f"before {'/rom/lib' if layout == 'romfs' else '/lib'} on sys.path: code written there "
+                        "would never run. Deploy without --layout (boot.py, main.py and board.json only); a new "
+                        "release of the code is a new image (clockterm flash --keep-data)")
     mine = bundle.code_id()
     if frozen_id != mine:
-        return "image", (f"the board's image carries other code ({frozen_id or 'of no id'}) than this "
-                         f"repository's lib/ ({mine}): flash the image built from this repository "
-                         "(clockterm flash --keep-data), then deploy again")
+        return "image", (f"the board's image carries other code ({frozen_id}) than this repository's lib/ "
+                         f"({mine}): flash the image built from this repository (clockterm flash --keep-data), "
+                         "then deploy again")
     return "image", None
 
 
@@ -216,6 +208,8 @@ def deploy(board: str, port: str, layout: str = "auto", baud: int = 115200, rest
     layout, refused = _choose(port, baud, layout)
     if refused:
         print(f"deploy: {refused}", file=sys.stderr)
+        if restart:  # nothing was written: the terminal goes on as it was
+            Session(port, baud).restart()
         return 3
     # The image layout writes only the files beside the code, which the firmware carries itself.
     files = _root_files(local_files(out, "romfs")) if layout == "image" else local_files(out, layout)

@@ -38,15 +38,30 @@ def _h(p):
 """
 
 
-# Board-side lines that set `_code` to where the firmware's code loads from: the folder clockterm.app
-# comes from ("/rom/lib", "/lib", "/" for a package at the flash root, which '' on sys.path puts first),
-# or "the image (frozen)" when the firmware has the code built in (its file names are relative, like a
-# root package's, but no such file is on the filesystem); `_a` is that module. When it cannot be
-# imported (no code, broken code, or an empty clockterm folder at the root hiding it), `_a` is None and
-# `_code` "!" and the error. `_id` is the id of the code frozen into the image (clockterm_code.ID, from
-# firmware/manifest.py: bundle.code_id() of the lib/ it was built from), None without one.
+# Board-side lines that tell where the firmware's code comes from.
+# `_id`: the id of the code frozen into the image (clockterm_code.ID, from firmware/manifest.py:
+# bundle.code_id() of the lib/ it was built from), looked up in the image alone (sys.path ['.frozen'], the
+# module imported before set aside), so that no file can pass for it; None when the image carries none.
+# `_code`: the folder clockterm.app comes from ("/rom/lib", "/lib", "/" for a package at the flash root,
+# which '' on sys.path puts first), or "the image (frozen)" (its file names are relative, like a root
+# package's, but it is in no folder); `_a` is that module. When it cannot be imported (no code, broken
+# code, an empty clockterm folder at the root hiding it, or its file gone since it was imported), `_a` is
+# None or stale and `_code` "!" and the error.
 CODE_DIR = """
-import os
+import os, sys
+_id = None
+_m = sys.modules.pop('clockterm_code', None)
+_p = sys.path[:]
+sys.path[:] = ['.frozen']
+try:
+    import clockterm_code
+    _id = clockterm_code.ID
+except ImportError:
+    pass
+sys.path[:] = _p
+sys.modules.pop('clockterm_code', None)
+if _m is not None:
+    sys.modules['clockterm_code'] = _m
 _a = None
 try:
     import clockterm.app as _a
@@ -60,13 +75,7 @@ elif _a is not None:
         os.stat(_code)
         _code = '/'
     except OSError:
-        _code = 'the image (frozen)'
-_id = None
-try:
-    import clockterm_code
-    _id = clockterm_code.ID
-except ImportError:
-    pass
+        _code = 'the image (frozen)' if _id else '!' + _code + ' is gone since it was imported (reset the board)'
 """
 RAW_REPL_TIMEOUT = 20.0  # seconds for the raw REPL to answer: a board's boot, slow under load, and then some
 _RETRY = 0.5  # seconds between two tries of Ctrl-C, Ctrl-A

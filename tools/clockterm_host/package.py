@@ -63,7 +63,7 @@ def _board_folder(out: Path, chip: str, ent: dict) -> Path:
     (d / "mpconfigboard.cmake").write_text(
         f"# {ent['board']}: MicroPython's {ent['base_board']} with the clock terminal's code frozen in.\n"
         f"include(boards/{common})\n\nlist(APPEND SDKCONFIG_DEFAULTS\n    {defaults}\n)\n"
-        f"set(MICROPY_FROZEN_MANIFEST {MANIFEST.resolve()})\n")
+        f'set(MICROPY_FROZEN_MANIFEST "{MANIFEST.resolve()}")\n')
     (d / "mpconfigboard.h").write_text(
         f'#define MICROPY_HW_BOARD_NAME "clock terminal ({ent["base_board"]})"\n'
         f'#define MICROPY_HW_MCU_NAME "{chip.upper()}"\n'
