@@ -13,6 +13,8 @@ TLS upload, the device endpoint answering a client throughout):
   one kept-alive client, while it serves that client, and with four hammering; GET status per second on
   one connection; the tap p99 while four clients hammer); the same from ROMFS are endpoint.* of the same
   `make bench` run (bench_endpoint runs just before this bench).
+- answer_*: bench_answer's figures on the frozen interpreter (the largest heap while one client is
+  answered, route by route, sampled at every event-loop turn, and its baseline with the client quiet).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from clockterm_host import bundle
 from clockterm_host.central import start_background
 from clockterm_host.sntp_server import SntpServer
 
-from bench import bench_endpoint, bench_heap
+from bench import bench_answer, bench_endpoint, bench_heap
 
 REPO = Path(__file__).resolve().parents[1]
 FROZEN = REPO / "build" / "unix" / "frozen" / "micropython"
@@ -92,7 +94,9 @@ def run() -> dict:
             central.stop()
     with interpreter(frozen=True):
         ep = bench_endpoint.run()["endpoint"]
+        answers = bench_answer.run()["answer"]
     figures.update({f"endpoint_{k}": ep[k] for k in ENDPOINT})
+    figures.update({f"answer_{k}": v for k, v in answers.items() if not k.endswith("_requests")})
     romfs_peak = figures.get("baseline_romfs_peak_bytes")
     print(f"   peak: frozen {figures['peak_bytes']:,} B, ROMFS {f'{romfs_peak:,} B' if romfs_peak else 'failed'}; "
           f"frozen runs from {figures['min_heap_kb']} KB; the endpoint adds (frozen) "
