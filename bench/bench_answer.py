@@ -80,9 +80,13 @@ def _one(route: str, tmp: Path) -> dict[str, int]:
             f"QUIET_MS = {int(QUIET_S * 1000)}\nBUSY_MS = {int(BUSY_S * 1000)}\n")
     argv, env = bundle.launch(out, "400K", head + _script())
     env.update(CLOCKTERM_CONFIG=str(tmp / "config.json"), CLOCKTERM_STATE=str(tmp / "state"))
-    p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=out)
+    err = open(tmp / "stderr", "w")
+    p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=err, text=True, cwd=out)
+    stuck = threading.Timer(60, p.kill)  # a terminal that hangs ends the bench (its lines stop: EOF)
+    stuck.start()
     got: dict[str, int] = {}
     asked = [0]
+    failed: list[BaseException] = []
     busy = threading.Event()
     done = threading.Event()
     try:
@@ -90,7 +94,7 @@ def _one(route: str, tmp: Path) -> dict[str, int]:
             if ln.startswith("READY"):
                 break
         else:
-            raise RuntimeError(f"the terminal did not start: {p.stderr.read()[-2000:]}")
+            raise RuntimeError(f"the terminal did not start: {_tail(tmp)}")
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
 
         def ask() -> None:
@@ -103,8 +107,12 @@ def _one(route: str, tmp: Path) -> dict[str, int]:
 
         def client() -> None:
             busy.wait()
-            while not done.is_set():
-                ask()
+            try:
+                while not done.is_set():
+                    ask()
+            except Exception as e:  # the terminal ends the phase mid-answer: only an error before counts
+                if not done.is_set():
+                    failed.append(e)
 
         ask()
         t = threading.Thread(target=client, daemon=True)
@@ -119,14 +127,23 @@ def _one(route: str, tmp: Path) -> dict[str, int]:
                 else:
                     done.set()
                     break
-        t.join(5)
+        done.set()
+        t.join(15)
         c.close()
     finally:
+        stuck.cancel()
         p.kill()
         p.wait()
+        err.close()
+    if failed:
+        raise RuntimeError(f"{route}: {failed[0]!r}")
     if set(got) != {"quiet", "busy"}:
-        raise RuntimeError(f"{route}: the terminal stopped early: {p.stderr.read()[-2000:]}")
+        raise RuntimeError(f"{route}: the terminal stopped early: {_tail(tmp)}")
     return {"quiet": got["quiet"], "busy": got["busy"], "requests": asked[0]}
+
+
+def _tail(tmp: Path) -> str:
+    return (tmp / "stderr").read_text(errors="replace")[-2000:]
 
 
 def run() -> dict[str, dict[str, float]]:

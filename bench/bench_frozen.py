@@ -54,8 +54,8 @@ def interpreter(frozen: bool):
 
 
 def built_from() -> str:
-    """The code id the frozen interpreter carries (clockterm_code.ID), or what it said instead."""
-    r = subprocess.run([str(FROZEN), "-c", "import clockterm_code; print(clockterm_code.ID)"],
+    """The code id the frozen interpreter carries (clockterm.code_id.ID), or what it said instead."""
+    r = subprocess.run([str(FROZEN), "-c", "from clockterm.code_id import ID; print(ID)"],
                        capture_output=True, text=True, timeout=30)
     return r.stdout.strip() or r.stderr.strip()[-200:]
 

@@ -48,14 +48,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Under CLOCKTERM_FROZEN, the interpreter must carry lib/ as it is now (clockterm_code.ID): passes of an
+    """Under CLOCKTERM_FROZEN, the interpreter must carry lib/ as it is now (clockterm.code_id.ID): passes of an
     older build would be about other code. Checked once, before any test (in the controlling process
     only: pytest-xdist's workers would lose the message)."""
     if not FROZEN or hasattr(config, "workerinput"):
         return
     from clockterm_host import bundle
 
-    r = subprocess.run([bundle.tool("micropython"), "-c", "import clockterm_code; print(clockterm_code.ID)"],
+    r = subprocess.run([bundle.tool("micropython"), "-c", "from clockterm.code_id import ID; print(ID)"],
                        capture_output=True, text=True, timeout=30)
     if r.stdout.strip() != bundle.code_id():
         raise pytest.UsageError(f"{bundle.tool('micropython')} carries code {r.stdout.strip() or r.stderr.strip()!r}, "

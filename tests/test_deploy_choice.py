@@ -16,25 +16,29 @@ class _Board:
 
     def __init__(self, answer: tuple[str, str | None]):
         self.answer = answer
-        self.soft_resets = self.restarts = self.sessions = 0
+        self.done: list[str] = []  # what was done to the board, in order
+        self.restarts = 0
         board = self
-
-        class _T:
-            def enter_raw_repl(self, soft_reset: bool = False) -> None:
-                board.soft_resets += soft_reset
 
         class Session:
             def __init__(self, port: str, baud: int = 115200):
-                board.sessions += 1
-                self.t = _T()
+                board.done.append("session")
+
+            def soft_reset(self) -> None:
+                board.done.append("soft reset")
 
             def close(self) -> None:
-                pass
+                board.done.append("close")
 
             def restart(self) -> None:
                 board.restarts += 1
+                board.done.append("restart")
 
         self.Session = Session
+
+    def code_dir(self, s) -> tuple[str, str | None]:
+        self.done.append("ask")
+        return self.answer
 
 
 @pytest.fixture
@@ -42,7 +46,7 @@ def board(monkeypatch):
     def make(answer):
         b = _Board(answer)
         monkeypatch.setattr(deploy, "Session", b.Session)
-        monkeypatch.setattr(deploy, "code_dir", lambda s: b.answer)
+        monkeypatch.setattr(deploy, "code_dir", b.code_dir)
         return b
     return make
 
@@ -58,7 +62,8 @@ def test_what_is_written_follows_the_image(board, answer, layout, chosen):
     mine = bundle.code_id()
     b = board(tuple(mine if x == "MINE" else x for x in answer))
     assert deploy._choose("p", 115200, layout) == (chosen, None)
-    assert b.soft_resets == 1  # asked of a fresh interpreter, not of what the stopped app imported
+    # asked of a fresh interpreter, not of what the stopped app imported
+    assert b.done == ["session", "soft reset", "ask", "close"]
 
 
 @pytest.mark.parametrize("layout, where", [("romfs", "/rom/lib"), ("lib", "/lib")])

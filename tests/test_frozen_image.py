@@ -48,8 +48,9 @@ def test_deploy_refuses_an_image_that_carries_other_code(frozen_board, monkeypat
     trusted to suit it, so nothing is written and the way out is named. (lib/ here stands in as other
     code: the image's id is what the board reports, from the image alone.)"""
     port = frozen_board.port
-    # A file at the flash root that claims lib/'s id cannot pass for the image's code
-    _on_board(port, "with open('/clockterm_code.py', 'w') as f:\n f.write('ID = \"feedfacecafe\"')", reset=False)
+    # A package at the flash root whose code_id claims lib/'s id cannot pass for the image's code
+    _on_board(port, "import os\nos.mkdir('/clockterm')\nopen('/clockterm/__init__.py', 'w').close()\n"
+              "with open('/clockterm/code_id.py', 'w') as f:\n f.write('ID = \"feedfacecafe\"')", reset=False)
     monkeypatch.setattr(bundle, "code_id", lambda: "feedfacecafe")
     assert deploy.deploy(BOARD, port, restart=False) == 3
     err = capsys.readouterr().err
@@ -57,10 +58,34 @@ def test_deploy_refuses_an_image_that_carries_other_code(frozen_board, monkeypat
     assert "clockterm flash --keep-data" in err
     assert _root_hash(port, "/main.py") is None  # nothing written
     monkeypatch.undo()
-    _on_board(port, "import os\nos.remove('/clockterm_code.py')", reset=False)
+    _on_board(port, "import os\nfor n in ('__init__', 'code_id'):\n os.remove('/clockterm/%s.py' % n)\n"
+              "os.rmdir('/clockterm')", reset=False)
     r = ct("deploy", "--board", BOARD, "--port", port, "--no-restart")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "layout image" in r.stdout and "   /main.py" in r.stdout and "all 3 files match" in r.stdout
+
+
+def test_check_on_a_board_just_flashed_and_what_it_leaves(frozen_board):
+    """Nothing deployed yet: the check names the image's code and what to do. Asking the image alone
+    for its id leaves the board's sys.path and imported modules as they were."""
+    port = frozen_board.port
+    state = ("import sys, clockterm.app\nprint(sys.path, sorted(k for k in sys.modules if k.startswith('clockterm')),"
+             " id(sys.modules['clockterm.code_id']))")
+    s = Session(port)
+    try:
+        before = s.exec(state)
+    finally:
+        s.close()
+    r = ct("check", "--port", port, "--no-restart")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"code from the image (frozen), code {_REAL_ID} (this repository's lib/)" in r.stdout, r.stdout
+    assert "deploy     nothing deployed: no /board.json (clockterm deploy writes it)" in r.stdout
+    s = Session(port)
+    try:
+        after = s.exec(state)
+    finally:
+        s.close()
+    assert after == before and "'.frozen'" in before
 
 
 def _root_hash(port: str, path: str) -> str | None:

@@ -64,7 +64,7 @@ def test_firmware_inputs_enable_romfs_with_the_partition_table(tmp_path):
         assert f"include(boards/mpconfigboard_{chip}_common.cmake)" in cmake
         # the image carries the terminal's code: the board folder names the freeze manifest
         assert f'set(MICROPY_FROZEN_MANIFEST "{(REPO / "firmware" / "manifest.py").resolve()}")' in cmake
-    code = tmp_path / "code" / "clockterm_code.py"
+    code = tmp_path / "code" / "clockterm" / "code_id.py"
     assert code in made
     ns: dict = {}
     exec(code.read_text(), ns)
@@ -96,7 +96,7 @@ def test_the_freeze_manifest_points_at_folders_that_exist():
     assert [p for p, _ in pkgs] == ["clockterm"]
     for name, base in pkgs:
         assert (REPO / "firmware" / base / name / "__init__.py").is_file(), (name, base)
-    mods = re.findall(r'module\("([\w.]+)", base_path="([^"]+)"\)', text)
-    assert mods == [("clockterm_code.py", "../build/firmware/code")]
+    mods = re.findall(r'module\("([\w./]+)", base_path="([^"]+)"\)', text)
+    assert mods == [("clockterm/code_id.py", "../build/firmware/code")]
     for name, base in mods:
         assert (REPO / "firmware" / base / name).is_file(), (name, base)

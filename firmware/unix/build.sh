@@ -17,7 +17,7 @@ src="$out/micropython"
 commit=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['micropython']['commit'])" \
          "$repo/firmware/versions.json")
 mkdir -p "$out"
-# the id of lib/ frozen beside it (clockterm_code.ID), as `make firmware-inputs` writes it for an image
+# the id of lib/ frozen with it (clockterm.code_id.ID), as `make firmware-inputs` writes it for an image
 "$repo/.venv/bin/python" -c "import sys; from pathlib import Path; from clockterm_host import bundle
 bundle.write_code_module(Path(sys.argv[1]))" "$repo/build/firmware/code"
 if [ ! -d "$src/.git" ]; then
@@ -48,4 +48,4 @@ for v in plain frozen; do
   cp "$src/ports/unix/build-$v/micropython" "$out/$v/micropython"
 done
 "$out/plain/micropython" -c "import sys; print('plain:', sys.implementation)"
-"$out/frozen/micropython" -c "import clockterm.app, clockterm_code; print('frozen:', clockterm.app.__file__, 'code', clockterm_code.ID)"
+"$out/frozen/micropython" -c "import clockterm.app, clockterm.code_id; print('frozen:', clockterm.app.__file__, 'code', clockterm.code_id.ID)"

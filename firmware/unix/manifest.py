@@ -3,4 +3,4 @@
 # them into an ESP32 image. Relative paths are relative to this file.
 include("$(PORT_DIR)/variants/standard/manifest.py")
 package("clockterm", base_path="../../lib")
-module("clockterm_code.py", base_path="../../build/firmware/code")
+module("clockterm/code_id.py", base_path="../../build/firmware/code")

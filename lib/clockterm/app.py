@@ -19,10 +19,10 @@ from micropython import const
 from clockterm import OutBuf, forget, log
 
 VERSION = "0.1.0"
-try:  # the code frozen into the image says which it is (firmware/manifest.py); from ROMFS or /lib: none
-    import clockterm_code
+try:  # code frozen into the image names itself (firmware/manifest.py); from ROMFS or /lib it does not
+    from clockterm import code_id
 except ImportError:
-    clockterm_code = None
+    code_id = None
 _RESTART_MIN_MS = const(500)
 _RESTART_MAX_MS = const(60000)
 _DISPLAY_MS = const(10000)  # idle display refresh
@@ -258,7 +258,7 @@ class App:
         yield "heap", dict(free=gc.mem_free(), alloc=gc.mem_alloc(), max_block=_max_block())
         yield "version", 1
         yield "firmware", VERSION
-        yield "code", clockterm_code and clockterm_code.ID
+        yield "code", code_id and code_id.ID
         yield "device_id", self.device_id
         yield "board", self.board.name
         yield "uptime_s", self.clock.mono_ms() // 1000

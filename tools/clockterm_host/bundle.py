@@ -68,7 +68,7 @@ def tool(name: str) -> str:
 def code_id() -> str:
     """What identifies the terminal's code: the first 12 hex digits of the sha256 over lib/'s sources (each
     file's path and bytes, in path order). An image with the code frozen in carries it as
-    `clockterm_code.ID` (firmware/manifest.py), so deploy and check can tell whether a board runs this
+    `clockterm.code_id.ID` (firmware/manifest.py), so deploy and check can tell whether a board runs this
     repository's code."""
     h = hashlib.sha256()
     lib = REPO / "lib"
@@ -80,9 +80,10 @@ def code_id() -> str:
 
 
 def write_code_module(folder: Path) -> Path:
-    """folder/clockterm_code.py, the module the freeze manifests put into an image beside the code."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "clockterm_code.py"
+    """folder/clockterm/code_id.py, the module the freeze manifests put into an image with the code (in its
+    package: whatever package runs names itself, and a module from elsewhere cannot answer for it)."""
+    (folder / "clockterm").mkdir(parents=True, exist_ok=True)
+    path = folder / "clockterm" / "code_id.py"
     _put(path, (f"# lib/ of the repository this image was built from (clockterm_host.bundle.code_id)\n"
                 f"ID = {code_id()!r}\n").encode())
     return path

@@ -182,9 +182,9 @@ def _choose(port: str, baud: int, layout: str) -> tuple[str, str | None]:
     refusal, when there is one, before anything is written."""
     s = Session(port, baud)
     try:
-        # A soft reset first: a fresh interpreter with the whole heap (boot.py run, not main.py), which
-        # imports what the next start will, not what the stopped app had in sys.modules
-        s.t.enter_raw_repl(soft_reset=True)
+        # A soft reset first: a fresh interpreter with the whole heap, which imports what the next start
+        # will, not what the stopped app had in sys.modules
+        s.soft_reset()
         _, frozen_id = code_dir(s)
     finally:
         s.close()
@@ -225,7 +225,7 @@ def deploy(board: str, port: str, layout: str = "auto", baud: int = 115200, rest
         _say("-- boot.py, main.py, board.json")
         _copy_changed(s, _root_files(files))
         _say("-- soft reset, then every file's sha256 on the board")
-        s.t.enter_raw_repl(soft_reset=True)  # the firmware mounts the new ROMFS image at a reset
+        s.soft_reset()  # the firmware mounts the new ROMFS image at a reset
     finally:
         s.close()
     s = Session(port, baud)

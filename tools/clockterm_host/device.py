@@ -39,9 +39,10 @@ def _h(p):
 
 
 # Board-side lines that tell where the firmware's code comes from.
-# `_id`: the id of the code frozen into the image (clockterm_code.ID, from firmware/manifest.py:
-# bundle.code_id() of the lib/ it was built from), looked up in the image alone (sys.path ['.frozen'], the
-# module imported before set aside), so that no file can pass for it; None when the image carries none.
+# `_id`: the id of the code frozen into the image (clockterm.code_id.ID, from firmware/manifest.py:
+# bundle.code_id() of the lib/ it was built from), looked up in the image alone (sys.path ['.frozen'],
+# the modules imported before set aside and put back), so that no file can pass for it; None when the
+# image carries none.
 # `_code`: the folder clockterm.app comes from ("/rom/lib", "/lib", "/" for a package at the flash root,
 # which '' on sys.path puts first), or "the image (frozen)" (its file names are relative, like a root
 # package's, but it is in no folder); `_a` is that module. When it cannot be imported (no code, broken
@@ -50,18 +51,22 @@ def _h(p):
 CODE_DIR = """
 import os, sys
 _id = None
-_m = sys.modules.pop('clockterm_code', None)
 _p = sys.path[:]
-sys.path[:] = ['.frozen']
+_s = {}
+for _k in list(sys.modules):
+    if _k.split('.')[0] == 'clockterm':
+        _s[_k] = sys.modules.pop(_k)
 try:
-    import clockterm_code
-    _id = clockterm_code.ID
+    sys.path[:] = ['.frozen']
+    from clockterm.code_id import ID as _id
 except ImportError:
     pass
-sys.path[:] = _p
-sys.modules.pop('clockterm_code', None)
-if _m is not None:
-    sys.modules['clockterm_code'] = _m
+finally:
+    sys.path[:] = _p
+    for _k in list(sys.modules):
+        if _k.split('.')[0] == 'clockterm':
+            del sys.modules[_k]
+    sys.modules.update(_s)
 _a = None
 try:
     import clockterm.app as _a
@@ -153,6 +158,16 @@ class Session:
             if data.endswith(b"\x04\x04"):
                 return
         raise DeviceError(f"the raw REPL did not run a line ({data[-120:]!r})")
+
+    def soft_reset(self) -> None:
+        """A soft reset from the raw REPL: a fresh interpreter with the whole heap, boot.py run and not main.py
+        (the app stays stopped), what a start mounts and imports (a new ROMFS image, code just written)."""
+        from mpremote.transport import TransportError
+
+        try:
+            self.t.enter_raw_repl(soft_reset=True)
+        except (TransportError, OSError) as e:
+            raise DeviceError(f"the board did not come back from a soft reset ({e})") from None
 
     def exec(self, code: str, timeout: float = 30) -> str:
         from mpremote.transport import TransportError
