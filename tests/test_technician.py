@@ -123,7 +123,10 @@ def _flash_state(vb) -> str:
 
 
 def _on_board(port: str, code: str, reset: bool = True) -> None:
+    # Run after a soft reset (a fresh interpreter, boot.py run, no app): what the code writes meets no
+    # app stopped half-way through its own start (a board just reset by the step before)
     s = Session(port)
+    s.soft_reset()
     s.exec(code)
     s.restart() if reset else s.close()
 
