@@ -18,15 +18,12 @@ sees the moment an answer is largest. bench_frozen runs it on the frozen interpr
 from __future__ import annotations
 
 import http.client
-import json
 import subprocess
 import tempfile
 import threading
 from pathlib import Path
 
 from clockterm_host import bundle
-from clockterm_host.defaults import default_config
-from clockterm_host.sim import free_port
 
 from bench import heapmap
 from bench.bench_heap import image_alloc
@@ -64,22 +61,8 @@ def _script() -> str:
 
 
 def _one(route: str, tmp: Path) -> dict[str, int]:
-    out = bundle.build("sim")
-    cfg = default_config("sim", "answer-1")
-    cfg["sim"]["control_port"] = free_port()
-    cfg["sntp"]["servers"] = ["127.0.0.1"]
-    import trustme  # a CA, as a provisioned terminal has one (without it the uplink is off: health failing)
-
-    trustme.CA().cert_pem.write_to_path(str(tmp / "ca.pem"))
-    cfg["central"]["ca"] = str(tmp / "ca.pem")
-    port = free_port()
-    cfg["endpoint"].update(port=port, allow_plain_http=True,
-                           tokens=[{"name": "b", "token": heapmap.TOKEN, "scopes": ["read"]}])
-    (tmp / "config.json").write_text(json.dumps(cfg))
-    head = (f"MODULES = {heapmap.MODULES!r}\nPORT = {port}\nTOKEN = {heapmap.TOKEN.encode()!r}\n"
-            f"QUIET_MS = {int(QUIET_S * 1000)}\nBUSY_MS = {int(BUSY_S * 1000)}\n")
-    argv, env = bundle.launch(out, "400K", head + _script())
-    env.update(CLOCKTERM_CONFIG=str(tmp / "config.json"), CLOCKTERM_STATE=str(tmp / "state"))
+    argv, env, out, port = heapmap.launch(tmp, _script(), f"QUIET_MS = {int(QUIET_S * 1000)}\n"
+                                                          f"BUSY_MS = {int(BUSY_S * 1000)}\n")
     err = open(tmp / "stderr", "w")
     p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=err, text=True, cwd=out)
     stuck = threading.Timer(60, p.kill)  # a terminal that hangs ends the bench (its lines stop: EOF)

@@ -102,13 +102,15 @@ asyncio.run(go())
 """
 
 
-def measure() -> list[dict]:
+def launch(tmp: Path, script: str, head: str = "") -> tuple[list[str], dict, Path, int]:
+    """(argv, env, cwd, the endpoint's port) that run `script` (this module's _SCRIPT, or a variant) on a
+    sim terminal's config in tmp: its endpoint on plain HTTP with one read token (TOKEN) on a free port, a
+    CA as a provisioned terminal has one (without it the uplink stays disabled and costs less). `head`
+    adds settings to the script's own (MODULES, PORT, TOKEN)."""
     out = bundle.build("sim")
-    tmp = Path(tempfile.mkdtemp(prefix="heapmap-"))
     cfg = default_config("sim", "heapmap-1")
     cfg["sim"]["control_port"] = free_port()
     cfg["sntp"]["servers"] = ["127.0.0.1"]
-    # A CA as a provisioned terminal has one: without it the uplink stays disabled and costs less.
     import trustme
 
     trustme.CA().cert_pem.write_to_path(str(tmp / "ca.pem"))
@@ -118,9 +120,14 @@ def measure() -> list[dict]:
                                                                       "scopes": ["read"]}])
     (tmp / "config.json").write_text(json.dumps(cfg))
     argv, env = bundle.launch(out, "400K", f"MODULES = {MODULES!r}\nPORT = {port}\nTOKEN = {TOKEN.encode()!r}\n"
-                              + _SCRIPT)
+                              + head + script)
     env["CLOCKTERM_CONFIG"] = str(tmp / "config.json")
     env["CLOCKTERM_STATE"] = str(tmp / "state")
+    return argv, env, out, port
+
+
+def measure() -> list[dict]:
+    argv, env, out, _ = launch(Path(tempfile.mkdtemp(prefix="heapmap-")), _SCRIPT)
     r = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=out, timeout=60)
     steps: list[dict] = []
     pending = None
