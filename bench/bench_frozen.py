@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -53,20 +52,14 @@ def interpreter(frozen: bool):
         os.environ.update(saved)
 
 
-def built_from() -> str:
-    """The code id the frozen interpreter carries (clockterm.code_id.ID), or what it said instead."""
-    r = subprocess.run([str(FROZEN), "-c", "from clockterm.code_id import ID; print(ID)"],
-                       capture_output=True, text=True, timeout=30)
-    return r.stdout.strip() or r.stderr.strip()[-200:]
-
-
 def run() -> dict:
     if not FROZEN.exists():
         print(f"   no frozen interpreter ({FROZEN.relative_to(REPO)}): firmware/unix/build.sh builds it "
               "(it needs GitHub); nothing measured")
         return {}
-    if built_from() != bundle.code_id():
-        print(f"   {FROZEN.relative_to(REPO)} carries code {built_from()!r}, lib/ is {bundle.code_id()}: "
+    built = bundle.built_from(str(FROZEN))
+    if built != bundle.code_id():
+        print(f"   {FROZEN.relative_to(REPO)} carries code {built!r}, lib/ is {bundle.code_id()}: "
               "build it again (firmware/unix/build.sh); nothing measured")
         return {}
     out = bundle.build("sim")

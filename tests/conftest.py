@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,8 +54,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     from clockterm_host import bundle
 
-    r = subprocess.run([bundle.tool("micropython"), "-c", "from clockterm.code_id import ID; print(ID)"],
-                       capture_output=True, text=True, timeout=30)
-    if r.stdout.strip() != bundle.code_id():
-        raise pytest.UsageError(f"{bundle.tool('micropython')} carries code {r.stdout.strip() or r.stderr.strip()!r}, "
-                                f"lib/ is {bundle.code_id()}: build it again (firmware/unix/build.sh)")
+    built = bundle.built_from(bundle.tool("micropython"))
+    if built != bundle.code_id():
+        raise pytest.UsageError(f"{bundle.tool('micropython')} carries code {built!r}, lib/ is {bundle.code_id()}: "
+                                "build it again (firmware/unix/build.sh)")

@@ -79,6 +79,14 @@ def code_id() -> str:
     return h.hexdigest()[:12]
 
 
+def built_from(interpreter: str) -> str:
+    """The code id a unix port built with the code frozen in carries (clockterm.code_id.ID), or what it
+    said instead (a build without it, or not an interpreter)."""
+    r = subprocess.run([interpreter, "-c", "from clockterm.code_id import ID; print(ID)"],
+                       capture_output=True, text=True, timeout=30)
+    return r.stdout.strip() or r.stderr.strip()[-200:]
+
+
 def write_code_module(folder: Path) -> Path:
     """folder/clockterm/code_id.py, the module the freeze manifests put into an image with the code (in its
     package: whatever package runs names itself, and a module from elsewhere cannot answer for it)."""

@@ -1,17 +1,21 @@
 """`clockterm deploy`: the bundle onto a board over its serial port, every file's hash then checked on the board.
 
-Two layouts (docs/technician.md, "Deploy"):
-- romfs (the default, for the pinned image, built with ROMFS): the bundle's bytecode as one ROMFS image,
+The board is asked first, after a soft reset, whether its image carries the terminal's code frozen in
+(docs/technician.md, "Deploy"); layout auto (the default) follows its answer:
+- image (the pinned image, which carries the code): only boot.py, main.py and board.json are written,
+  once the image's code id is this checkout's (an image of other code, or a romfs or /lib layout asked
+  for on such an image, is refused before anything is written).
+- romfs (a development image, built without the code and with ROMFS): the bundle's bytecode as one ROMFS image,
   written into the romfs partition with `mpremote romfs deploy` (skipped when the partition already
   holds it) and run in place from flash; code left in /lib by an earlier /lib deploy is removed (the
   ESP32 port puts /rom/lib before /lib on sys.path, so it would only take flash).
 - lib (an image without ROMFS): the .mpy files copied to /lib, only those whose hash differs, and
   files under /lib that the bundle no longer has removed.
-Either way boot.py, main.py and board.json go to / (by hash), the board is reset so that it mounts
+Every way boot.py, main.py and board.json go to / (by hash), the board is reset so that it mounts
 what was written, the hash of every file is computed on the board and compared with the bundle's, and
 the board is asked where its code loads from: the deploy fails when that is not where it wrote (a
-package at the flash root shadowing it, or an image with the code frozen in). The terminal then
-starts (unless --no-restart).
+package at the flash root shadowing it). The terminal then starts (unless --no-restart), also after a
+refusal.
 """
 
 from __future__ import annotations
