@@ -123,8 +123,9 @@ def _flash_state(vb) -> str:
 
 
 def _on_board(port: str, code: str, reset: bool = True) -> None:
-    # Run after a soft reset (a fresh interpreter, boot.py run, no app): what the code writes meets no
-    # app stopped half-way through its own start (a board just reset by the step before)
+    # Run after a soft reset (a fresh interpreter, boot.py run, no app), as clockterm's commands write: on
+    # the virtual board the session's Ctrl-C can land inside LittleFS and leave its state half-way
+    # (docs/development.md, "The virtual board's Ctrl-C")
     s = Session(port)
     s.soft_reset()
     s.exec(code)

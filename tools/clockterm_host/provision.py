@@ -170,6 +170,9 @@ def write_board(port: str, cfg: dict, ca: bytes | None, restart: bool = True, ex
 
     s = Session(port)
     try:
+        # Written from a fresh interpreter (boot.py run, the app not started), not beside an app that
+        # the session's Ctrl-C stopped half-way, with its files open
+        s.soft_reset()
         files = dict(extra or {})
         if ca is not None:
             files["/ca.pem"] = ca

@@ -33,6 +33,9 @@ class Target:
         if self.port:
             if self._s is None:
                 self._s = Session(self.port)
+                # A fresh interpreter (boot.py run, the app not started): what recover reads and writes
+                # meets no app stopped half-way, with its files open, by the session's Ctrl-C
+                self._s.soft_reset()
             out = self._s.exec(code, timeout=120)
         else:
             out = _run_sim(self.state, self.config, code)

@@ -21,7 +21,10 @@ friendly prompt) starts a fresh interpreter, printing "soft reboot" and running 
 REPL, both from the friendly one; machine.reset() is a hard reset. What it does not: radio, pins and buses
 have nothing attached (a reader never reads a badge), the watchdog never bites, the heap is the host's (the
 board's heap plus the ROMFS image it holds in RAM: use `make bench` for heap figures), and it does not speak
-esptool's protocol (`clockterm flash` is tested against image files).
+esptool's protocol (`clockterm flash` is tested against image files). Unlike the board, a Ctrl-C that
+interrupts main.py is raised at once wherever the interpreter is, even inside LittleFS (the unix port's
+SIGINT handler): the filesystem's in-memory state can be left half-way, so write after a soft reset (as
+clockterm's commands do: docs/development.md).
 """
 
 from __future__ import annotations
