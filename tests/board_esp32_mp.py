@@ -83,9 +83,13 @@ def static_ip():
     out["safe"] = b.safe_pin_held()
     machine.pins_low.clear()
     out["safe_released"] = board_esp32.Board(cfg).safe_pin_held()
+    b.watchdog.extend()  # a Ctrl-C before the app fed it: no watchdog to hold back (none started)
+    out["wdt_unstarted_hold"] = [e for e in machine.log if e[0] == "WDT"]
     b.watchdog.feed()
     b.watchdog.feed()
     out["wdt"] = [e for e in machine.log if e[0] == "WDT"]
+    b.watchdog.extend()  # a technician's Ctrl-C: the running watchdog gets the long timeout
+    out["wdt_held"] = [e for e in machine.log if e[0] == "WDT"]
     b.rtc.set_ms(1764080000123)
     out["rtc"] = [e for e in machine.log if e[0] == "RTC.datetime"]
     out["journal_size"] = b.journal_flash.ioctl(4, 0)

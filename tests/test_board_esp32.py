@@ -55,7 +55,9 @@ def test_static_ip_ethernet_watchdog_rtc_and_safe_mode():
     assert out["ifconfig"] == [["ifconfig", ["10.1.2.3", "255.255.0.0", "10.1.0.1", "10.1.0.2"]]]
     assert out["lan"] == [["LAN", ["mdc", "mdio", "phy_addr", "phy_type", "power"]]]
     assert out["safe"] is True and out["safe_released"] is False
+    assert out["wdt_unstarted_hold"] == []  # held before any feed: none started
     assert out["wdt"] == [["WDT", 8000]]  # started once, on the first feed
+    assert out["wdt_held"] == [["WDT", 8000], ["WDT", 3600000]]  # a Ctrl-C: an hour for the technician
     # 2025-11-25 14:13:20.123 UTC, a Tuesday (weekday 1)
     assert out["rtc"] == [["RTC.datetime", [2025, 11, 25, 1, 14, 13, 20, 123000]]]
     assert out["journal_size"] == 8

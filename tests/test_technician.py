@@ -161,6 +161,29 @@ def test_recover_from_a_crash_loop_and_a_broken_config(lab):
     assert re.search(r"^journal +(\w+):", _flash_state(vb), re.M).group(1) != old_id
 
 
+def test_a_technicians_ctrl_c_holds_the_running_watchdog_back(lab):
+    # The watchdog cannot be stopped once the app started it: stopped by a session's Ctrl-C, the app gives
+    # it an hour, so that the board is not reset under the technician (the board's would bite 8 s on)
+    vb = lab["vb"]
+    wdt = vb.root / "wdt"  # the virtual board's watchdog timeout while it runs
+    Session(vb.port).restart()
+    deadline = time.monotonic() + 30
+    while not (wdt.exists() and wdt.read_text().strip() == "8000"):  # the board config's watchdog_ms
+        assert time.monotonic() < deadline, "the terminal never started its watchdog"
+        time.sleep(0.2)
+    seen = (vb.root / "console.log").stat().st_size
+    try:
+        r = ct("check", "--port", vb.port, "--no-restart")
+        assert r.returncode in (0, 1) and "terminal   vb-1" in r.stdout, r.stdout + r.stderr
+        assert wdt.read_text().strip() == "3600000"
+        time.sleep(10)
+        with open(vb.root / "console.log", "rb") as f:
+            f.seek(seen)
+            assert b"task_wdt" not in f.read()
+    finally:
+        Session(vb.port).restart()
+
+
 def test_the_safe_mode_pin_held_at_boot_is_said_and_not_cleared(lab):
     vb = lab["vb"]
     vb.hold_pins_low([39])  # the ATOM's front button (board config: safe_mode_pin 39)

@@ -454,7 +454,9 @@ def run():
         if app is not None:
             asyncio.run(app.main())
     except KeyboardInterrupt:
-        return  # a technician's Ctrl-C: `last` keeps the stopped app for `clockterm check --port`
+        # A technician's Ctrl-C: `last` keeps the stopped app for `clockterm check --port`; the
+        # watchdog, which cannot be stopped, is held back for the technician's session
+        board.watchdog.extend()
     except Exception as e:
         log.exc("app", e)
         _crash_count(board, 1)

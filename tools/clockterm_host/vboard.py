@@ -18,10 +18,12 @@ main.py while it runs (KeyboardInterrupt; a second Ctrl-C in the same run is dro
 character: a Ctrl-C that comes early in a boot does not stop main.py, and bytes that come while a reset
 takes place may be lost (device.Session tries again); a soft reset (Ctrl-D in the raw REPL, or at the
 friendly prompt) starts a fresh interpreter, printing "soft reboot" and running boot.py only from the raw
-REPL, both from the friendly one; machine.reset() is a hard reset. What it does not: radio, pins and buses
-have nothing attached (a reader never reads a badge), the watchdog never bites, the heap is the host's (the
-board's heap plus the ROMFS image it holds in RAM: use `make bench` for heap figures), and it does not speak
-esptool's protocol (`clockterm flash` is tested against image files). Unlike the board, a Ctrl-C that
+REPL, both from the friendly one; machine.reset() is a hard reset; the task watchdog (machine.WDT) starts at
+its first WDT(), takes a new timeout from another, outlives a soft reset, ends at a hard reset, and resets
+the board when not fed in time (printing task_wdt's line; `<dir>/wdt` holds its timeout while it runs).
+What it does not: radio, pins and buses have nothing attached (a reader never reads a badge), the heap is
+the host's (the board's heap plus the ROMFS image it holds in RAM: use `make bench` for heap figures), and
+it does not speak esptool's protocol (`clockterm flash` is tested against image files). Unlike the board, a Ctrl-C that
 interrupts main.py is raised at once wherever the interpreter is, even inside LittleFS (the unix port's
 SIGINT handler): the filesystem's in-memory state can be left half-way, so write after a soft reset (as
 clockterm's commands do: docs/development.md).
@@ -46,6 +48,7 @@ DEVICE_DIR = Path(__file__).resolve().parent / "vboard_device"
 _REPL_BANNER = b'Type "help()" for more information.'
 _RESET_EXIT = 42  # vboard_device/machine.py: machine.reset()
 _SOFT_EXIT = 43  # machine.soft_reset()
+_SOFT_CAUSE, _WDT_CAUSE = 5, 3  # machine.SOFT_RESET, machine.WDT_RESET
 _CTRL_A, _CTRL_B, _CTRL_C, _CTRL_D = b"\x01", b"\x02", b"\x03", b"\x04"
 _HEAP_SLACK_KB = 48  # the emulation modules and the REPL, on top of the board's heap and the ROMFS image
 
@@ -83,6 +86,12 @@ class Relay:
         self.at_repl = False  # the interpreter shows its REPL (no program running)
         self.running = False  # boot.py or main.py runs (vboot.py said "P", and no "I" since)
         self.interrupted = False  # the SIGINT of this run is sent
+        # The task watchdog, kept here as the chip keeps it: machine.WDT() starts it or sets a new timeout
+        # ("W<ms>\n" from vboard_device/machine.py), feed() feeds it ("F"); it outlives a soft reset, a hard
+        # reset ends it, and not fed within its timeout it resets the board (reset cause WDT_RESET)
+        self.wdt_ms: int | None = None
+        self.wdt_fed = 0.0
+        self._word: bytes | None = None  # the digits of a "W" being read
         self.proc: subprocess.Popen | None = None
         self.link: tuple[int, int] | None = None  # vboot.py's "P"/"I" (read), our answers (write)
         self.console = open(self.root / "console.log", "ab")  # noqa: SIM115 - lives as long as the relay
@@ -126,7 +135,7 @@ class Relay:
                     self.interrupted = True
                 continue
             elif c == _CTRL_D and self.at_repl and not self.raw:
-                self._restart("main", 5, b"MPY: soft reboot\r\n")  # the unix port ignores it on a pipe
+                self._restart("main", _SOFT_CAUSE, b"MPY: soft reboot\r\n")  # the unix port ignores it on a pipe
                 continue
             try:
                 self.proc.stdin.write(c)
@@ -141,7 +150,17 @@ class Relay:
 
     def _from_link(self, data: bytes) -> None:
         for c in data:
-            if c == ord("P"):
+            if self._word is not None:
+                if c == ord("\n"):
+                    self.wdt_ms, self.wdt_fed, self._word = int(self._word), time.monotonic(), None
+                    (self.root / "wdt").write_text(f"{self.wdt_ms}\n")
+                else:
+                    self._word += bytes([c])
+            elif c == ord("W"):
+                self._word = b""
+            elif c == ord("F"):
+                self.wdt_fed = time.monotonic()
+            elif c == ord("P"):
                 self.running, self.interrupted = True, False
             elif c == ord("I") and self.running:
                 # Answered once we no longer send SIGINT: vboot.py takes a KeyboardInterrupt until it
@@ -161,6 +180,10 @@ class Relay:
             self.proc.kill()
             self.proc.wait()
         self._out(say)
+        self._word = None
+        if cause != _SOFT_CAUSE:
+            self.wdt_ms = None  # a hard reset (or the watchdog's own) stops the watchdog
+            (self.root / "wdt").unlink(missing_ok=True)
         for fd in (self.proc.stdout.fileno(), self.link[0]):
             if fd in self.sel.get_map():
                 self.sel.unregister(fd)
@@ -176,12 +199,16 @@ class Relay:
         self.sel.register(self.link[0], selectors.EVENT_READ, "link")
 
     def run(self) -> int:
+        (self.root / "wdt").unlink(missing_ok=True)  # power on: no watchdog
         self._spawn("main", 1)
         self.sel = selectors.DefaultSelector()
         self.sel.register(0, selectors.EVENT_READ, "host")
         self._watch()
         while True:
-            for key, _ in self.sel.select(timeout=0.5):
+            wait = 0.5
+            if self.wdt_ms is not None:
+                wait = min(wait, max(0.0, self.wdt_fed + self.wdt_ms / 1000 - time.monotonic()))
+            for key, _ in self.sel.select(timeout=wait):
                 if self.sel.get_map().get(key.fd) is not key:
                     continue  # a restart in this round replaced it
                 data = os.read(key.fd, 4096)
@@ -199,6 +226,9 @@ class Relay:
             code = self.proc.poll()
             if code is not None:
                 self._after_exit(code)
+            elif self.wdt_ms is not None and time.monotonic() > self.wdt_fed + self.wdt_ms / 1000:
+                # (the ESP32's words, then its reset)
+                self._restart("main", _WDT_CAUSE, b"\r\nE (wdt) task_wdt: Task watchdog got triggered.\r\n")
 
     def _after_exit(self, code: int) -> None:
         rest = self.proc.stdout.read()
@@ -207,9 +237,9 @@ class Relay:
         if code == _RESET_EXIT:
             self._restart("main", 2, b"")  # machine.reset(): a hard reset, boot.py and main.py
         elif code == _SOFT_EXIT or not self.raw:
-            self._restart("main", 5, b"MPY: soft reboot\r\n")
+            self._restart("main", _SOFT_CAUSE, b"MPY: soft reboot\r\n")
         else:
-            self._restart("raw", 5, b"soft reboot\r\n")  # Ctrl-D in the raw REPL: boot.py only
+            self._restart("raw", _SOFT_CAUSE, b"soft reboot\r\n")  # Ctrl-D in the raw REPL: boot.py only
 
 
 class VirtualBoard:

@@ -6,10 +6,12 @@ import time
 
 import asyncio
 import machine
+from micropython import const
 
 from clockterm import log
 from clockterm.clock import PORT_TO_UNIX_S, gmtime_ms
 
+_HOLD_MS = const(3600000)  # the watchdog's timeout once a technician's Ctrl-C stopped the app (Watchdog.extend)
 
 
 class RTC:
@@ -193,6 +195,15 @@ class Watchdog:
 
     async def watch(self):
         return  # the hardware counts down by itself (the sim board's watchdog needs a task to look)
+
+    def extend(self):
+        """The app stopped by a technician's Ctrl-C: the watchdog, once started, runs on at the REPL (and
+        through a soft reset), and would reset the board in the middle of the technician's session
+        (a deploy, an export). Its timeout is set to _HOLD_MS instead: long enough for any session,
+        which clockterm's commands end with a reset; a board left stopped starts again after it."""
+        if self._wdt is not None:
+            self._wdt = machine.WDT(timeout=_HOLD_MS)  # a new timeout for the running watchdog
+            self._wdt.feed()
 
 
 def build_reader(cfg):

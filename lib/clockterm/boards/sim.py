@@ -118,6 +118,9 @@ class Board:
         self._starved()
         self._fed = time.ticks_ms()
 
+    def extend(self):
+        pass  # a Ctrl-C ends the sim terminal's process: nothing is left to reset
+
     def _starved(self):
         if time.ticks_diff(time.ticks_ms(), self._fed) > self.timeout_ms:
             log.error("wdt", "not fed for %d ms: reset" % self.timeout_ms)

@@ -130,12 +130,23 @@ class RTC:
         return None  # the host's clock is not set from here
 
 
+link = None  # the relay's pipe (vboot.py sets it): the watchdog is kept there, past a soft reset
+
+
+def _tell(word):
+    if link:
+        link.write(word)
+
+
 class WDT:
+    """As the ESP32's task watchdog: the first WDT() starts it, another sets a new timeout, and nothing
+    stops it; not fed within its timeout, the board is reset (the relay keeps it: tools/clockterm_host/vboard.py)."""
+
     def __init__(self, id=0, timeout=5000):
-        self.timeout = timeout
+        _tell(b"W%d\n" % timeout)
 
     def feed(self):
-        pass
+        _tell(b"F")
 
 
 def reset_cause():

@@ -31,6 +31,8 @@ def _link():
 
 
 _LINK = _link()
+if _LINK:
+    machine.link = _LINK[0]  # the watchdog's words to the relay
 
 
 class _Vfs:
