@@ -19,6 +19,9 @@ TERM = globals().get("TERM", "{}")
 # The stand-ins go first on the path, before anything imports machine or network.
 sys.path.insert(0, FAKES)
 import machine  # noqa: E402 (the stand-ins' folder must be on sys.path before this import)
+# (its journal partition, 32 KB of emulated NOR flash in one piece, taken first from an unfragmented
+# heap: the board's own partition is not in the heap at all)
+import esp32  # noqa: E402, F401
 import network  # noqa: E402 (likewise)
 from clockterm.boards import esp32 as board_esp32  # noqa: E402 (likewise: it imports machine)
 
