@@ -192,7 +192,10 @@ def test_transition_edges_to_the_second(name: str, posix: str) -> None:
 BAD = ["", "C", "CET", "CET-", "CET-1CEST,", "CET-1CEST,M3.5.0", "CET-1CEST,M13.5.0,M10.5.0",
        "CET-1CEST,M3.6.0,M10.5.0", "CET-1CEST,M3.5.7,M10.5.0", "CET-1CEST,J0,J365", "CET-1CEST,J1,J366",
        "CET-1CEST,366,1", "CET-1CEST,M3.5.0/168,M10.5.0", "<+0530-5:30", "<+05 30>-5:30", "CET-25",
-       "CET-1:60", "CET-1CEST,M3.5.0,M10.5.0/3x", "CET-1 CEST", "12-1"]
+       "CET-1:60", "CET-1CEST,M3.5.0,M10.5.0/3x", "CET-1 CEST", "12-1",
+       # beyond the +-18 hours of a punch's utc_offset_min (POSIX allows 24:59:59): the central would
+       # refuse every batch holding such a punch, and the punches after it would wait behind it
+       "XXX-19", "<+1830>-18:30", "XXX+24", "XXX-18:00:01", "AAA-18BBB", "AAA-17BBB-19,M3.5.0,M10.5.0"]
 
 
 def test_invalid_strings_raise_value_error() -> None:
@@ -200,6 +203,14 @@ def test_invalid_strings_raise_value_error() -> None:
     for s, msg in zip(BAD, got, strict=True):
         assert msg is not None, f"{s!r} was accepted"
         assert msg.startswith("TZ"), msg
+
+
+def test_offsets_up_to_18_hours_are_taken() -> None:
+    # Kiribati (+14), Baker Island (-12), and the edges of the range: 18 hours each way, the DST one too
+    specs = ["<+14>-14", "<-12>12", "<+18>-18", "<-18>18", "AAA-17BBB,M3.5.0,M10.5.0"]
+    got = [mp_json(script("tz_mp.py", {"CASE": "offsets", "SPEC": s, "WINDOWS": [[1783000000, 1783000001]]},
+                          "main()")) for s in specs]
+    assert got == [[50400], [-43200], [64800], [-64800], [64800]]  # (1783000000: July 2026, DST in force)
 
 
 def test_local_fields_and_abbrev() -> None:

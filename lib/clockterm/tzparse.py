@@ -10,6 +10,7 @@
 from micropython import const
 
 _DEF_TIME_S = const(7200)  # 02:00 local, when a rule gives no time
+_OFF_MAX = const(64800)  # seconds: 18 hours, the most a zone's offset may be (parse)
 # Rule kinds (tz.py has a copy); a rule's fields are in tz.py's order (_R_*)
 _JULIAN1 = const(0)  # Jn: 1..365, February 29 is never counted
 _JULIAN0 = const(1)  # n: 0..365, February 29 counted
@@ -29,14 +30,15 @@ def parse(s):
     if not isinstance(s, str):
         _fail("not a string")
     std = _name()
-    # |offset| <= 24:59:59 as POSIX allows (the parser's limit of 24 hours)
-    std_off = dst_off = -_hms(24, "offset")
+    # POSIX allows offsets up to 24:59:59; a punch's utc_offset_min is within +-18 hours (the central
+    # refuses a batch holding one beyond, and every later punch would wait behind it): so is a rule's
+    std_off = dst_off = -_hms(18, "offset")
     dst = rule = None
     if pos < len(s):
         dst = _name()
         dst_off = std_off + 3600
         if pos < len(s) and s[pos] != ",":
-            dst_off = -_hms(24, "offset")
+            dst_off = -_hms(18, "offset")
         if pos < len(s):
             rule = _date() + _date()  # ",start[/time],end[/time]"
         else:
@@ -44,6 +46,9 @@ def parse(s):
             rule = (_MWD, 3, 2, 0, t, _MWD, 11, 1, 0, t)
         if pos != len(s):
             _fail("trailing characters")
+    if abs(std_off) > _OFF_MAX or abs(dst_off) > _OFF_MAX:
+        pos = 0
+        _fail("an offset beyond 18 hours")
     return std, std_off, dst, dst_off, rule
 
 
