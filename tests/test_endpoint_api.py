@@ -336,10 +336,11 @@ def test_metrics_parse_as_prometheus_text(site: Site) -> None:
 
 def test_punches_as_csv_are_the_json_rows(site: Site) -> None:
     api = site.api
-    before = api.get("/status")["journal"]["last_seq"]
+    st = api.get("/status")["journal"]
+    before = st["last_seq"]
     for badge in ("0A0001", "0A0002", "123:04567", "0A0003"):
         tap_ok(site.term, badge)
-    query = f"?after=x:{before}&limit=3"
+    query = f"?after={st['journal_id']}:{before}&limit=3"
     page = api.get("/punches", query=query)
     a = api.call("GET", "/punches" + query + "&format=csv")
     assert a.headers["content-type"] == "text/csv; charset=utf-8"
@@ -395,6 +396,12 @@ def test_paging_with_the_cursor_gives_every_punch_once_in_order(site: Site) -> N
     first = api.get("/punches", query="?after=0&limit=1")["punches"][0]
     assert first["seq"] == api.get("/status")["journal"]["oldest_seq"]
     assert api.get("/punches", query=f"?after={seqs[9]}&limit=1")["punches"][0]["seq"] == seqs[10]
+    # A cursor of another journal (the flash erased, seqs begun again at 1 under a new id): from the
+    # oldest punch held, not past seqs this journal has not reached, and the next cursor names this one
+    jid = api.get("/status")["journal"]["journal_id"]
+    other = ("1" if jid[0] == "0" else "0") + jid[1:]
+    page = api.get("/punches", query=f"?after={other}:{seqs[-1] + 500}&limit=1")
+    assert page["punches"] == [first] and page["next"] == f"{jid}:{first['seq']}" and page["more"] is True
 
 
 # --- config ---------------------------------------------------------------------------------------
@@ -563,6 +570,12 @@ def test_the_event_stream_sends_punches_as_they_happen(site: Site) -> None:
         assert punch["seq"] == seq and punch["utc_ms"] == ms and punch["badge"] == "0E0002"
         assert punch == api.get("/punches", query=f"?after={jid}:{seq - 1}&limit=1")["punches"][0]
         assert took < 3.0, took
+        # a cursor of another journal (the flash erased, seqs begun again): replayed from the oldest held
+        stream.close()
+        other = ("1" if jid[0] == "0" else "0") + jid[1:]
+        stream = EventStream(api.port, READ, f"?after={other}:{seq + 500}")
+        assert stream.block() == ": clockterm events"
+        assert stream.event("punch")["id"] == f"{jid}:{api.get('/status')['journal']['oldest_seq']}"
     finally:
         first.close()
         stream.close()

@@ -635,20 +635,24 @@ async def format(self, stream, out):
 
 async def rows(self, stream, args, accept, out):
     # A page of punches after a cursor: ?after=<journal_id>:<seq>&limit=N&format=csv|json. Seqs are
-    # never reused (not even after a reformat), so the seq alone places the cursor. The next page's
+    # never reused by a journal that keeps its seq floor (a reformat does), so the seq places a cursor of
+    # this journal; one of another (the flash erased) starts at the oldest punch held. The next page's
     # cursor is known before the rows are read (seqs follow one another in a journal): it goes in
     # the headers, and in the JSON.
     j = self.app.journal
     after = 0
     limit = _LIMIT_DEFAULT
     csv = accept.find(b"text/csv") >= 0
+    jid = j.journal_id
     for part in args.split(b"&"):
         k, _, v = part.partition(b"=")
         if k == b"after":
-            s = v.replace(b"%3A", b":").replace(b"%3a", b":").rpartition(b":")[2]
+            v, _, s = v.replace(b"%3A", b":").replace(b"%3a", b":").rpartition(b":")
             if not s.isdigit() or len(s) > 10:
                 return await _error(self, stream, 400, _BAD_QUERY)
-            after = int(s)
+            # A cursor of another journal (the flash erased and the seqs begun again): from the oldest
+            # punch held, never past seqs this journal has not given yet
+            after = int(s) if not v or v == jid.encode() else 0
         elif k == b"limit":
             if not v.isdigit() or not 1 <= int(v) <= _LIMIT_MAX:
                 return await _error(self, stream, 400, _BAD_QUERY)
@@ -657,7 +661,6 @@ async def rows(self, stream, args, accept, out):
             if v != b"csv" and v != b"json":
                 return await _error(self, stream, 400, _BAD_QUERY)
             csv = v == b"csv"
-    jid = j.journal_id
     first = j.last_seq + 1
     for p in j.pending(0, 1):
         first = p.seq
@@ -827,9 +830,9 @@ async def listen(self, stream, index, args, out):
     j = app.journal
     last = j.last_seq
     for part in args.split(b"&"):
-        s = part.partition(b"=")[2].replace(b"%3A", b":").replace(b"%3a", b":").rpartition(b":")[2]
+        c, _, s = part.partition(b"=")[2].replace(b"%3A", b":").replace(b"%3a", b":").rpartition(b":")
         if part.startswith(b"after=") and s.isdigit() and len(s) <= 10:
-            last = int(s)
+            last = int(s) if not c or c == j.journal_id.encode() else 0  # another journal's: from its start
     k[_N_SUBSCRIBERS] = index + 1
     try:
         head(self, stream, 200, _line(_X_SSE_TYPE), None, False)
