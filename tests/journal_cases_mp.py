@@ -141,6 +141,29 @@ def correction():
     print(json.dumps({"res": res, "bad": bad}))
 
 
+def correction_offset():
+    # A punch stamped before the first sync at the RTC's wrong time (2000-01-01: winter, +60 in Berlin),
+    # corrected to a summer time: with the terminal's zone its offset is the corrected time's (+120),
+    # after a reopen too; without one (a journal read on its own) the stamped offset stays
+    from clockterm import tz
+
+    zone = tz.TZ("CET-1CEST,M3.5.0,M10.5.0/3")
+    fl = backend_flash()
+    j = journal(fl)
+    j.tz = zone
+    raw = 946684800000 + 3600000  # 2000-01-01 01:00 UTC
+    j.append(Punch(raw, "04A1B2C3", "in", 0, 0x3FFFFFFF, "E1", zone.offset_s(raw // 1000) // 60))
+    j.append(Punch(raw + 1000, "04A1B2C4", "in", 0, 0x3FFFFFFF, "E2", zone.offset_s(raw // 1000) // 60))
+    delta = 1783000000000 - raw  # to 2026-07-02, summer time
+    j.correct(1, 1, delta)
+    got = [(p.seq, p.utc_offset_min, p.quality) for p in j.pending(0)]
+    fl2, j2 = reopen(fl)
+    plain = [(p.seq, p.utc_offset_min, p.quality) for p in j2.pending(0)]
+    j2.tz = zone
+    again = [(p.seq, p.utc_offset_min, p.quality) for p in j2.pending(0)]
+    print(json.dumps({"got": got, "plain": plain, "again": again}))
+
+
 def correction_headers():
     fl = new_flash(512, 8)
     j = journal(fl)
@@ -287,7 +310,8 @@ def bad_punch():
 
 
 CASES = {"append_read_ack": append_read_ack, "full_refuse": full_refuse, "overwrite": overwrite,
-         "correction": correction, "correction_headers": correction_headers, "reformat": reformat,
+         "correction": correction, "correction_headers": correction_headers,
+         "correction_offset": correction_offset, "reformat": reformat,
          "bit_flips": bit_flips, "length_byte": length_byte, "truncated": truncated, "fs_full": fs_full,
          "bad_punch": bad_punch}
 

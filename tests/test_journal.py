@@ -59,6 +59,13 @@ def test_correction_applies_and_survives_restart(backend: str) -> None:
     assert out["bad"] == "bad correction range"
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_corrected_punch_has_the_offset_of_its_corrected_time(backend: str) -> None:
+    out = run(backend, "correction_offset")
+    assert out["got"] == out["again"] == [[1, 120, 3], [2, 60, 0]]  # seq 2 not corrected: as stamped
+    assert out["plain"] == [[1, 60, 3], [2, 60, 0]]
+
+
 def test_a_correction_in_many_headers_is_kept_once() -> None:
     # Every new segment header carries the latest correction, so recovery meets one correction in
     # several headers (and its record): each must count once among the _MAX_CORR (8) kept, or the

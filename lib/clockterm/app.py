@@ -100,6 +100,7 @@ class App:
         else:
             self.journal = open_journal("littlefs", cfg["journal"]["full_policy"], floor_path=floor,
                                         root=root + "/journal", capacity_bytes=jcfg["size_kb"] * 1024)
+        self.journal.tz = self.tz  # a corrected punch's offset is its corrected time's
         from clockterm.roster import Roster
 
         self.roster = Roster(root + "/roster.bin")

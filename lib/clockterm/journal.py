@@ -91,6 +91,11 @@ class JournalFull(Exception):
 class Journal:
     """The punch journal over a block device (see the top of this file)."""
 
+    # The terminal's time zone (clockterm.tz.TZ; the app sets it): a corrected punch gets the UTC offset
+    # of its corrected time. The one it was stamped with is the offset at the wrong time before the
+    # first sync (an RTC that lost power says 2000-01-01: winter time for a punch made in summer).
+    tz = None
+
     def __init__(self, store, policy="refuse", seq_floor=0, floor_path=None):
         if policy != "refuse" and policy != "overwrite":
             raise ValueError("unknown full policy %r" % policy)
@@ -469,6 +474,8 @@ class Journal:
                     if first <= p.seq <= through:
                         p.utc_ms += delta
                         p.quality = punch.Q_CORRECTED
+                        if self.tz is not None:
+                            p.utc_offset_min = self.tz.offset_s(p.utc_ms // 1000) // 60
                         break
                 p.journal_id = self.journal_id
                 yield p

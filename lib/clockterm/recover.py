@@ -55,6 +55,19 @@ def _config_error(path):
     return None
 
 
+def _zone(board):
+    # The time zone of the config in force (else of the last good one), for the offsets of corrected
+    # punches (Journal.tz); None when neither is readable (the offsets then stay as stamped).
+    from clockterm import config, tz
+
+    for path in (board.config_path, board.good_config_path):
+        try:
+            return tz.TZ(config.parse(config.read(path))["tz"])
+        except Exception:  # noqa: BLE001 - any reason: the next, else none
+            pass
+    return None
+
+
 def _journal(board):
     # The journal over its partition, as the app opens it (policy does not matter for reading or a reset).
     from clockterm.journal import open_journal
@@ -62,8 +75,10 @@ def _journal(board):
     j = board.board_cfg["flash"]["journal"]
     floor = board.fs_root + "/journal.floor"
     if j["backend"] != "raw":
-        return open_journal("littlefs", floor_path=floor, root=board.fs_root + "/journal",
-                            capacity_bytes=j["size_kb"] * 1024)
+        jr = open_journal("littlefs", floor_path=floor, root=board.fs_root + "/journal",
+                          capacity_bytes=j["size_kb"] * 1024)
+        jr.tz = _zone(board)
+        return jr
     if board.name == "sim":
         from clockterm.boards.norflash import NorFlash
 
@@ -76,7 +91,9 @@ def _journal(board):
         if not found:
             raise OSError("no flash partition %r for the journal" % j["partition"])
         bdev = found[0]
-    return open_journal("raw", floor_path=floor, bdev=bdev)
+    jr = open_journal("raw", floor_path=floor, bdev=bdev)
+    jr.tz = _zone(board)
+    return jr
 
 
 def status():
