@@ -164,6 +164,22 @@ def correction_offset():
     print(json.dumps({"got": got, "plain": plain, "again": again}))
 
 
+def many_corrections():
+    # One correction a boot, many boots offline: every punch still to send keeps its correction, in RAM
+    # and after a reopen; the corrections of acked punches make room first
+    fl = new_flash(512, 16)
+    j = journal(fl, slots=16)
+    n = int(globals().get("N", 20))
+    for i in range(n):
+        append_unsynced(j, i)
+        j.correct(j.last_seq, j.last_seq, 1000 * (i + 1))
+    j.ack(n - 12)  # 12 still to send, 16 kept at most: 4 of the acked ones' go
+    got = [(p.seq, p.utc_ms - mk(p.seq - 1).utc_ms, p.quality) for p in j.pending()]
+    fl2, j2 = reopen(fl, slots=16)
+    again = [(p.seq, p.utc_ms - mk(p.seq - 1).utc_ms, p.quality) for p in j2.pending()]
+    print(json.dumps({"got": got, "again": again}))
+
+
 def correction_headers():
     fl = new_flash(512, 8)
     j = journal(fl)
@@ -311,7 +327,7 @@ def bad_punch():
 
 CASES = {"append_read_ack": append_read_ack, "full_refuse": full_refuse, "overwrite": overwrite,
          "correction": correction, "correction_headers": correction_headers,
-         "correction_offset": correction_offset, "reformat": reformat,
+         "correction_offset": correction_offset, "many_corrections": many_corrections, "reformat": reformat,
          "bit_flips": bit_flips, "length_byte": length_byte, "truncated": truncated, "fs_full": fs_full,
          "bad_punch": bad_punch}
 

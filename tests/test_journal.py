@@ -66,6 +66,14 @@ def test_a_corrected_punch_has_the_offset_of_its_corrected_time(backend: str) ->
     assert out["plain"] == [[1, 60, 3], [2, 60, 0]]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_corrections_of_punches_to_send_are_kept_over_many_boots(backend: str) -> None:
+    # 20 boots offline, each with a punch before its first sync: the 12 not yet sent keep theirs
+    out = run(backend, "many_corrections")
+    want = [[s, 1000 * s, 3] for s in range(9, 21)]
+    assert out["got"] == want and out["again"] == want
+
+
 def test_a_correction_in_many_headers_is_kept_once() -> None:
     # Every new segment header carries the latest correction, so recovery meets one correction in
     # several headers (and its record): each must count once among the _MAX_CORR (8) kept, or the

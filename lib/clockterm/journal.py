@@ -71,7 +71,7 @@ _WIN = const(256)  # read window: holds any record (<= 254 bytes)
 # A segment's end is kept for ack and correction records, so that they seldom need a new segment
 # (which a full ring could refuse): _RESERVE bytes, or 1/32 of the segment when that is more.
 _RESERVE = const(16)
-_MAX_CORR = const(8)  # corrections kept in RAM (one per boot with pre-sync punches)
+_MAX_CORR = const(16)  # corrections kept in RAM (one per boot with pre-sync punches; see _remember)
 _MAX_BAD = const(64)  # distinct corrupt records remembered, so re-reads do not count twice
 _ENOSPC = const(28)
 _NOMINAL = const(16)  # bytes per punch record for the capacity estimate before any is written
@@ -230,9 +230,21 @@ class Journal:
 
     def _remember(self, value):
         # Remember the correction value, (from seq, through seq, delta ms), for pending() to apply: each
-        # once, the newest _MAX_CORR of them.
-        if value not in self._corr:
-            self._corr = (self._corr + (value,))[-_MAX_CORR:]
+        # once, at most _MAX_CORR. Past that, the one that covers the lowest seqs makes room: the first
+        # the central acks, and the recovery meets them in no seq order (the headers' first, then the
+        # records') while it does not know the acked point yet. Only after _MAX_CORR boots offline, each
+        # with punches before its first sync, would punches still to send lose theirs. (Keeping the
+        # newest remembered lost those of punches to send after 8 such boots.)
+        if value in self._corr:
+            return
+        c = self._corr + (value,)
+        if len(c) > _MAX_CORR:
+            drop = 0
+            for i in range(len(c)):
+                if c[i][1] < c[drop][1]:
+                    drop = i
+            c = c[:drop] + c[drop + 1:]
+        self._corr = c
 
     def _records(self, index, end, buf, base):
         # Yield (at, length) of each good record in the slot at index before `end` (None: up to its last
