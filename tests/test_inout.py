@@ -148,3 +148,8 @@ def test_state_through_the_central_roster_swap_and_export(tmp_path: Path) -> Non
             term.stop()
         sntp.stop()
         central.stop()
+
+
+def test_a_badge_given_to_someone_else_does_not_hand_over_its_state(tmp_path: Path) -> None:
+    out = mp_json(script("inout_reassign_mp.py", {"D": str(tmp_path)}))
+    assert out == [[1, "E1001", "in"], [2, "E3003", "in"], [3, "E2002", "in"], [4, "E3003", "out"]]

@@ -209,13 +209,19 @@ class Terminal:
             for p in self.journal.pending(after):
                 after = p.seq
                 if p.utc_ms >= since and (p.kind == "in" or p.kind == "out"):
-                    _set(bits, roster.lookup(p.badge), p.kind)
+                    person = roster.lookup(p.badge)
+                    if person is not None and person[0] == p.employee:  # (see the loop below)
+                        _set(bits, person, p.kind)
                 yield
                 if roster.opened != opened:
                     return
             for p in self.journal.pending(after):
+                # A punch counts for the badge's holder now only when it was theirs: a badge given to
+                # someone else since must not hand them its last holder's in/out state
                 if p.utc_ms >= since and (p.kind == "in" or p.kind == "out"):
-                    _set(bits, roster.lookup(p.badge), p.kind)
+                    person = roster.lookup(p.badge)
+                    if person is not None and person[0] == p.employee:
+                        _set(bits, person, p.kind)
         except Exception as e:
             log.exc("tap", e)
             bits = bytearray(len(bits))
