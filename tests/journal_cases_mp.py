@@ -181,7 +181,7 @@ def many_corrections():
 
 
 def correction_headers():
-    fl = new_flash(512, 8)
+    fl = new_flash(512, 24)
     j = journal(fl)
     i = 0
 
@@ -203,7 +203,7 @@ def correction_headers():
     fill_segment()
     fill_segment()
     j.correct(j.last_seq, j.last_seq, 3000)
-    for _ in range(4):
+    for _ in range(20):  # 20 headers carry this correction: more than the 16 corrections kept
         fill_segment()
     fl2, j2 = reopen(fl)
     got = [(p.seq, p.utc_ms - mk(p.seq - 1).utc_ms, p.quality) for p in j2.pending(0, 6)]

@@ -263,3 +263,17 @@ def test_firmware_image_refuses_an_image_that_is_not_the_pinned_one(images, tmp_
     assert cli.main(["firmware", "image", "--board", BOARD, "--image", str(bad), "--out", str(out)]) == 2
     assert "is not the pinned" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_recover_takes_the_zone_in_force_for_corrected_punches(sim_state):
+    # The zone the journal gives corrected punches their offset by (recover's exports): the config's,
+    # with the central's overlay laid over it as the app lays it (its zone wins), and without one
+    probe = "import clockterm.recover as r\nprint(r._zone(r._board()).offset_s(1783000000))\n"  # July 2026
+    alone = recover._run_sim(sim_state, sim_state / "config.json", probe).split()[-1]
+    try:
+        flash(sim_state, {"config.central.json": json.dumps({"tz": "<+0930>-9:30"}).encode()})
+        assert recover._run_sim(sim_state, sim_state / "config.json", probe).split()[-1] == "34200"
+        flash(sim_state, {"config.central.json": b'{"tz": "XXX-19"}'})  # refused: the local config alone
+        assert recover._run_sim(sim_state, sim_state / "config.json", probe).split()[-1] == alone != "34200"
+    finally:
+        flash(sim_state, {"config.central.json": None})

@@ -76,10 +76,10 @@ def test_corrections_of_punches_to_send_are_kept_over_many_boots(backend: str) -
 
 def test_a_correction_in_many_headers_is_kept_once() -> None:
     # Every new segment header carries the latest correction, so recovery meets one correction in
-    # several headers (and its record): each must count once among the _MAX_CORR (8) kept, or the
+    # several headers (and its record): each must count once among the _MAX_CORR (16) kept, or the
     # older corrections fall out and their punches come back uncorrected.
     out = run("raw", "correction_headers")
-    assert out["head"] == 7  # the ring's last segment: seven headers carry a correction
+    assert out["head"] == 23  # the ring's last segment: 20 headers carry the latest correction
     assert out["got"] == [[s, 1000, 3] for s in range(1, 6)] + [[6, 0, 0]]
 
 

@@ -655,7 +655,7 @@ async def rows(self, stream, args, accept, out):
                 return await _error(self, stream, 400, _BAD_QUERY)
             # A cursor of another journal (the flash erased and the seqs begun again): from the oldest
             # punch held, never past seqs this journal has not given yet
-            after = int(s) if not v or v == jid.encode() else 0
+            after = int(s) if not v or v.lower() == jid.encode() else 0
         elif k == b"limit":
             if not v.isdigit() or not 1 <= int(v) <= _LIMIT_MAX:
                 return await _error(self, stream, 400, _BAD_QUERY)
@@ -835,7 +835,7 @@ async def listen(self, stream, index, args, out):
     for part in args.split(b"&"):
         c, _, s = part.partition(b"=")[2].replace(b"%3A", b":").replace(b"%3a", b":").rpartition(b":")
         if part.startswith(b"after=") and s.isdigit() and len(s) <= 10:
-            last = int(s) if not c or c == j.journal_id.encode() else 0  # another journal's: from its start
+            last = int(s) if not c or c.lower() == j.journal_id.encode() else 0  # another journal's: from its start
     k[_N_SUBSCRIBERS] = index + 1
     try:
         head(self, stream, 200, _line(_X_SSE_TYPE), None, False)

@@ -56,15 +56,25 @@ def _config_error(path):
 
 
 def _zone(board):
-    # The time zone of the config in force (else of the last good one), for the offsets of corrected
-    # punches (Journal.tz); None when neither is readable (the offsets then stay as stamped).
+    # The time zone in force, for the offsets of corrected punches (Journal.tz): as the app takes it,
+    # the config (else the last good one) with the central's overlay laid over it when that is valid;
+    # None when no config is readable (the offsets then stay as stamped).
     from clockterm import config, tz
 
     for path in (board.config_path, board.good_config_path):
         try:
-            return tz.TZ(config.parse(config.read(path))["tz"])
+            cfg = config.parse(config.read(path))
         except Exception:  # noqa: BLE001 - any reason: the next, else none
+            continue
+        try:
+            cfg = config.merge_overlay(cfg, config.loads(config.read(board.fs_root + "/config.central.json",
+                                                                     "overlay"), "overlay"))
+        except Exception:  # noqa: BLE001 - no overlay, or one refused: the local config alone
             pass
+        try:
+            return tz.TZ(cfg["tz"])
+        except ValueError:
+            return None
     return None
 
 
