@@ -73,10 +73,11 @@ vfs.mount(vfs.VfsLfs2(flash), "/fs")
 jflash = NorFlash(4096, 32, path=D + "/journal.bin")
 
 
-def write_roster(badges):
+def write_roster(badges, holders=None):
+    # holders: {badge: employee id} for badges not held by their own "E<badge>"
     w = RosterWriter("/fs/roster.bin")
     for b in sorted(badges):
-        w.add(b, "E" + b.replace(":", ""), "N" + b)
+        w.add(b, (holders or {}).get(b) or "E" + b.replace(":", ""), "N" + b)
     w.commit()
 
 
@@ -162,4 +163,14 @@ for i in range(300):
     j.append(Punch(T0 + i * 60000, "%08X" % i, "in"))
 now = T0 + 299 * 60000
 out["recent"] = [j.last_seq, j.recent(H, now), j.recent(H, 946684800000)]
+# A badge handed to someone else (the same badge, another employee id in the new roster): its new holder
+# starts outside, as only punches made under their own id count; the others keep their state.
+Clock.utc = T0 + 100 * H
+jflash = NorFlash(4096, 32, path=D + "/reassign.bin")
+write_roster(["04A1B2C3", "04D5E6F7"])
+t = boot()
+first = [kind(t, "04A1B2C3"), kind(t, "04D5E6F7")]  # IN, IN
+write_roster(["04A1B2C3", "04D5E6F7"], {"04A1B2C3": "E2002"})
+t.roster.open()
+out["reassigned"] = first + [kind(t, "04A1B2C3"), kind(t, "04D5E6F7")]
 print(json.dumps(out))
