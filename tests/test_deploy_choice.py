@@ -7,34 +7,17 @@ from __future__ import annotations
 
 import pytest
 from clockterm_host import bundle, deploy
+from recording_board import RecordingBoard
 
 BOARD = "m5stack-atom-wiegand"
 
 
-class _Board:
-    """The serial session's part deploy's choice uses; counts what is done to the board."""
+class _Board(RecordingBoard):
+    """The serial session's part deploy's choice uses, with the board's answer to where its code comes from."""
 
     def __init__(self, answer: tuple[str, str | None]):
+        super().__init__()
         self.answer = answer
-        self.done: list[str] = []  # what was done to the board, in order
-        self.restarts = 0
-        board = self
-
-        class Session:
-            def __init__(self, port: str, baud: int = 115200):
-                board.done.append("session")
-
-            def soft_reset(self) -> None:
-                board.done.append("soft reset")
-
-            def close(self) -> None:
-                board.done.append("close")
-
-            def restart(self) -> None:
-                board.restarts += 1
-                board.done.append("restart")
-
-        self.Session = Session
 
     def code_dir(self, s) -> tuple[str, str | None]:
         self.done.append("ask")

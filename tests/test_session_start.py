@@ -8,54 +8,16 @@ session; tests/test_technician.py runs the commands on a virtual board."""
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 from clockterm_host import provision, recover
 from clockterm_host.device import DeviceError
-
-
-class _Board:
-    """The serial session's part the commands use; records what is done to the board, in order."""
-
-    def __init__(self, reset_fails: bool = False):
-        self.done: list[str] = []
-        self.files: dict[str, bytes] = {}
-        board = self
-
-        class Session:
-            def __init__(self, port: str, baud: int = 115200):
-                board.done.append("session")
-
-            def soft_reset(self) -> None:
-                board.done.append("soft reset")
-                if reset_fails:
-                    raise DeviceError("the board did not come back from a soft reset (test)")
-
-            def exec(self, code: str, timeout: float = 30) -> str:
-                board.done.append("exec")
-                return '{"crashes": 0}\n'
-
-            def write(self, path: str, data: bytes) -> None:
-                board.done.append("write " + path)
-                board.files[path] = data
-
-            def hashes(self, paths: list[str]) -> dict[str, str | None]:
-                return {p: hashlib.sha256(board.files[p]).hexdigest() if p in board.files else None for p in paths}
-
-            def restart(self) -> None:
-                board.done.append("restart")
-
-            def close(self) -> None:
-                board.done.append("close")
-
-        self.Session = Session
+from recording_board import RecordingBoard
 
 
 @pytest.fixture
 def board(monkeypatch):
     def make(**kw):
-        b = _Board(**kw)
+        b = RecordingBoard(**kw)
         monkeypatch.setattr(recover, "Session", b.Session)
         monkeypatch.setattr("clockterm_host.device.Session", b.Session)  # provision imports it when it writes
         return b
