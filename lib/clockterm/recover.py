@@ -87,21 +87,20 @@ def _journal(board):
     if j["backend"] != "raw":
         jr = open_journal("littlefs", floor_path=floor, root=board.fs_root + "/journal",
                           capacity_bytes=j["size_kb"] * 1024)
-        jr.tz = _zone(board)
-        return jr
-    if board.name == "sim":
-        from clockterm.boards.norflash import NorFlash
-
-        path = board.state_dir + "/journal.bin"
-        bdev = NorFlash(_SECTOR, os.stat(path)[6] // _SECTOR, path=path)
     else:
-        import esp32
+        if board.name == "sim":
+            from clockterm.boards.norflash import NorFlash
 
-        found = esp32.Partition.find(esp32.Partition.TYPE_DATA, label=j["partition"])
-        if not found:
-            raise OSError("no flash partition %r for the journal" % j["partition"])
-        bdev = found[0]
-    jr = open_journal("raw", floor_path=floor, bdev=bdev)
+            path = board.state_dir + "/journal.bin"
+            bdev = NorFlash(_SECTOR, os.stat(path)[6] // _SECTOR, path=path)
+        else:
+            import esp32
+
+            found = esp32.Partition.find(esp32.Partition.TYPE_DATA, label=j["partition"])
+            if not found:
+                raise OSError("no flash partition %r for the journal" % j["partition"])
+            bdev = found[0]
+        jr = open_journal("raw", floor_path=floor, bdev=bdev)
     jr.tz = _zone(board)
     return jr
 

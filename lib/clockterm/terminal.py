@@ -133,7 +133,7 @@ class Terminal:
             self.presync_last = seq
         self._remember(b, now)
         if person and self._inside_for == self.roster.opened:
-            self._people += _set(self._inside, person, kind)
+            self._people += _set(self._inside, person, kind, person[0] if person else None)
         t = gmtime_ms(utc_ms + offset_min * 60000)
         if person:
             text = "%s %02d:%02d %s" % (kind.upper(), t[3], t[4], person[1])
@@ -209,19 +209,13 @@ class Terminal:
             for p in self.journal.pending(after):
                 after = p.seq
                 if p.utc_ms >= since and (p.kind == "in" or p.kind == "out"):
-                    person = roster.lookup(p.badge)
-                    if person is not None and person[0] == p.employee:  # (see the loop below)
-                        _set(bits, person, p.kind)
+                    _set(bits, roster.lookup(p.badge), p.kind, p.employee)
                 yield
                 if roster.opened != opened:
                     return
             for p in self.journal.pending(after):
-                # A punch counts for the badge's holder now only when it was theirs: a badge given to
-                # someone else since must not hand them its last holder's in/out state
                 if p.utc_ms >= since and (p.kind == "in" or p.kind == "out"):
-                    person = roster.lookup(p.badge)
-                    if person is not None and person[0] == p.employee:
-                        _set(bits, person, p.kind)
+                    _set(bits, roster.lookup(p.badge), p.kind, p.employee)
         except Exception as e:
             log.exc("tap", e)
             bits = bytearray(len(bits))
@@ -243,10 +237,12 @@ class Terminal:
                     inside_since_ms=self._since)
 
 
-def _set(bits, person, kind):
-    # A person's in/out bit from a punch of theirs (person: their roster lookup, None when not in the
-    # roster); returns the change in people inside (1, -1 or 0).
-    if person is None:
+def _set(bits, person, kind, employee):
+    # A person's in/out bit from a punch of theirs (person: the roster lookup of the punch's badge, None
+    # when not in the roster; employee: the punch's employee id); returns the change in people inside
+    # (1, -1 or 0). A punch counts for the badge's holder now only when it was theirs: a badge given to
+    # someone else since must not hand them its last holder's in/out state.
+    if person is None or person[0] != employee:
         return 0
     i = person[2]
     m = 1 << (i & 7)

@@ -205,9 +205,8 @@ class Relay:
         self.sel.register(0, selectors.EVENT_READ, "host")
         self._watch()
         while True:
-            wait = 0.5
-            if self.wdt_ms is not None:
-                wait = min(wait, max(0.0, self.wdt_fed + self.wdt_ms / 1000 - time.monotonic()))
+            bite = self._bite_at()
+            wait = 0.5 if bite is None else min(0.5, max(0.0, bite - time.monotonic()))
             for key, _ in self.sel.select(timeout=wait):
                 if self.sel.get_map().get(key.fd) is not key:
                     continue  # a restart in this round replaced it
@@ -226,9 +225,13 @@ class Relay:
             code = self.proc.poll()
             if code is not None:
                 self._after_exit(code)
-            elif self.wdt_ms is not None and time.monotonic() > self.wdt_fed + self.wdt_ms / 1000:
+            elif (bite := self._bite_at()) is not None and time.monotonic() > bite:  # (fed meanwhile?)
                 # (the ESP32's words, then its reset)
                 self._restart("main", _WDT_CAUSE, b"\r\nE (wdt) task_wdt: Task watchdog got triggered.\r\n")
+
+    def _bite_at(self) -> float | None:
+        # When the watchdog resets the board unless fed before (time.monotonic()); None: not running
+        return None if self.wdt_ms is None else self.wdt_fed + self.wdt_ms / 1000
 
     def _after_exit(self, code: int) -> None:
         rest = self.proc.stdout.read()
