@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BOARD ?= sim
 APT_PACKAGES := chrony socat tzdata slapd ldap-utils
+APT_CROSS := gcc-i686-linux-gnu libc6-dev-i386-cross patchelf  # firmware/unix/build.sh's 32-bit builds
 STAMP := $(VENV)/.setup-stamp
 MP_SCRIPTS := $(wildcard tests/*_mp.py tools/*/*_mp.py)  # MicroPython scripts run on the unix port
 # The 32-bit interpreter of the heap benchmarks: MicroPython's WebAssembly port (the version the tests'
@@ -12,7 +13,7 @@ NPM_DIR := build/npm
 WASM_PKG := @micropython/micropython-webassembly-pyscript@1.29.0-6
 NPM_STAMP := $(NPM_DIR)/.stamp-1.29.0-6
 
-.PHONY: setup apt npm bundle test frozen-test soak sim bench lint card clean firmware-inputs
+.PHONY: setup apt apt-cross apt-install npm bundle test frozen-test soak sim bench lint card clean firmware-inputs
 
 setup: $(STAMP) apt npm
 
@@ -37,9 +38,16 @@ $(STAMP): requirements-host.txt pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
-# Debian packages the tests need; installed only when run as root and missing.
+# Debian packages the tests need (apt) and the 32-bit unix port builds (apt-cross); installed only when
+# run as root and missing.
 apt:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@$(MAKE) -s apt-install PACKAGES="$(APT_PACKAGES)"
+
+apt-cross:
+	@$(MAKE) -s apt-install PACKAGES="$(APT_CROSS)"
+
+apt-install:
+	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \
@@ -53,13 +61,17 @@ bundle: $(STAMP)
 test: setup lint
 	$(VENV)/bin/pytest -q -m "not soak and not frozen" -n 4
 
-# The tests on the deployed layout: the unix port built with lib/ frozen in, as the pinned image carries it
-# (firmware/unix/build.sh: it needs GitHub, or local clones named by MICROPYTHON_GIT, MBEDTLS_GIT and
-# MPLIB_GIT, so it is not part of make test; docs/development.md, "The deployed layout").
-frozen-test: setup
+# The tests on the deployed layout: the unix port built with lib/ frozen in, as the pinned image carries it,
+# for this 64-bit host and for 32-bit x86 with an ESP32's floats (firmware/unix/build.sh: it needs GitHub,
+# or local clones named by MICROPYTHON_GIT, MBEDTLS_GIT and MPLIB_GIT, so it is not part of make test;
+# docs/development.md, "The deployed layout").
+frozen-test: setup apt-cross
 	firmware/unix/build.sh
-	CLOCKTERM_MICROPYTHON=$(CURDIR)/build/unix/frozen/micropython CLOCKTERM_FROZEN=1 \
-	    $(VENV)/bin/pytest -q -m "not soak" -n 4 -rs
+	for v in frozen frozen32; do \
+	  echo "== the suite on build/unix/$$v"; \
+	  CLOCKTERM_MICROPYTHON=$(CURDIR)/build/unix/$$v/micropython CLOCKTERM_FROZEN=1 \
+	    $(VENV)/bin/pytest -q -m "not soak" -n 4 -rs || exit 1; \
+	done
 
 soak: setup
 	$(VENV)/bin/pytest -q -m soak

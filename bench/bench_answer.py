@@ -50,6 +50,7 @@ _TAIL = r"""
     mx[0] = 0
     await asyncio.sleep_ms(BUSY_MS)
     print("BUSY %d" % mx[0])
+    await asyncio.sleep_ms(1000)  # the host stops asking before the terminal goes (else a reset may hit it)
     sys.exit(0)
 asyncio.run(go())
 """
