@@ -165,7 +165,39 @@ def held():
     print(json.dumps(seen))
 
 
-CASES = {"tokens": tokens, "steps": steps, "probe": probe, "held": held}
+class Reader:  # what drivers.hold reads and writes of a reader
+    hold_ms = 800
+    held = 0
+    _hold_id = None
+    _hold_t = 0
+
+
+def card_hold():
+    # drivers.hold: the same card again after a while, on an ESP32's ticks (2**30 ms), without and with
+    # the polls that read nothing in between (a reader polls every few ms; here every 250 s). Per case:
+    # [polls?, the first read, the read `later` ms after it]
+    from clockterm.drivers import hold
+    t = ESP32Time()
+    hold.time = t
+    day = 86400000
+    seen = []
+    for polls in (False, True):
+        for later in (300, 1000, 7 * day, 10 * day, (1 << 30) + 100, (1 << 30) + 2 * day):
+            r = Reader()
+            t.manual = 5000
+            got = [polls, hold.check(r, "04A1B2C3", t.manual)]
+            end = 5000 + later
+            if polls:
+                while end - t.manual > 250000:
+                    t.manual += 250000
+                    hold.check(r, None, t.manual % ESP32Time.PERIOD)
+            t.manual = end % ESP32Time.PERIOD
+            got.append(hold.check(r, "04A1B2C3", t.manual))
+            seen.append(got)
+    print(json.dumps(seen))
+
+
+CASES = {"tokens": tokens, "steps": steps, "probe": probe, "held": held, "hold": card_hold}
 
 
 def main():

@@ -120,6 +120,19 @@ def test_a_held_back_address_is_let_go_across_the_wrap_and_after_days() -> None:
     assert seen[6] == 0 and seen[7] == 0, seen
 
 
+def test_a_card_read_days_ago_is_not_held_back_on_esp32_ticks() -> None:
+    """A reader holds back the card it last read for hold_ms (a card left in the field); the same card
+    presented again days later is a new tap: on an ESP32's ticks an age of 6.2-12.4 days reads as
+    negative, and one just past a whole period (12.4 days) as a few ms, unless the reader's polls that
+    read nothing have let the window go."""
+    seen = mp.mp_json(esp32("hold"))
+    c = "04A1B2C3"
+    # later: 0.3 s (held), 1 s, 7 days, 10 days, a whole period + 0.1 s, a whole period + 2 days
+    assert seen[:6] == [[False, c, None], [False, c, c], [False, c, c], [False, c, c],
+                        [False, c, None], [False, c, c]], seen[:6]  # a whole period on: the ticks cannot tell
+    assert seen[6:] == [[True, c, None], [True, c, c], [True, c, c], [True, c, c], [True, c, c], [True, c, c]], seen[6:]
+
+
 def test_uptime_runs_on_past_the_wrap() -> None:
     """STATUS uptime_s and the metrics' up_seconds come from Clock.mono_ms: two weeks on an ESP32's
     ticks (a wrap at 12.4 days, differences right only within 6.2) count up by the hour throughout."""

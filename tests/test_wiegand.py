@@ -12,8 +12,10 @@ REPO = Path(__file__).resolve().parents[1]
 # The simulated pins and clock, the reference encoder/decoder and the cases: tests/wiegand_mp.py.
 
 
-def case(name: str, timeout: float = 120, **settings: object) -> dict:
-    out = mp_json(script("wiegand_mp.py", {"CASE": name, **settings}, "main()"), timeout=timeout)
+def case(name: str, timeout: float = 120, esp32: bool = False, **settings: object) -> dict:
+    """wiegand_mp.py's case `name`; esp32: with tests/esp32time_mp.py in front (the board's ticks)."""
+    text = script("wiegand_mp.py", {"CASE": name, **settings}, "main()")
+    out = mp_json((script("esp32time_mp.py") if esp32 else "") + text, timeout=timeout)
     assert isinstance(out, dict)
     return out
 
@@ -55,6 +57,15 @@ def test_tick_wraparound_and_hold() -> None:
     out = case("wrap_and_hold")
     assert out["res"] == ["009:00099", None, "009:00099", "009:00098"]
     assert out["held"] == 1
+
+
+def test_first_tap_after_a_quiet_spell_is_read_under_esp32_ticks() -> None:
+    # ticks_us wraps at 2**30 us on an ESP32: after 9-18 minutes of silence (and the same again each
+    # 17.9 minutes) the gap since the last frame reads negative, or within the frame gap near a whole
+    # period; a new frame must still begin, not be glued to the last one and never reported
+    out = case("long_idle", esp32=True)
+    assert out["res"] == ["123:04567"] * 11, out
+    assert out["st"]["frames_ok"] == 11 and out["st"]["frames_bad"] == 0 and out["st"]["lost"] == 0
 
 
 def test_interrupt_handlers_do_not_allocate() -> None:

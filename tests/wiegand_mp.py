@@ -200,6 +200,28 @@ def wrap_and_hold():
     return {"res": res, "held": w.held}
 
 
+def long_idle():
+    """Taps after quiet spells of minutes to hours under an ESP32's ticks (tests/esp32time_mp.py, put in
+    front of this script): ticks_us wraps at 2**30 us (17.9 min) there, so the gap since the last
+    frame's last bit reads negative, or small when the silence is close to a whole period."""
+    import sys
+
+    period = ESP32Time.PERIOD  # noqa: F821 (tests/esp32time_mp.py, in front of this script)
+    sys.modules["clockterm.drivers.wiegand"].time = ESP32Time()  # noqa: F821
+    clk, d0, d1, w = rig(start=5000000)
+    clk.adv = lambda dt: setattr(clk, "t", (clk.t + dt) % period)
+    res = []
+    minute = 60000000
+    for idle in (0, minute, 8 * minute, 10 * minute, 15 * minute, 20 * minute, 30 * minute, 12 * minute,
+                 period + 10000, 2 * period - 5000, 3 * period):
+        clk.adv(idle)
+        send(clk, d0, d1, encode(26, 123, 4567))
+        clk.adv(30000)
+        res.append(w.poll())
+        clk.adv(3000000)  # the card taken away before the next spell
+    return {"res": res, "st": w.status()}
+
+
 def no_alloc():
     """The interrupt handlers under a locked heap: good bits, then the overflow and noise paths."""
     clk, d0, d1, w = rig()
@@ -269,5 +291,5 @@ def fuzz():
 
 def main():
     cases = {"valid": valid, "malformed": malformed, "gap": gap, "wrap_and_hold": wrap_and_hold,
-             "no_alloc": no_alloc, "fuzz": fuzz}
+             "no_alloc": no_alloc, "fuzz": fuzz, "long_idle": long_idle}
     print(json.dumps(cases[CASE]()))

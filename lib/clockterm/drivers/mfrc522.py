@@ -296,7 +296,7 @@ class MFRC522:
             self._checked = time.ticks_add(now, -self.check_ms)  # re-init on the next poll
             return None
         if r == _NOCARD:
-            return None
+            return hold.check(self, None, now)  # (an old hold window forgotten)
         if r == _COLLISION:
             self.collisions += 1
             return None

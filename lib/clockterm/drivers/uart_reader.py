@@ -89,7 +89,7 @@ class _UartReader:
                 self.uart_errors += 1
                 n = None
             if not n:
-                return None
+                return self._hold(None)  # (an old hold window forgotten)
             self._i = 0
             self._n = n
         return None

@@ -20,7 +20,10 @@
 # buffer and a few small ints (no allocation, safe as hard IRQs on the ESP32). A frame ends when no
 # bit arrives for gap_us; poll() sees that, copies the bits into its own buffer and remembers the
 # frame number it took. poll() never writes the handler's state, so no interrupt lock is needed:
-# a handler that sees a gap starts a new frame (new number) at index 0 itself.
+# a handler that sees a gap, or finds its frame taken by poll(), starts a new frame (new number) at
+# index 0 itself. The frame taken counts first: on an ESP32 ticks_us wraps at 2**30 us (17.9 min), so
+# after a long silence the gap read from the ticks may come out negative or small, and the first tap
+# after a quiet spell would be glued to the last one (never reported).
 
 import time
 from micropython import const
@@ -104,7 +107,7 @@ class Wiegand:
         dt = time.ticks_diff(now, self._last)
         self._last = now
         n = self._n
-        if n and dt > self.gap_us:
+        if n and (dt > self.gap_us or dt < 0 or self._frame == self._taken):
             n = 0
         if n == 0:
             if self._frame != self._taken and self._n:
@@ -130,9 +133,9 @@ class Wiegand:
         n = self._n
         last = self._last
         if n == 0 or frame == self._taken:
-            return None
-        if time.ticks_diff(self._ticks_us(), last) <= self.gap_us:
-            return None  # frame still arriving
+            return self._hold(None)  # (an old hold window forgotten)
+        if 0 <= time.ticks_diff(self._ticks_us(), last) <= self.gap_us:
+            return None  # frame still arriving (a negative gap: its ticks wrapped, long ago)
         flags = self._flags
         self._work[:n] = memoryview(self._buf)[:n]
         if self._frame != frame:
