@@ -197,7 +197,39 @@ def card_hold():
     print(json.dumps(seen))
 
 
-CASES = {"tokens": tokens, "steps": steps, "probe": probe, "held": held, "hold": card_hold}
+class RTC:  # what the Clock reads and sets of its board's RTC
+    battery = False
+
+    def now_ms(self):
+        return 1776000000000
+
+    def set_ms(self, ms):
+        pass
+
+
+async def sntp_silent():
+    # sntp: three servers answer, then fall silent; a round past the answers' time (4 poll intervals)
+    # forgets them, so that 2**30 ms on (the ticks wrapped) none reads as a fresh answer
+    from clockterm import clock, sntp
+    t = ESP32Time()
+    sntp.time = t
+    t.manual = 5000
+    c = clock.Clock(RTC(), None, ticks_ms=t.ticks_ms)
+    sup = sntp.Supervisor(c, {"servers": ["a", "b", "c"], "interval_s": 64})
+    sup.servers = [[n, n, 16, None, None, None, 1, 1, None, (5000, 1776000000000000, 20000, 15000, None, 2), 0, None,
+                    False] for n in ("a", "b", "c")]
+    sup._resolved = 5000
+    seen = [[sup._live(s, 6000) is not None for s in sup.servers]]  # fresh
+    t.manual = 5000 + 4 * 64000 + 1000  # past their time; each polled just now: none due
+    for s in sup.servers:
+        s[3] = t.manual
+    seen.append(await sup.sync_once())
+    t.manual = (5000 + (1 << 30) + 60000) % ESP32Time.PERIOD  # a whole period on, and a minute
+    seen.append([sup._live(s, t.manual) is not None for s in sup.servers])
+    print(json.dumps(seen))
+
+
+CASES = {"tokens": tokens, "steps": steps, "probe": probe, "held": held, "hold": card_hold, "sntp": sntp_silent}
 
 
 def main():

@@ -133,6 +133,16 @@ def test_a_card_read_days_ago_is_not_held_back_on_esp32_ticks() -> None:
     assert seen[6:] == [[True, c, None], [True, c, c], [True, c, c], [True, c, c], [True, c, c], [True, c, c]], seen[6:]
 
 
+def test_a_silent_time_server_does_not_vote_again_after_the_wrap() -> None:
+    """A time server's last answer votes for four poll intervals; a round after that forgets it, so that
+    12.4 days on, when an ESP32's ticks have wrapped and its age reads as a minute, it does not vote
+    again (a dead server outvoting a live one: a false falseticker, a step offered by stale answers)."""
+    fresh, rounds, later = mp.mp_json(esp32("sntp"))
+    assert fresh == [True, True, True]
+    assert rounds is None  # no server due: only the answers' time was looked at
+    assert later == [False, False, False]
+
+
 def test_uptime_runs_on_past_the_wrap() -> None:
     """STATUS uptime_s and the metrics' up_seconds come from Clock.mono_ms: two weeks on an ESP32's
     ticks (a wrap at 12.4 days, differences right only within 6.2) count up by the hour throughout."""

@@ -255,10 +255,13 @@ class Supervisor:
 
     def _live(self, server, now):
         # Its last answer, while it may still vote (for _ANSWER_POLLS poll intervals; then the
-        # server counts as silent).
+        # server counts as silent, and the answer is forgotten: kept, its ticks would read as new
+        # again once they wrap, 2**30 ms on an ESP32, and a server silent for 12.4 days would vote).
         a = server[_S_ANSWER]
         ttl = min(self.interval_ms * _ANSWER_POLLS, _ANSWER_MAX_MS)
-        return a if a is not None and 0 <= time.ticks_diff(now, a[_SM_T]) <= ttl else None
+        if a is not None and not 0 <= time.ticks_diff(now, a[_SM_T]) <= ttl:
+            a = server[_S_ANSWER] = None
+        return a
 
     # --- servers ------------------------------------------------------------------------------
 
@@ -485,6 +488,8 @@ class Supervisor:
         clock. True when the clock took it, None when no server may be polled yet (rate limits),
         False otherwise (no answer, no majority, a step held or refused: last_error says which)."""
         now = time.ticks_ms()
+        for s in self.servers:
+            self._live(s, now)  # answers past their time forgotten, whatever else this round does
         # Names are resolved until they resolve; then again at most hourly, when a server stopped
         # answering or was dropped (a pool gives other addresses).
         again = self._resolved is None
