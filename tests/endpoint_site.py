@@ -92,15 +92,17 @@ def site_config(central: Any, sntp_port: int | None, plain: bool = True) -> dict
 
 @contextlib.contextmanager
 def open_site(tmp: Path, sntp_port: int | None, plain: bool = True, client: type[Api] = Api,
-              endpoint: dict | None = None) -> Iterator[Site]:
+              endpoint: dict | None = None, sim: dict | None = None) -> Iterator[Site]:
     """A terminal with the endpoint on and its own reference central, stopped on the way out; sntp_port
     None: no time server (the clock stays unsynced). client: the Api class the Site's api is made of;
-    endpoint: settings over the config's endpoint section (cert and key: HTTPS)."""
+    endpoint: settings over the config's endpoint section (cert and key: HTTPS); sim: over its sim
+    section (the simulated RTC's offset, say)."""
     central = e2e.start_central(tmp)
     term = None
     try:
         cfg = site_config(central, sntp_port, plain)
         cfg["endpoint"].update(endpoint or {})
+        cfg["sim"].update(sim or {})
         term = e2e.terminal(tmp, cfg)
         api = client(json.loads((tmp / "config.json").read_text())["endpoint"]["port"])
         yield Site(term, api, tmp / "config.json", central, tmp)

@@ -217,6 +217,25 @@ def test_read_routes_answer_as_documented(site: Site) -> None:
     assert api.get("/status", ADMIN)["device_id"] == e2e.DEVICE  # admin includes read
 
 
+def test_a_first_sync_of_years_is_reported_to_the_ms(tmp_path: Path) -> None:
+    """A terminal whose RTC lost its power comes up in 2000: its first sync steps the clock by decades.
+    The offset is reported in whole ms, exactly (an ESP32's 32-bit float, offset_ms / 1000, would be a
+    minute off), in /time, STATUS and the metrics; the uptime in the metrics has its ms."""
+    years = -(26 * 365 * 86_400_000 + 123)  # the RTC this far behind
+    with chrony() as ntp_port, open_site(tmp_path, ntp_port, client=Api,
+                                         sim={"rtc_battery": False, "rtc_offset_ms": years}) as site:
+        api = site.api
+        e2e.wait_for(lambda: api.get("/time")["synced"], 30, "the first sync")
+        t = api.get("/time")
+        text = api.get("/metrics")
+    off = t["offset_ms"]
+    assert isinstance(off, int) and abs(off - t["last_step"]["offset_ms"]) <= 1, t
+    assert 25 * 365 * 86_400_000 < off, t  # (the sim's RTC is the host's time less `years`, near 2000)
+    got = re.search(r"^clockterm_clock_offset_seconds (\S+)$", text, re.M).group(1)
+    assert got == f"{off // 1000}.{off % 1000:03d}", (got, off)
+    assert re.search(r"^clockterm_up_seconds \d+\.\d{3}$", text, re.M), text[:300]
+
+
 def st_tz(site: Site) -> str:
     return json.loads(site.config_path.read_text())["tz"]
 

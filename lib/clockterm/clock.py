@@ -38,6 +38,7 @@ from clockterm import log, punch  # punch: the quality codes of a stamp
 _UNKNOWN_MS = const(0x3FFFFFFF)  # uncertainty when nothing bounds it (~12 days; a small int everywhere)
 
 _REANCHOR_MS = const(3600000)  # fold elapsed ticks into the anchor hourly (ticks wrap after ~6 days)
+_F32_US = const(8388608)  # 2**23: us below this a 32-bit float holds as ms with 3 decimals
 _DRIFT_MIN_SPAN_MS = const(120000)  # shortest baseline for a drift estimate (1 ms / 120 s ~ 8 ppm)
 _DRIFT_MAX_SPAN_MS = const(172800000)  # move the drift baseline forward after 2 days (temperature)
 _DRIFT_MAX_PPB = const(500000)  # |drift| above 500 ppm is not a crystal: refuse, keep the old estimate
@@ -288,7 +289,9 @@ class Clock:
             if span > _DRIFT_MAX_SPAN_MS and self._last is not None:
                 self._base = self._last  # move the baseline forward (temperature changes the rate)
         self._last = point
-        self.offset_ms = off / 1000
+        # ms for people and integrators: with the us as decimals while a 32-bit float (an ESP32's) keeps
+        # them, else whole ms (a first sync after a power cut: years, which that float rounds to a minute)
+        self.offset_ms = off / 1000 if -_F32_US < off < _F32_US else off // 1000
         self.last_sync_ms = utc_us // 1000
         self.syncs += 1
         try:

@@ -60,6 +60,7 @@ _PUNCH_JSON = const('{"journal_id":"%s","seq":%d,"utc":"%s","utc_ms":%d,"utc_off
                     '"badge":%s,"employee":%s,"quality":"%s","uncertainty_ms":%s}')
 _PUNCH_CSV = const("%s,%d,%s,%d,%d,%s,%s,%s,%s,%s\r\n")  # the order of _PUNCH_CSV_HEAD
 _HEALTH_WORDS = const("ok degraded failing")
+_SECONDS = const("%s%d.%03d")  # sign, whole seconds, ms
 _BAD_QUERY = const("expected after=<journal_id>:<seq>, limit=1..1000, format=csv or json")
 _READ = const(1)  # scope bits
 _ADMIN = const(2)
@@ -606,8 +607,14 @@ async def format(self, stream, out):
     k = self.counts
     now = c["utc_ms"]
     gc.collect()
-    v = [app.clock.mono_ms() / 1000, int(c["synced"]),
-         -1 if c["last_sync"] is None else (now - c["last_sync"]) / 1000, (c["offset_ms"] or 0) / 1000,
+    # Seconds from whole ms as exact decimals (_SECONDS): an ESP32's 32-bit float keeps 7 digits, so
+    # /1000 would round an uptime past 11 days, or a first sync's offset of years, to seconds or worse
+    m = app.clock.mono_ms()
+    e = 0 if c["last_sync"] is None else max(0, now - c["last_sync"])
+    o = c["offset_ms"] or 0  # (a float only when small: Clock.offset_ms)
+    v = [_SECONDS % ("", m // 1000, m % 1000), int(c["synced"]),
+         -1 if c["last_sync"] is None else _SECONDS % ("", e // 1000, e % 1000),
+         o / 1000 if isinstance(o, float) else _SECONDS % ("-" if o < 0 else "", abs(o) // 1000, abs(o) % 1000),
          -1 if c["uncertainty_ms"] is None else c["uncertainty_ms"] / 1000, c["drift_ppm"], c["steps"],
          len(c["alerts"]), j["last_seq"] - j["acked_seq"], j["fill_pct"] / 100, j["last_seq"],
          j["corrupt_skipped"], u.failures, u.sent, u.batches, gc.mem_free(), _max_block(),

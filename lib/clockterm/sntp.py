@@ -69,6 +69,7 @@ _RETRY_MS = const(32000)  # ms: first retry after a failure once synced; doubles
 _RESOLVE_EVERY_MS = const(3600000)  # ms: names resolved again at most this often (pool rule)
 _SERVERS_PER_ROUND = const(3)  # at most this many servers polled per sync
 _SAVE_EVERY_MS = const(3600000)  # ms: refresh the clock's stored time at least this often (flash wear)
+_F32_US = const(8388608)  # 2**23: us below this a 32-bit float holds as ms with 3 decimals
 _ANSWER_POLLS = const(4)  # an answer votes for this many poll intervals (then the server is "silent")
 _ANSWER_MAX_MS = const(86400000)  # and never longer than a day (ticks_diff must stay far below 2^29 ms)
 
@@ -564,7 +565,7 @@ class Supervisor:
         if off is None:
             self.last_error = "pending" if c.pending else "panic"  # (the clock's alerts say more)
             return False
-        log.info("sntp", "sync %s: offset %.3f ms, bound %.3f ms" % (names, off, bound / 1000))
+        log.info("sntp", "sync %s: offset %s ms, bound %.3f ms" % (names, off, bound / 1000))
         return True
 
     # --- the task -----------------------------------------------------------------------------
@@ -662,7 +663,8 @@ class Supervisor:
                                 last_reject=s[_S_REJECT], dropped=s[_S_DROPPED], min_poll_s=s[_S_LIMIT],
                                 falseticker=s[_S_FALSE], fresh=self._live(s, now) is not None,
                                 delay_ms=v and v[_SM_DELAY] / 1000,
-                                offset_ms=None if v is None or v[_SM_OFF] is None else v[_SM_OFF] / 1000,
+                                offset_ms=None if v is None or v[_SM_OFF] is None else v[_SM_OFF] / 1000
+                                if -_F32_US < v[_SM_OFF] < _F32_US else v[_SM_OFF] // 1000,  # (Clock.offset_ms)
                                 stratum=v and v[_SM_STRATUM]))
         return dict(
             state=self.state,
