@@ -157,6 +157,16 @@ def test_sync_against_chrony_with_rtc_an_hour_off() -> None:
     assert got["sntp"]["servers"][0]["good"] == 1 and got["sntp"]["servers"][0]["polls"] == 4
 
 
+def test_each_servers_offset_is_reported_on_a_port_counting_from_2000() -> None:
+    """STATUS gives each time server's classic offset against the port's own time; an ESP32's time counts
+    from 2000, the server's from 1970: reported as it is, the offset was 30 years."""
+    with chrony() as port:
+        got = run("chrony", PORT=port, EPOCH_2000=True)
+    assert got["ok"] is True
+    off = got["sntp"]["servers"][0]["offset_ms"]
+    assert abs(off) < 1000, off  # the host's clock is right: the server agrees with it
+
+
 def test_min_poll_holds_whatever_the_interval() -> None:
     with HostileServer({"good": HOSTILE["good"][0]}) as hs:
         rounds, first, again, second, min_poll, srv_poll = run("min_poll", PORT=hs.ports["good"])

@@ -44,6 +44,7 @@ import time
 from micropython import const
 
 from clockterm import cancel_after, log
+from clockterm.clock import PORT_TO_UNIX_S
 
 try:
     import socket  # the one place the socket module is chosen; pass another in to replace it
@@ -321,7 +322,9 @@ class Supervisor:
         try:
             s.setblocking(False)
             try:
-                t0 = time.time_ns() // 1000  # local clock, for the offset figure (reported only)
+                # local clock, for the offset figure (reported only); on a port whose time counts from
+                # 2000 (the ESP32's) its seconds from 1970, as the server's
+                t0 = time.time_ns() // 1000 + PORT_TO_UNIX_S * 1000000
             except AttributeError:  # pragma: no cover - old ports
                 t0 = None
             start = time.ticks_us()
