@@ -236,6 +236,35 @@ def test_a_first_sync_of_years_is_reported_to_the_ms(tmp_path: Path) -> None:
     assert re.search(r"^clockterm_up_seconds \d+\.\d{3}$", text, re.M), text[:300]
 
 
+def test_a_punch_the_central_refuses_is_kept_aside_and_health_says_so(tmp_path: Path) -> None:
+    """The central refuses one badge's punches for good (400): that punch is kept aside on the terminal,
+    the others are stored; health is failing and names it, the metrics and STATUS count it. Once the
+    central takes it (the terminal offers it again with its pulls: after a reboot here, the first
+    pulls come at once), health is ok again."""
+    with chrony() as ntp_port, open_site(tmp_path, ntp_port, client=Api) as site:
+        api = site.api
+        e2e.wait_for(lambda: api.get("/time")["synced"], 30, "the first sync")
+        site.central.set_faults(refuse_badges=["04DEAD0001"])
+        seqs = [tap_ok(site.term, b)[0] for b in ("04AA0001", "04DEAD0001", "04AA0002")]
+        e2e.wait_for(lambda: api.get("/status")["uplink"]["backlog"] == 0, 30, "the backlog sent")
+        a = api.call("GET", "/health")
+        health = conforms("GET", "/health", a)
+        assert a.status == 503 and health["status"] == "failing", health
+        jid = api.get("/status")["journal"]["journal_id"]
+        assert f"punches refused by the central, kept aside on the terminal: 1 (journal.seq: {jid}.{seqs[1]})" \
+            in health["reasons"], health
+        assert api.get("/status")["uplink"]["refused"] == 1
+        assert re.search(r"^clockterm_uplink_refused_punches 1$", api.get("/metrics"), re.M)
+        stored = {r["seq"] for r in site.central.store.punches(e2e.DEVICE)}
+        assert stored >= {seqs[0], seqs[2]} and seqs[1] not in stored, stored
+        site.central.set_faults(refuse_badges=[])
+        site.term.stop()
+        site.term.start()
+        e2e.wait_for(lambda: api.get("/status")["uplink"]["refused"] == 0, 30, "the kept punch offered again")
+        assert {r["seq"] for r in site.central.store.punches(e2e.DEVICE)} >= set(seqs)
+        e2e.wait_for(lambda: api.call("GET", "/health").status == 200, 30, "health ok again")
+
+
 def st_tz(site: Site) -> str:
     return json.loads(site.config_path.read_text())["tz"]
 

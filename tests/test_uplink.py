@@ -170,12 +170,63 @@ def test_413_halves_a_streamed_batch(central: Handle) -> None:
     assert_exactly_once(central, 100)
 
 
-def test_bad_batch_is_paused_not_resent_blindly(central: Handle) -> None:
+def test_a_batch_refused_once_is_halved_and_goes(central: Handle, tmp_path: Path) -> None:
+    # A 400 for a batch: halved to find the punch refused; the central takes the half (its refusal did
+    # not last), so nothing is kept aside, nothing waits, and the batches grow back: 10 refused, 5 and 5
+    # stored, the limit doubled after each (to 10, to 20; gone once it reaches batch_max)
     central.set_faults(queue=[{"do": "status", "code": 400}])
-    out = run(config(central, initial=10, tune={"rejected_pause_ms": 1500}))
-    assert "rejected" in out["states"]
-    assert out["acked"] == 10 and out["done_ms"] >= 1500
+    out = run(config(central, initial=10, fs_root=str(tmp_path)))
+    assert out["acked"] == 10 and out["refused"] == 0 and out["rejected_seq"] is None, out
+    assert "rejected" not in out["states"] and out["batches"] == 2 and out["limit"] == 20, out
     assert_exactly_once(central, 10)
+    assert not (tmp_path / "refused").exists() or not list((tmp_path / "refused").iterdir())
+
+
+def stored_seqs(h: Handle) -> list[int]:
+    return [r["seq"] for r in h.store.punches("term-1") if r["journal_id"] == "j1"]
+
+
+def test_a_punch_the_central_refuses_is_kept_aside_and_the_rest_go(central: Handle, tmp_path: Path) -> None:
+    # The central refuses three punches for good (a 400 for any batch holding them): each is found by
+    # halving, kept aside on flash and acked; every other punch is stored, once. Health would say
+    # failing (endpoint: tests/test_endpoint_api.py). Then the central takes them: offered again with
+    # the pulls, they are stored and their files go.
+    refused = [1, 6, 17]
+    central.set_faults(refuse_badges=[f"B{s:05d}" for s in refused])
+    out = run(config(central, initial=20, batch_max=8, fs_root=str(tmp_path), deadline_ms=15000))
+    assert out["acked"] == 20 and out["refused"] == 3 and out["bad_acks"] == 0, out
+    assert stored_seqs(central) == [s for s in range(1, 21) if s not in refused]
+    kept = sorted((tmp_path / "refused").iterdir())
+    assert [k.name for k in kept] == sorted(f"j1.{s}" for s in refused)
+    body = json.loads(kept[0].read_text())
+    assert body["journal_id"] == "j1" and body["rows"][0][:2] == [1, "B00001"], body
+    # Rebooted, the three still kept (counted from flash); the central takes them now
+    central.set_faults(refuse_badges=[])
+    out = run(config(central, acked=20, initial=0, fs_root=str(tmp_path), stay=True, deadline_ms=3000))
+    assert out["refused"] == 0 and out["bad_acks"] == 0, json.dumps(out)
+    assert_exactly_once(central, 20)
+    assert not list((tmp_path / "refused").iterdir())
+
+
+def test_a_central_that_refuses_everything_fills_the_room_then_pauses(central: Handle, tmp_path: Path) -> None:
+    # Every punch refused: 32 are kept aside (the room kept for them), then the next batch pauses for
+    # rejected_pause_ms, as every 400 did before; nothing is stored, nothing is lost (the journal holds
+    # the rest, unacked)
+    central.set_faults(refuse_badges=[f"B{s:05d}" for s in range(1, 41)])
+    out = run(config(central, initial=40, batch_max=8, fs_root=str(tmp_path), deadline_ms=8000,
+                     tune={"rejected_pause_ms": 60000}))
+    assert out["refused"] == 32 and out["acked"] == 32 and out["state"] == "rejected", out
+    assert out["rejected_seq"] == 33 and stored_seqs(central) == [], out
+    assert len(list((tmp_path / "refused").iterdir())) == 32
+
+
+def test_without_a_folder_to_keep_it_a_refused_batch_pauses(central: Handle) -> None:
+    # No fs_root: nowhere to keep a refused punch aside; its batch waits rejected_pause_ms, then goes
+    central.set_faults(refuse_badges=["B00003"])
+    p_cfg = config(central, initial=5, tune={"rejected_pause_ms": 1500}, deadline_ms=4000)
+    out = run(p_cfg)
+    assert "rejected" in out["states"] and out["acked"] == 2 and out["rejected_seq"] == 3, out
+    assert stored_seqs(central) == [1, 2]
 
 
 @pytest.mark.parametrize("case", ["expired", "wronghost", "wrong_ca", "dns"])

@@ -151,7 +151,7 @@ async def main():
     st = up.status()
     st.update({"acked": j.acked_seq, "last": j.last_seq, "acks": j.acks, "bad_acks": j.bad_acks,
                "states": states, "done_ms": done_ms, "heap_peak": peak, "clobbers": clobbers,
-               "max_batch": max_batch})
+               "max_batch": max_batch, "limit": up.limit})
     st["config_module_loaded"] = "clockterm.config" in sys.modules  # imported only for a check
     if roster is not None:
         st["roster"] = roster.status()

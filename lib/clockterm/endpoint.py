@@ -18,6 +18,7 @@ import binascii
 import gc
 import hashlib
 import json
+import os
 import time
 
 import asyncio
@@ -122,6 +123,7 @@ _METRICS = const(
     "uplink_failures gauge Uplink attempts failed in a row\n"
     "uplink_punches_sent_total counter Punches the central acknowledged since boot\n"
     "uplink_batches_total counter Batches the central stored since boot\n"
+    "uplink_refused_punches gauge Punches the central refused, kept aside on the terminal\n"
     "heap_free_bytes gauge Free heap\n"
     "heap_max_block_bytes gauge Largest block the heap can give\n"
     "loop_stall_max_seconds gauge Longest event-loop stall seen since boot\n"
@@ -194,6 +196,8 @@ _TEXT = const(
     'id: %s:%d\nevent: punch\ndata: %s\n\n@'
     'event: alert\ndata: {"alert":"%s","state":"raised","since_ms":%d}\n\n@'
     'event: alert\ndata: {"alert":"%s","state":"cleared"}\n\n@'
+    'punches refused by the central, kept aside on the terminal: %d (journal.seq: %s)@'
+    '/refused@'
 )
 _X_LENGTH = const(0)
 _X_CHUNKED = const(1)
@@ -245,6 +249,8 @@ _X_SSE_HELLO = const(46)
 _X_SSE_PUNCH = const(47)
 _X_SSE_RAISED = const(48)
 _X_SSE_CLEARED = const(49)
+_X_REFUSED = const(50)
+_X_ASIDE = const(51)  # the folder of the punches kept aside, in the uplink's fs_root (uplink._ASIDE)
 
 
 
@@ -548,9 +554,9 @@ async def _restart(board):
 def check(self):
     """Health: (ok | degraded | failing, [reasons], failing?); no secret, safe to serve without a token.
     Failing: punches cannot be taken or cannot leave (journal full, uplink disabled or its batch
-    refused, a critical task in a crash loop). Degraded: they are taken and will leave, but something
-    needs a look (clock not synced or stale, journal filling, uplink retrying, task restarts, low
-    heap, a refused config)."""
+    refused, punches refused by the central and kept aside, a critical task in a crash loop).
+    Degraded: they are taken and will leave, but something needs a look (clock not synced or stale,
+    journal filling, uplink retrying, task restarts, low heap, a refused config)."""
     app = self.app
     bad = []  # failing
     doubt = []  # degraded
@@ -567,6 +573,12 @@ def check(self):
         bad.append(_line(_X_UPLINK_DOWN) % (u.state, u.last_error))
     elif u.failures:
         doubt.append(_line(_X_UPLINK_FAILING) % (u.failures, u.last_error))
+    if u.refused:  # they reach the central only once it takes them (offered again with the pulls)
+        try:
+            kept = ", ".join(sorted(os.listdir(u.fs_root + _line(_X_ASIDE))))
+        except OSError as e:
+            kept = str(e)
+        bad.append(_line(_X_REFUSED) % (u.refused, kept))
     for k, t in app.tasks.items():
         if t["restarts"] >= _CRASH_LOOP and t["critical"]:
             bad.append(_line(_X_CRASH_LOOP) % k)
@@ -617,7 +629,7 @@ async def format(self, stream, out):
          o / 1000 if isinstance(o, float) else _SECONDS % ("-" if o < 0 else "", abs(o) // 1000, abs(o) % 1000),
          -1 if c["uncertainty_ms"] is None else c["uncertainty_ms"] / 1000, c["drift_ppm"], c["steps"],
          len(c["alerts"]), j["last_seq"] - j["acked_seq"], j["fill_pct"] / 100, j["last_seq"],
-         j["corrupt_skipped"], u.failures, u.sent, u.batches, gc.mem_free(), _max_block(),
+         j["corrupt_skipped"], u.failures, u.sent, u.batches, u.refused, gc.mem_free(), _max_block(),
          app.stall_ms_max / 1000]
     c = j = None
     v.extend(k[:_N_SUBSCRIBERS])

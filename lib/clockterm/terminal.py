@@ -70,24 +70,18 @@ class Terminal:
             return self._done("bad", "deny", "BAD BADGE READ", "ERR bad badge")
         now = time.ticks_ms()
         b = badge.encode()  # ASCII (normalize_badge), at most 20 bytes
-        if self._recent_has(b, now):
-            return self._done("duplicate", "dup", "ALREADY DONE", "DENY duplicate")
+        # The duplicate window: b recorded less than the window ago (its slots: _remember)
+        recent = self._recent
+        window = self.cfg["duplicate_window_s"] * 1000
+        for i in range(_RECENT):
+            o = i * _SLOT
+            if recent[o] == len(b) and 0 <= time.ticks_diff(now, self._recent_ms[i]) < window \
+                    and recent[o + 1:o + 1 + len(b)] == b:
+                return self._done("duplicate", "dup", "ALREADY DONE", "DENY duplicate")
         person = self.roster.lookup(badge) if self.roster else None
         if person is None and self.cfg["unknown_badge"] == "deny":
             return self._done("unknown_denied", "deny", "UNKNOWN BADGE", "DENY unknown badge")
         return self._record(badge, b, now, person, self._kind(person, key))
-
-    def _recent_has(self, b, now):
-        # The duplicate window's lookup: b (the badge's bytes) recorded less than the window ago.
-        recent = self._recent
-        n = len(b)
-        window = self.cfg["duplicate_window_s"] * 1000
-        for i in range(_RECENT):
-            o = i * _SLOT
-            if recent[o] == n and 0 <= time.ticks_diff(now, self._recent_ms[i]) < window \
-                    and recent[o + 1:o + 1 + n] == b:
-                return True
-        return False
 
     def _remember(self, b, now):
         # The duplicate window's insert: b takes the oldest slot.

@@ -6,7 +6,10 @@
 # moves the journal's durable ack only through the `stored_through` the server answered, and only when that
 # seq lies inside the batch just sent. Errors follow docs/central-api.yaml: 401 refresh the token
 # once; 413 halve the batch; 429 wait Retry-After; 400 keep the batch and pause long (alert); other
-# failures back off exponentially with jitter, capped. The tap path never waits on any of this.
+# failures back off exponentially with jitter, capped. A 400 halves the batch until the refused punch is
+# alone: those before it leave; that one is kept aside on flash (the file _ASIDE in fs_root), acked in
+# the journal so that the rest go on, and offered again alone with the pulls, every _ROSTER_EVERY_MS
+# (docs/uplink.md, "Refused punches"). The tap path never waits on any of this.
 # When idle it also pulls the roster and the central's config overlay (clockterm.pulls, loaded for them).
 #
 # Heap: one class; the status counters are attributes, and status() makes its document with keyword
@@ -17,6 +20,7 @@
 
 import asyncio
 import json
+import os
 import random
 import time
 from micropython import const
@@ -40,6 +44,8 @@ _RETRY_AFTER_MAX_S = const(900)  # cap on a server's Retry-After
 _IDLE_CLOSE_MS = const(20000)  # close the kept-alive connection after this long with nothing to send
 _KICK_MS = const(50)  # the idle wait sees a kick() within this
 _ROSTER_EVERY_MS = const(300000)  # conditional pulls (roster, config) this often (unchanged: a 304)
+_ASIDE = const("/refused/")  # in fs_root: a file per punch the central refused, "<journal id>.<seq>": its batch
+_ASIDE_MAX = const(32)  # punches kept aside at most; past that a refused punch holds its batch back (paused)
 # A batch's JSON up to its first row: device, journal, and the columns of the rows in order
 # (docs/central-api.yaml, PunchBatch.fields)
 _BATCH_HEAD = const('{"device_id":%s,"journal_id":%s,"fields":["seq","badge","kind","utc_ms","utc_offset_min",'
@@ -73,7 +79,8 @@ class Uplink:
     interval_ms        idle poll for new punches (config central.interval_s); a kick() ends the wait
                        within _KICK_MS
     backoff_min_ms / backoff_max_ms    exponential backoff range (jittered 50..100 %)
-    rejected_pause_ms  pause after a 400 before the same batch is offered again
+    rejected_pause_ms  pause after a 400 before the same batch is offered again, when its refused punch
+                       cannot be kept aside (no fs_root, _ASIDE_MAX kept, a flash error)
     Fixed limits are the _CONSTANTS above (head room, Retry-After cap, idle close, pull schedule).
 
     buf: the answer buffer (a clockterm.OutBuf, shared with the app's other users: its rule for
@@ -104,7 +111,9 @@ class Uplink:
         self.last_ok = None  # utc_ms of the last stored batch
         self.sent = 0  # punches acknowledged by the server
         self.batches = 0  # requests answered 200
-        self.rejected_seq = None  # first seq of a batch answered 400
+        self.rejected_seq = None  # the seq of the punch last refused (400), or the batch's first when paused
+        self.limit = 0  # while a refused punch is looked for: punches per batch (0: batch_max)
+        self.refused = 0  # punches kept aside (the lines of _ASIDE)
         self.roster_pulls = 0  # roster answers 200 applied
         self.roster_error = None
         self.config_checks = 0  # config answers 200 or 304
@@ -115,6 +124,10 @@ class Uplink:
         # to keep current; the config overlay, when the local config's path is known (checked against
         # it, kept on flash for the next boot, which applies it).
         self.fs_root = fs_root
+        try:
+            self.refused = len(os.listdir(fs_root + _ASIDE))
+        except (OSError, TypeError):  # none kept, or no fs_root
+            pass
         self.roster = roster if fs_root else None
         self.config_path = config_path if (config_path and fs_root) else None
         self.good_config_path = good_config_path
@@ -152,7 +165,8 @@ class Uplink:
         return dict(state=self.state, backlog=j.last_seq - j.acked_seq, last_error=self.last_error,
                     last_ok=self.last_ok, sent=self.sent, batches=self.batches, batch_max=self.batch_max,
                     connections=c.connections if c else 0, requests=c.requests if c else 0,
-                    rejected_seq=self.rejected_seq, roster_pulls=self.roster_pulls, roster_error=self.roster_error,
+                    rejected_seq=self.rejected_seq, refused=self.refused, roster_pulls=self.roster_pulls,
+                    roster_error=self.roster_error,
                     config_checks=self.config_checks, config_pulls=self.config_pulls,
                     config_writes=self.config_writes, config_pending=self.config_pending,
                     config_error=self.config_error)
@@ -241,9 +255,10 @@ class Uplink:
         size = 2  # the body's bytes: the closing ]} and the rest as they come
         n = first = last = 0
         jid = None
+        most = self.limit or self.batch_max
         while True:
             n0 = n
-            lim = min(_TURN_ROWS, self.batch_max - n)
+            lim = min(_TURN_ROWS, most - n)
             for p in self.journal.pending(last if n else None, lim):
                 if jid is None:
                     jid = p.journal_id
@@ -258,7 +273,7 @@ class Uplink:
                 last = p.seq
                 n += 1
             p = None
-            if n - n0 < lim or n >= self.batch_max:
+            if n - n0 < lim or n >= most:
                 break  # the journal, the batch or the body ended
             yield None
         if n == 0:
@@ -301,13 +316,16 @@ class Uplink:
             out.reset().write(b"]}")
         yield out.view()
 
-    async def send_once(self):
+    async def send_once(self, body=None):
         """One attempt: returns 0 when nothing is pending, else the ms to wait before the next attempt
-        (-1: look again at once)."""
-        for _ in self.journal.pending(None, 1):
+        (-1: look again at once). body: the batch of a punch kept aside, offered again (_aside; its
+        seq and journal in self._batch), instead of the journal's pending punches."""
+        line = body
+        for _ in () if line else self.journal.pending(None, 1):
             break
         else:
-            return 0
+            if not line:
+                return 0
         refreshed = False
         while True:
             if not await self.ensure_token():
@@ -315,8 +333,9 @@ class Uplink:
             self.state = _SENDING
             # The batch is streamed by the client, each piece built right before its write (see `buf`)
             status, hdrs, body = await self.client.request(
-                "POST", "/v1/punches", self._build,
-                "Authorization: Bearer %s\r\nContent-Type: application/json\r\n" % self.token, room=_HEAD_ROOM)
+                "POST", "/v1/punches", self._build if line is None else line,
+                "Authorization: Bearer %s\r\nContent-Type: application/json\r\n" % self.token,
+                room=0 if line else _HEAD_ROOM)
             if status == 401 and not refreshed:
                 self.token = None  # refresh once
                 refreshed = True
@@ -344,7 +363,13 @@ class Uplink:
             if why is not None:
                 self._error(why)
                 return self._backoff()
-            self.journal.ack(stored)  # durable before we believe it
+            if line is None:
+                self.journal.ack(stored)  # durable before we believe it
+                if self.limit:  # looking for a refused punch: back to whole batches step by step
+                    self.limit = 0 if self.limit * 2 >= self.batch_max else self.limit * 2
+            else:  # the punch kept aside is stored at last
+                os.remove(self.fs_root + _ASIDE + jid + "." + str(first))
+                self.refused = len(os.listdir(self.fs_root + _ASIDE))
             self.sent += stored - first + 1
             self.batches += 1
             self.failures = 0
@@ -359,10 +384,11 @@ class Uplink:
                 return -1
             status = 400  # a single punch too large: as good as rejected
         if status == 400:
-            self.state = _REJECTED
             self.rejected_seq = first
-            self._error("HTTP 400 for seq %d..%d: batch rejected, paused: %s" % (first, last, bytes(body[:80])))
-            return self.rejected_pause_ms
+            if line is not None:  # kept aside, refused again: offered again with the next pulls
+                self._error("HTTP 400 for seq %d (kept aside) again: %s" % (first, bytes(body[:80])))
+                return 0
+            return self._aside(first, last, jid, bytes(body[:80]))
         if status == 429:
             ra = hdrs.get("retry-after")
             self._error("HTTP %d" % status)
@@ -372,6 +398,38 @@ class Uplink:
             return self._backoff()
         self._error("HTTP %d" % status)
         return self._backoff()
+
+    def _aside(self, from_seq, through_seq, jid, msg):
+        # The central refused the batch from_seq..through_seq (HTTP 400, saying msg): the ms to wait
+        # before the next attempt, as send_once returns it. One punch the central refuses must not hold the others
+        # back: the batch is halved until it is alone (the punches before it leave meanwhile), then kept
+        # aside, a file of its own in the folder fs_root + _ASIDE, named "<journal id>.<seq>", holding its
+        # batch (a file already there, from a power cut before the ack, is written again), and acked in
+        # the journal. When it cannot be kept (no fs_root, _ASIDE_MAX kept, a flash error), its batch
+        # pauses for rejected_pause_ms, as every 400 did before.
+        if through_seq > from_seq:
+            self.limit = (through_seq - from_seq + 1) // 2
+            self._error("HTTP 400 for seq %d..%d: halved to %d: %s" % (from_seq, through_seq, self.limit, msg))
+            return -1
+        path = self.fs_root + _ASIDE if self.fs_root and self.refused < _ASIDE_MAX else None
+        try:
+            if path is None:
+                raise OSError(28)  # ENOSPC: no room kept for it
+            try:
+                os.mkdir(path[:-1])
+            except OSError:  # there already
+                pass
+            for p in self.journal.pending(from_seq - 1, 1):
+                with open(path + jid + "." + str(from_seq), "w") as f:
+                    f.write(_batch_head(self.device_id, jid) + _row(p) + b"]}")
+            self.refused = len(os.listdir(path))
+        except OSError as e:
+            self.state = _REJECTED
+            self._error("HTTP 400 for seq %d: refused, paused (not kept aside: %s): %s" % (from_seq, e, msg))
+            return self.rejected_pause_ms
+        self.journal.ack(from_seq)  # kept aside: the rest goes on
+        self._error("HTTP 400 for seq %d: refused, kept aside: %s" % (from_seq, msg))
+        return -1
 
     def _backoff(self):
         self.state = _BACKOFF
@@ -435,6 +493,18 @@ class Uplink:
                     if time.ticks_diff(time.ticks_ms(), self._next_at) >= 0:
                         self._next_at = time.ticks_add(time.ticks_ms(), _ROSTER_EVERY_MS)
                         await self.pulls()
+                        # The punches kept aside offered again, one by one, while the central takes them
+                        for name in os.listdir(self.fs_root + _ASIDE) if self.refused else ():
+                            jid, _, seq = name.partition(".")
+                            with open(self.fs_root + _ASIDE + name, "rb") as f:
+                                body = f.read()
+                            self._batch = int(seq), int(seq), jid
+                            if not body:  # cut short by a power cut: its punch was never acked, so not lost
+                                os.remove(self.fs_root + _ASIDE + name)
+                            elif await self.send_once(body) != -1:
+                                break
+                        if self.refused:
+                            self.refused = len(os.listdir(self.fs_root + _ASIDE))
                     self.state = _IDLE
                     if time.ticks_diff(time.ticks_ms(), self._idle_since) > _IDLE_CLOSE_MS:
                         self.client.close()  # free the TLS session's memory while there is nothing to send

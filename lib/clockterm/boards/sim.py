@@ -62,24 +62,6 @@ class Board:
 
     # --- RTC: host clock + offset + drift (ppm); battery-backed, its state survives in rtc.json ------
 
-    def _rtc_init(self, offset_ms, drift_ppm, battery):
-        self.drift_ppm = drift_ppm
-        self.battery = battery
-        state = None
-        if battery:
-            try:
-                with open(self.state_dir + "/rtc.json") as f:
-                    state = json.load(f)
-            except (OSError, ValueError):
-                state = None
-        if state is None:
-            # First power-up (or no battery): a battery RTC starts at true time + the configured
-            # offset, a volatile one at 2000-01-01, like an ESP32 after power loss.
-            self._rtc_save(_host_ms(), _host_ms() + offset_ms if battery else 946684800000)
-        else:
-            self._host0 = state["host_ms"]
-            self._value0 = state["value_ms"]
-
     def _rtc_save(self, host_ms, value_ms):
         self._host0 = host_ms
         self._value0 = value_ms
@@ -202,7 +184,23 @@ class Board:
     def configure(self, cfg):
         """Build the parts that depend on the terminal config."""
         sim = cfg.get("sim") or {}
-        self._rtc_init(sim.get("rtc_offset_ms", 0), sim.get("rtc_drift_ppm", 0.0), sim.get("rtc_battery", True))
+        # The RTC: the host's clock with an offset and a drift; battery-backed, its state kept in rtc.json
+        self.drift_ppm = sim.get("rtc_drift_ppm", 0.0)
+        self.battery = sim.get("rtc_battery", True)
+        state = None
+        if self.battery:
+            try:
+                with open(self.state_dir + "/rtc.json") as f:
+                    state = json.load(f)
+            except (OSError, ValueError):
+                state = None
+        if state is None:
+            # First power-up (or no battery): a battery RTC starts at true time + the configured
+            # offset, a volatile one at 2000-01-01, like an ESP32 after power loss.
+            self._rtc_save(_host_ms(), _host_ms() + sim.get("rtc_offset_ms", 0) if self.battery else 946684800000)
+        else:
+            self._host0 = state["host_ms"]
+            self._value0 = state["value_ms"]
         self.control = self
         self.port = sim.get("control_port", 7001)
         # The journal partition; a test may shrink it (sim.journal_kb) to reach a full journal fast.

@@ -52,6 +52,7 @@ class Faults:
     max_body: int = 256 * 1024  # bytes per request body; more -> 413
     token_ttl_s: int = 3600
     latency_s: float = 0.0  # every punch upload waits this long before it is handled (a slow server)
+    refuse_badges: list[str] = field(default_factory=list)  # a batch holding one of these badges: 400
     seed: int | None = None
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
@@ -69,7 +70,7 @@ class Faults:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("queue", "error_rate", "reset_rate", "tls", "max_batch",
-                                               "max_body", "token_ttl_s", "latency_s", "seed")}
+                                               "max_body", "token_ttl_s", "latency_s", "refuse_badges", "seed")}
 
     def take(self, path: str) -> dict[str, Any] | None:
         for i, a in enumerate(self.queue):
@@ -243,6 +244,10 @@ def build_api(c: Central) -> Starlette:
             return _err(400, "bad_batch", str(e))
         if device_id != dev:
             return _err(403, "wrong_device", "device_id is not the token's device")
+        for i, p in enumerate(batch):  # a fault: a central that refuses some punches for good
+            if p["badge"] in c.faults.refuse_badges:
+                c.count("bad_batches")
+                return _err(400, "bad_batch", f"punches[{i}].badge {p['badge']!r} is refused")
         if len(batch) > c.faults.max_batch:
             return _err(413, "too_large", f"more than {c.faults.max_batch} punches")
         inserted, dups = c.store.store_batch(device_id, journal_id, batch)
