@@ -198,8 +198,8 @@ def test_a_punch_the_central_refuses_is_kept_aside_and_the_rest_go(central: Hand
     assert stored_seqs(central) == [s for s in range(1, 21) if s not in refused]
     kept = sorted((tmp_path / "refused").iterdir())
     assert [k.name for k in kept] == sorted(f"j1.{s}" for s in refused)
-    body = json.loads(kept[0].read_text())
-    assert body["journal_id"] == "j1" and body["rows"][0][:2] == [1, "B00001"], body
+    row = json.loads(kept[0].read_text())  # the punch's row, as a batch carries it
+    assert row[:2] == [1, "B00001"], row
     # Rebooted, the three still kept (counted from flash); the central takes them now
     central.set_faults(refuse_badges=[])
     out = run(config(central, acked=20, initial=0, fs_root=str(tmp_path), stay=True, deadline_ms=3000))
@@ -211,13 +211,62 @@ def test_a_punch_the_central_refuses_is_kept_aside_and_the_rest_go(central: Hand
 def test_a_central_that_refuses_everything_fills_the_room_then_pauses(central: Handle, tmp_path: Path) -> None:
     # Every punch refused: 32 are kept aside (the room kept for them), then the next batch pauses for
     # rejected_pause_ms, as every 400 did before; nothing is stored, nothing is lost (the journal holds
-    # the rest, unacked)
+    # the rest, unacked). Then the central takes all but the 33rd: before the pause goes on, the punches
+    # kept aside are offered again, the room they leave takes the 33rd, and the rest goes.
     central.set_faults(refuse_badges=[f"B{s:05d}" for s in range(1, 41)])
     out = run(config(central, initial=40, batch_max=8, fs_root=str(tmp_path), deadline_ms=8000,
                      tune={"rejected_pause_ms": 60000}))
     assert out["refused"] == 32 and out["acked"] == 32 and out["state"] == "rejected", out
     assert out["rejected_seq"] == 33 and stored_seqs(central) == [], out
     assert len(list((tmp_path / "refused").iterdir())) == 32
+    central.set_faults(refuse_badges=["B00033"])
+    out = run(config(central, initial=8, acked=32, batch_max=8, fs_root=str(tmp_path), deadline_ms=10000,
+                     tune={"rejected_pause_ms": 60000}))
+    assert out["acked"] == 40 and out["refused"] == 1 and out["bad_acks"] == 0, out
+    assert stored_seqs(central) == [s for s in range(1, 41) if s != 33]
+    assert [k.name for k in (tmp_path / "refused").iterdir()] == ["j1.33"]
+
+
+def test_one_still_refused_does_not_hold_back_the_others_kept_aside(central: Handle, tmp_path: Path) -> None:
+    # Three kept aside; the central now takes all but the first listed: the others are stored; a file not
+    # of a punch (a technician's note, a folder) is passed over; one cut short by a power cut is removed
+    central.set_faults(refuse_badges=["B00002", "B00006", "B00009"])
+    out = run(config(central, initial=10, fs_root=str(tmp_path), deadline_ms=8000))
+    assert out["refused"] == 3 and out["acked"] == 10, out
+    folder = tmp_path / "refused"
+    (folder / "notes").write_text("hello")
+    (folder / "j1.11").write_bytes(b"")  # cut short
+    central.set_faults(refuse_badges=["B00002"])
+    out = run(config(central, acked=10, initial=0, fs_root=str(tmp_path), stay=True, deadline_ms=3000))
+    assert sorted(k.name for k in folder.iterdir()) == ["j1.2", "notes"], out
+    assert out["refused"] == 2 and out["batch_max"] == 200, out  # (the note counts: health names it)
+    assert stored_seqs(central) == [s for s in range(1, 11) if s != 2]
+
+
+def test_a_413_while_a_refused_punch_is_looked_for_or_offered_again(central: Handle, tmp_path: Path) -> None:
+    # A central that takes at most 5 punches a request: its 413 halves batch_max as always, also while
+    # the batch is halved to find a refused punch; a 413 to a punch offered again (one punch: not a size
+    # matter) leaves batch_max alone
+    central.set_faults(refuse_badges=["B00030"], max_batch=5)
+    out = run(config(central, initial=60, batch_max=16, fs_root=str(tmp_path), deadline_ms=10000))
+    assert out["acked"] == 60 and out["refused"] == 1 and out["batch_max"] == 4, out
+    assert stored_seqs(central) == [s for s in range(1, 61) if s != 30]
+    central.set_faults(refuse_badges=[], max_batch=1000, queue=[{"do": "status", "code": 413}])
+    out = run(config(central, acked=60, initial=0, fs_root=str(tmp_path), stay=True, deadline_ms=3000))
+    assert out["refused"] == 1 and out["batch_max"] == 200, out  # offered again after the pulls: 413, kept
+
+
+def test_the_root_folder_is_a_folder_to_keep_in() -> None:
+    # An ESP32's files are at the root: its fs_root is "" (not None), and the roster and the config
+    # overlay are pulled there as on any board
+    code = """
+from clockterm import uplink
+from clockterm.roster import Roster
+up = uplink.Uplink(None, None, "d", "https://c.example", "d", "s", client=object(), roster=Roster("/no/roster.bin"),
+                   fs_root="", config_path="/config.json")
+print(up.roster is not None, up.config_path, up.refused)
+"""
+    assert mp.run_mp(code).stdout.split() == ["True", "/config.json", "0"]
 
 
 def test_without_a_folder_to_keep_it_a_refused_batch_pauses(central: Handle) -> None:

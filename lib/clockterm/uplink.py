@@ -5,11 +5,12 @@
 # /v1/punches in batches bounded by count and bytes, streamed through one small request buffer, and
 # moves the journal's durable ack only through the `stored_through` the server answered, and only when that
 # seq lies inside the batch just sent. Errors follow docs/central-api.yaml: 401 refresh the token
-# once; 413 halve the batch; 429 wait Retry-After; 400 keep the batch and pause long (alert); other
-# failures back off exponentially with jitter, capped. A 400 halves the batch until the refused punch is
-# alone: those before it leave; that one is kept aside on flash (the file _ASIDE in fs_root), acked in
-# the journal so that the rest go on, and offered again alone with the pulls, every _ROSTER_EVERY_MS
-# (docs/uplink.md, "Refused punches"). The tap path never waits on any of this.
+# once; 413 halve the batch; 429 wait Retry-After; 400: the batch halved until the punch refused is
+# alone (those before it leave), that one kept aside on flash (a file in fs_root + _ASIDE), acked in
+# the journal so that the rest go on, and offered again with the pulls, every _ROSTER_EVERY_MS, until
+# the central takes it (docs/uplink.md, "Refused punches"); one that cannot be kept aside holds its
+# batch back, paused long (alert); other failures back off exponentially with jitter, capped. The tap
+# path never waits on any of this.
 # When idle it also pulls the roster and the central's config overlay (clockterm.pulls, loaded for them).
 #
 # Heap: one class; the status counters are attributes, and status() makes its document with keyword
@@ -44,7 +45,7 @@ _RETRY_AFTER_MAX_S = const(900)  # cap on a server's Retry-After
 _IDLE_CLOSE_MS = const(20000)  # close the kept-alive connection after this long with nothing to send
 _KICK_MS = const(50)  # the idle wait sees a kick() within this
 _ROSTER_EVERY_MS = const(300000)  # conditional pulls (roster, config) this often (unchanged: a 304)
-_ASIDE = const("/refused/")  # in fs_root: a file per punch the central refused, "<journal id>.<seq>": its batch
+_ASIDE = const("/refused/")  # in fs_root: a file per punch the central refused, "<journal id>.<seq>": its row
 _ASIDE_MAX = const(32)  # punches kept aside at most; past that a refused punch holds its batch back (paused)
 # A batch's JSON up to its first row: device, journal, and the columns of the rows in order
 # (docs/central-api.yaml, PunchBatch.fields)
@@ -128,8 +129,8 @@ class Uplink:
             self.refused = len(os.listdir(fs_root + _ASIDE))
         except (OSError, TypeError):  # none kept, or no fs_root
             pass
-        self.roster = roster if fs_root else None
-        self.config_path = config_path if (config_path and fs_root) else None
+        self.roster = roster if fs_root is not None else None  # ("": the root, an ESP32's)
+        self.config_path = config_path if config_path and fs_root is not None else None
         self.good_config_path = good_config_path
         self._cfg_crc = -1  # CRC of the overlay this boot started with (None: none), known at the first 200
         self.config_pending = False  # the overlay on flash differs from the one this boot started with
@@ -255,7 +256,7 @@ class Uplink:
         size = 2  # the body's bytes: the closing ]} and the rest as they come
         n = first = last = 0
         jid = None
-        most = self.limit or self.batch_max
+        most = min(self.limit, self.batch_max) if self.limit else self.batch_max
         while True:
             n0 = n
             lim = min(_TURN_ROWS, most - n)
@@ -318,8 +319,8 @@ class Uplink:
 
     async def send_once(self, body=None):
         """One attempt: returns 0 when nothing is pending, else the ms to wait before the next attempt
-        (-1: look again at once). body: the batch of a punch kept aside, offered again (_aside; its
-        seq and journal in self._batch), instead of the journal's pending punches."""
+        (-1: look again at once). body: the row of a punch kept aside, offered again (its seq and
+        journal in self._batch), instead of the journal's pending punches."""
         line = body
         for _ in () if line else self.journal.pending(None, 1):
             break
@@ -333,7 +334,8 @@ class Uplink:
             self.state = _SENDING
             # The batch is streamed by the client, each piece built right before its write (see `buf`)
             status, hdrs, body = await self.client.request(
-                "POST", "/v1/punches", self._build if line is None else line,
+                "POST", "/v1/punches", self._build if line is None else
+                _batch_head(self.device_id, self._batch[2]) + line + b"]}",
                 "Authorization: Bearer %s\r\nContent-Type: application/json\r\n" % self.token,
                 room=0 if line else _HEAD_ROOM)
             if status == 401 and not refreshed:
@@ -369,7 +371,6 @@ class Uplink:
                     self.limit = 0 if self.limit * 2 >= self.batch_max else self.limit * 2
             else:  # the punch kept aside is stored at last
                 os.remove(self.fs_root + _ASIDE + jid + "." + str(first))
-                self.refused = len(os.listdir(self.fs_root + _ASIDE))
             self.sent += stored - first + 1
             self.batches += 1
             self.failures = 0
@@ -378,16 +379,16 @@ class Uplink:
             self.last_ok = self.clock.now()[0]
             return 1 if stored < last else -1  # -1: sent, look again at once
         if status == 413:
-            if self.batch_max > 1:
+            if self.batch_max > 1 and line is None:
                 self.batch_max = max(1, min(self.batch_max, last - first + 1) // 2)
                 self._error("HTTP 413: batch halved to %d" % self.batch_max)
                 return -1
             status = 400  # a single punch too large: as good as rejected
         if status == 400:
-            self.rejected_seq = first
             if line is not None:  # kept aside, refused again: offered again with the next pulls
                 self._error("HTTP 400 for seq %d (kept aside) again: %s" % (first, bytes(body[:80])))
                 return 0
+            self.rejected_seq = first
             return self._aside(first, last, jid, bytes(body[:80]))
         if status == 429:
             ra = hdrs.get("retry-after")
@@ -401,33 +402,41 @@ class Uplink:
 
     def _aside(self, from_seq, through_seq, jid, msg):
         # The central refused the batch from_seq..through_seq (HTTP 400, saying msg): the ms to wait
-        # before the next attempt, as send_once returns it. One punch the central refuses must not hold the others
-        # back: the batch is halved until it is alone (the punches before it leave meanwhile), then kept
-        # aside, a file of its own in the folder fs_root + _ASIDE, named "<journal id>.<seq>", holding its
-        # batch (a file already there, from a power cut before the ack, is written again), and acked in
-        # the journal. When it cannot be kept (no fs_root, _ASIDE_MAX kept, a flash error), its batch
-        # pauses for rejected_pause_ms, as every 400 did before.
+        # before the next attempt, as send_once returns it. One punch the central refuses must not hold
+        # the others back: the batch is halved until it is alone (the punches before it leave
+        # meanwhile), then kept aside, a file of its own in the folder fs_root + _ASIDE, named
+        # "<journal id>.<seq>", holding its row (a file already there, from a power cut before the ack,
+        # is written again), and acked in the journal; offered again at once (a 400 that does not last)
+        # and then with the pulls. When it cannot be kept (no fs_root, _ASIDE_MAX kept, a flash error),
+        # its batch pauses for rejected_pause_ms (the punches kept aside are offered again first).
         if through_seq > from_seq:
             self.limit = (through_seq - from_seq + 1) // 2
             self._error("HTTP 400 for seq %d..%d: halved to %d: %s" % (from_seq, through_seq, self.limit, msg))
             return -1
-        path = self.fs_root + _ASIDE if self.fs_root and self.refused < _ASIDE_MAX else None
         try:
-            if path is None:
+            if self.fs_root is None or self.refused >= _ASIDE_MAX:
                 raise OSError(28)  # ENOSPC: no room kept for it
+            path = self.fs_root + _ASIDE
             try:
                 os.mkdir(path[:-1])
             except OSError:  # there already
                 pass
+            row = None
             for p in self.journal.pending(from_seq - 1, 1):
-                with open(path + jid + "." + str(from_seq), "w") as f:
-                    f.write(_batch_head(self.device_id, jid) + _row(p) + b"]}")
+                if p.seq == from_seq:
+                    row = _row(p)
+            if row is None:  # gone from the journal meanwhile (an overwrite ring): nothing to keep, no ack
+                raise OSError(2)
+            with open(path + jid + "." + str(from_seq), "w") as f:
+                f.write(row)
             self.refused = len(os.listdir(path))
         except OSError as e:
             self.state = _REJECTED
             self._error("HTTP 400 for seq %d: refused, paused (not kept aside: %s): %s" % (from_seq, e, msg))
             return self.rejected_pause_ms
         self.journal.ack(from_seq)  # kept aside: the rest goes on
+        self.rejected_seq = None  # (health names the punches kept aside)
+        self._next_at = time.ticks_ms()  # offered again as soon as nothing else waits
         self._error("HTTP 400 for seq %d: refused, kept aside: %s" % (from_seq, msg))
         return -1
 
@@ -482,29 +491,40 @@ class Uplink:
                     except https.HTTPError as e:
                         self._error("connection: %s" % e)
                         wait = self._backoff()
+                    # Nothing to send, or a batch paused (its punch found no room to be kept aside): the
+                    # pulls (not while paused) and the punches kept aside, when due. A failed pull keeps
+                    # the old roster or overlay in force, and holds up no punch.
+                    paused = self.state == _REJECTED
+                    if (not wait or paused) and time.ticks_diff(time.ticks_ms(), self._next_at) >= 0:
+                        self._next_at = time.ticks_add(time.ticks_ms(), _ROSTER_EVERY_MS)
+                        if not wait:
+                            await self.pulls()
+                        n = self.refused
+                        for name in os.listdir(self.fs_root + _ASIDE) if n else ():
+                            # One by one (one refused again is passed over), until the link fails
+                            try:
+                                jid, _, seq = name.partition(".")
+                                self._batch = int(seq), int(seq), jid
+                                with open(self.fs_root + _ASIDE + name, "rb") as f:
+                                    body = f.read() if jid + "." + str(self._batch[0]) == name else b""
+                                if not body:  # cut short by a power cut (never acked: not lost), or not ours
+                                    os.remove(self.fs_root + _ASIDE + name)
+                                    continue
+                            except (ValueError, OSError):  # not a punch's file: left for people to see
+                                continue
+                            if await self.send_once(body) > 0:
+                                break
+                        if n:
+                            self.refused = len(os.listdir(self.fs_root + _ASIDE))
+                            if paused:  # room made: the paused batch at once; else the pause goes on
+                                wait = -1 if self.refused < n else wait
+                                self.state = _IDLE if self.refused < n else _REJECTED
                     if wait:
                         # Sent (-1: look again at once), or a backoff, a pause, a Retry-After to wait out
                         self._idle_since = time.ticks_ms()
                         if wait > 0:
                             await asyncio.sleep_ms(wait)
                         continue
-                    # Nothing to send: the pulls, when due. A failed pull keeps the old roster or
-                    # overlay in force, and holds up no punch.
-                    if time.ticks_diff(time.ticks_ms(), self._next_at) >= 0:
-                        self._next_at = time.ticks_add(time.ticks_ms(), _ROSTER_EVERY_MS)
-                        await self.pulls()
-                        # The punches kept aside offered again, one by one, while the central takes them
-                        for name in os.listdir(self.fs_root + _ASIDE) if self.refused else ():
-                            jid, _, seq = name.partition(".")
-                            with open(self.fs_root + _ASIDE + name, "rb") as f:
-                                body = f.read()
-                            self._batch = int(seq), int(seq), jid
-                            if not body:  # cut short by a power cut: its punch was never acked, so not lost
-                                os.remove(self.fs_root + _ASIDE + name)
-                            elif await self.send_once(body) != -1:
-                                break
-                        if self.refused:
-                            self.refused = len(os.listdir(self.fs_root + _ASIDE))
                     self.state = _IDLE
                     if time.ticks_diff(time.ticks_ms(), self._idle_since) > _IDLE_CLOSE_MS:
                         self.client.close()  # free the TLS session's memory while there is nothing to send
