@@ -177,8 +177,7 @@ def test_the_document_names_every_route_as_built() -> None:
     first_action = names.index("actions/resync")
     built = {}
     for i, name in enumerate(names):
-        built["/" + name] = {"post"} if i >= first_action else {"get", "put"} if i >= first_put else \
-            {"get", "delete"} if name == "refused" else {"get"}
+        built["/" + name] = {"post"} if i >= first_action else {"get", "put"} if i >= first_put else {"get"}
     documented = {p: {m for m in ops if m in ("get", "put", "post", "delete", "patch")}
                   for p, ops in SPEC["paths"].items()}
     assert documented == built
@@ -186,8 +185,7 @@ def test_the_document_names_every_route_as_built() -> None:
     for path, ops in SPEC["paths"].items():
         for method, op in ops.items():
             scopes = (op.get("security") or SPEC["security"])[0]["bearer"]
-            admin = path in ("/config",) or path.startswith("/actions/") or (path, method) in (("/roster", "put"),
-                                                                                                ("/refused", "delete"))
+            admin = path in ("/config",) or path.startswith("/actions/") or (path, method) == ("/roster", "put")
             assert scopes == (["admin"] if admin else ["read"]), (path, method)
             for code in ("401", "429"):
                 assert code in op["responses"], (path, method, code)
@@ -240,8 +238,8 @@ def test_a_first_sync_of_years_is_reported_to_the_ms(tmp_path: Path) -> None:
 
 def test_a_punch_the_central_refuses_is_kept_aside_and_health_says_so(tmp_path: Path) -> None:
     """The central refuses two badges' punches for good (400): each is kept aside on the terminal, the
-    others are stored; health is failing and names them, the metrics and STATUS count them, GET
-    /refused gives them; an admin drops one for good (DELETE). Once the central takes the other (the
+    others are stored; health is failing and names them, the metrics and STATUS count them; an admin
+    drops one for good (actions/drop-refused). Once the central takes the other (the
     terminal offers it again with its pulls: after a reboot here, the first pulls come at once), health
     is ok again, and the one dropped never reaches the central."""
     with chrony() as ntp_port, open_site(tmp_path, ntp_port, client=Api) as site:
@@ -259,20 +257,19 @@ def test_a_punch_the_central_refuses_is_kept_aside_and_health_says_so(tmp_path: 
         assert f"punches refused by the central, kept aside on the terminal: 2 (journal.seq: {', '.join(names)})" \
             in health["reasons"], health
         assert re.search(r"^clockterm_uplink_refused_punches 2$", api.get("/metrics"), re.M)
-        kept = api.get("/refused")
-        assert [k["punch"] for k in kept["refused"]] == names and kept["fields"][:2] == ["seq", "badge"], kept
-        assert {k["row"][1] for k in kept["refused"]} == {"04DEAD0001", "04DEAD0002"}, kept
         stored = {r["seq"] for r in site.central.store.punches(e2e.DEVICE)}
         assert stored >= {seqs[0], seqs[2]} and not stored & {seqs[1], seqs[3]}, stored
-        # Dropping one: admin only, by a name GET gave
+        # Dropping one: admin only, by a name health gave, nothing else
         drop = f"{jid}.{seqs[3]}"
-        assert api.call("DELETE", f"/refused?punch={drop}").status == 403  # a read token
-        a = api.call("DELETE", "/refused?punch=../config.json", ADMIN)
-        assert a.status == 404 and conforms("DELETE", "/refused", a)["error"], a
-        assert api.call("DELETE", "/refused", ADMIN).status == 400
-        a = api.call("DELETE", f"/refused?punch={drop}", ADMIN)
-        assert a.status == 200 and conforms("DELETE", "/refused", a) == {"dropped": drop, "refused": 1}
-        assert [k["punch"] for k in api.get("/refused")["refused"]] == [f"{jid}.{seqs[1]}"]
+        route = "/actions/drop-refused"
+        assert api.call("POST", f"{route}?punch={drop}").status == 403  # a read token
+        for bad in ("../config.json", "", f"{jid}.{seqs[0]}", "x" * 100):
+            a = api.call("POST", f"{route}?punch={bad}", ADMIN)
+            assert a.status == 404 and conforms("POST", route, a)["error"], (bad, a)
+        assert api.call("POST", route, ADMIN).status == 404
+        a = api.call("POST", f"{route}?punch={drop}", ADMIN)
+        assert a.status == 200 and conforms("POST", route, a) == {"dropped": drop, "refused": 1}
+        assert api.get("/status")["uplink"]["refused"] == 1
         site.central.set_faults(refuse_badges=[])
         site.term.stop()
         site.term.start()
@@ -280,7 +277,6 @@ def test_a_punch_the_central_refuses_is_kept_aside_and_health_says_so(tmp_path: 
         stored = {r["seq"] for r in site.central.store.punches(e2e.DEVICE)}
         assert stored >= {seqs[0], seqs[1], seqs[2]} and seqs[3] not in stored, stored
         e2e.wait_for(lambda: api.call("GET", "/health").status == 200, 30, "health ok again")
-        assert api.get("/refused")["refused"] == []
 
 
 def st_tz(site: Site) -> str:

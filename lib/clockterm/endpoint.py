@@ -84,19 +84,19 @@ _N_REFUSALS = const(5)
 _N_TIMEOUTS = const(6)
 _N_ERRORS = const(7)
 # The routes under /api/v1/, numbered by their place in this string (from 1)
-_ROUTES = const(b" health status time punches metrics events refused roster config actions/resync actions/flush"
-                b" actions/clear-alerts actions/reboot ")
+_ROUTES = const(b" health status time punches metrics events roster config actions/resync actions/flush"
+                b" actions/clear-alerts actions/reboot actions/drop-refused ")
 _RT_HEALTH = const(1)
 _RT_STATUS = const(2)
 _RT_TIME = const(3)
 _RT_PUNCHES = const(4)
 _RT_METRICS = const(5)
 _RT_EVENTS = const(6)
-_RT_REFUSED = const(7)  # GET (read), DELETE (admin)
-_RT_ROSTER = const(8)  # the first that takes a PUT
-_RT_CONFIG = const(9)  # the first that needs the admin scope
-_RT_ACTION = const(10)  # the first action
-_RT_REBOOT = const(13)
+_RT_ROSTER = const(7)  # the first that takes a PUT
+_RT_CONFIG = const(8)  # the first that needs the admin scope
+_RT_ACTION = const(9)  # the first action
+_RT_REBOOT = const(12)
+_RT_DROP = const(13)
 
 # Status lines, found by their code (one string: a tuple would be built in the heap at import)
 _REASONS = const("200 OK\n202 Accepted\n400 Bad Request\n401 Unauthorized\n403 Forbidden\n404 Not Found\n"
@@ -198,15 +198,10 @@ _TEXT = const(
     'event: alert\ndata: {"alert":"%s","state":"raised","since_ms":%d}\n\n@'
     'event: alert\ndata: {"alert":"%s","state":"cleared"}\n\n@'
     'punches refused by the central, kept aside on the terminal: %d (journal.seq: %s)@'
-    '/refused@'
-    '{"fields":["seq","badge","kind","utc_ms","utc_offset_min","quality","uncertainty_ms","employee_id"],'
-    '"refused":[@'
-    '{"punch":"%s","journal_id":"%s","row":%s}@'
-    'expected punch=<journal_id>.<seq>@'
-    'no punch kept aside by that name@'
+    '/refused/@'
+    'no punch kept aside by that name (punch=<journal_id>.<seq>)@'
     '{"dropped":"%s","refused":%d}@'
     'punch %s kept aside dropped for good@'
-    ']}\n@'
 )
 _X_LENGTH = const(0)
 _X_CHUNKED = const(1)
@@ -260,13 +255,9 @@ _X_SSE_RAISED = const(48)
 _X_SSE_CLEARED = const(49)
 _X_REFUSED = const(50)
 _X_ASIDE = const(51)  # the folder of the punches kept aside, in the uplink's fs_root (uplink._ASIDE)
-_X_REFUSED_HEAD = const(52)
-_X_REFUSED_ROW = const(53)
-_X_NO_PUNCH_ARG = const(54)
-_X_NO_SUCH_PUNCH = const(55)
-_X_DROPPED = const(56)
-_X_DROPPED_LOG = const(57)
-_X_REFUSED_TAIL = const(58)
+_X_NO_SUCH_PUNCH = const(52)
+_X_DROPPED = const(53)
+_X_DROPPED_LOG = const(54)
 
 
 
@@ -476,7 +467,7 @@ async def request(self, stream, index, req):
         i = _ROUTES.find(b" " + path[8:] + b" ")
         r = _ROUTES.count(b" ", 0, i + 1) if i >= 0 else 0
     need = _READ
-    if r >= _RT_CONFIG or (r == _RT_ROSTER and method == b"PUT") or (r == _RT_REFUSED and method == b"DELETE"):
+    if r >= _RT_CONFIG or (r == _RT_ROSTER and method == b"PUT"):
         need = _ADMIN
     elif r == _RT_HEALTH and self.free:
         need = 0
@@ -489,8 +480,7 @@ async def request(self, stream, index, req):
         return await _error(self, stream, 403, _line(_X_SCOPE), keep)
     if not r:
         return await _error(self, stream, 404, None, keep)
-    allow = b"POST" if r >= _RT_ACTION else b"GET PUT" if r >= _RT_ROSTER else \
-        b"GET DELETE" if r == _RT_REFUSED else b"GET"
+    allow = b"POST" if r >= _RT_ACTION else b"GET PUT" if r >= _RT_ROSTER else b"GET"
     if method not in allow.split():
         return await _error(self, stream, 405, None, keep, _line(_X_ALLOW) % allow.decode().replace(" ", ", "))
     if method == b"PUT":
@@ -500,10 +490,8 @@ async def request(self, stream, index, req):
     if length:
         return await _error(self, stream, 413, _line(_X_NO_BODY), False)
     if r >= _RT_ACTION:
-        return await post(self, stream, r)
+        return await post(self, stream, r, args)
     out = self.app.out.reset()
-    if r == _RT_REFUSED:
-        return await refused(self, stream, method, args, out)
     if r == _RT_EVENTS:
         return await listen(self, stream, index, args, out)
     if r == _RT_PUNCHES:
@@ -595,7 +583,7 @@ def check(self):
     if u.refused:  # they reach the central only once it takes them (offered again with the pulls)
         try:
             kept = ", ".join(sorted(os.listdir(u.fs_root + _line(_X_ASIDE))))
-        except OSError as e:
+        except (OSError, TypeError) as e:
             kept = str(e)
         bad.append(_line(_X_REFUSED) % (u.refused, kept))
     for k, t in app.tasks.items():
@@ -727,44 +715,6 @@ async def rows(self, stream, args, accept, out):
     return True
 
 
-async def refused(self, stream, method, args, out):
-    # GET: the punches the central refused, kept aside by the uplink (a file each, "<journal id>.<seq>",
-    # holding the punch's row as a batch carries it: docs/uplink.md, "Refused punches"). DELETE
-    # ?punch=<journal id>.<seq>: that one dropped for good (an integrator took it by other means).
-    u = self.app.uplink
-    folder = str(u.fs_root) + _line(_X_ASIDE)  # (no fs_root: "None/refused", none kept)
-    try:
-        names = sorted(os.listdir(folder))
-    except OSError:  # none kept yet
-        names = []
-    if method == b"DELETE":
-        name = args.partition(b"punch=")[2].partition(b"&")[0].decode()
-        if not args.startswith(b"punch=") or not name:
-            return await _error(self, stream, 400, _line(_X_NO_PUNCH_ARG))
-        if name not in names:
-            return await _error(self, stream, 404, _line(_X_NO_SUCH_PUNCH))
-        os.remove(folder + "/" + name)
-        u.refused = len(os.listdir(folder))
-        log.warn("endpoint", _line(_X_DROPPED_LOG) % name)
-        return await answer(self, stream, 200, True, _line(_X_DROPPED) % (name, u.refused))
-    head(self, stream, 200, _JSON, None, True, "", True)
-    await put(stream, out, True, _line(_X_REFUSED_HEAD))
-    sep = ""
-    for name in names:
-        jid, _, seq = name.partition(".")
-        try:
-            with open(folder + "/" + name, "rb") as f:
-                row = f.read(400)
-            json.loads(row)  # (a file not a punch's: its row null)
-        except (OSError, ValueError):
-            row = b"null"
-        await put(stream, out, True, sep + _line(_X_REFUSED_ROW) % (name, jid, row.decode()))
-        sep = ","
-    await put(stream, out, True, _line(_X_REFUSED_TAIL))
-    await flush(self, stream, out, True)
-    return True
-
-
 def config(self, body):
     # (the config in force as GET shows it, its CRC-32: the ETag) when body is None; else (the config a
     # PUT brings, checked, its secrets resolved: config.view; the ETag of the one in force). Raises
@@ -879,10 +829,23 @@ async def roster(self, stream, index, length):
     return await answer(self, stream, 200, True, _line(_X_BADGES) % n)
 
 
-async def post(self, stream, r):
+async def post(self, stream, r, args):
     # Action r (its route number), answered 202: resync the clock now, flush the backlog now, clear the
-    # latched clock alerts, reboot (once the answer is out).
+    # latched clock alerts, reboot (once the answer is out). Answered 200 (done at once): drop for good
+    # the punch kept aside (uplink, "Refused punches") that ?punch=<journal id>.<seq> names (one in
+    # that folder: no other path).
     app = self.app
+    if r == _RT_DROP:
+        u = app.uplink
+        folder = str(u.fs_root) + _line(_X_ASIDE)  # (no fs_root: "None/refused/", none kept)
+        name = args[6:].decode() if args.startswith(b"punch=") else ""
+        try:
+            os.remove(folder + name if name and name in os.listdir(folder) else "")
+        except OSError:
+            return await _error(self, stream, 404, _line(_X_NO_SUCH_PUNCH))
+        u.refused = len(os.listdir(folder))
+        log.warn("endpoint", _line(_X_DROPPED_LOG) % name)
+        return await answer(self, stream, 200, True, _line(_X_DROPPED) % (name, u.refused))
     if r == _RT_ACTION:
         app.sntp.kick()
     elif r == _RT_ACTION + 1:
