@@ -95,6 +95,8 @@ def test_a_healthy_document_calls_for_nothing(status_doc):
     (lambda d: d["link"].update(up=False), "network link down"),
     (lambda d: d["tasks"]["uplink"].update(alive=False), "tasks down: uplink"),
     (lambda d: d["roster"].update(error="bad file"), "roster: bad file"),
+    (lambda d: d["uplink"].update(refused=2), '2 punches refused by the central, kept aside (docs/uplink.md, '
+                                              '"Refused punches")'),
 ])
 def test_each_fault_is_named(status_doc, change, said):
     doc = json.loads(json.dumps(status_doc))

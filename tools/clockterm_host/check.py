@@ -109,9 +109,12 @@ def _live(st: dict, now_ms: int, bad: list[str]) -> list[str]:
         bad.append("journal: " + ", ".join(j["warnings"]))
     u = st.get("uplink", {})
     out.append(f"uplink     {u.get('state')}, last ok {_ago(u.get('last_ok'), now_ms)}, backlog {u.get('backlog')}"
+               + (f", {u['refused']} refused by the central, kept aside" if u.get("refused") else "")
                + (f", last error: {u['last_error']}" if u.get("last_error") else ""))
     if u.get("last_error"):
         bad.append("uplink: " + str(u["last_error"]))
+    if u.get("refused"):  # (docs/uplink.md, "Refused punches"; the endpoint's health names each)
+        bad.append(f"{u['refused']} punches refused by the central, kept aside (docs/uplink.md, \"Refused punches\")")
     r = st.get("roster", {})
     out.append(f"roster     {r.get('badges')} badges" + (f", error: {r['error']}" if r.get("error") else ""))
     if r.get("error"):
