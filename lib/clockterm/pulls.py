@@ -1,11 +1,21 @@
 # The uplink's pulls from the central (docs/uplink.md): the roster and the device's config overlay, each a
-# conditional GET with its ETag kept on flash. Uplink.pulls imports this module when the pulls are due
-# and forgets it after, so its code takes heap only while they run; the functions take the Uplink as `self`
-# (methods kept apart), whose attributes hold the state they report (counters, errors, config_pending).
+# conditional GET with its ETag kept on flash; and what it does with a punch the central refuses (keeps
+# it aside: _aside) and with the punches kept aside (offers them again: _replay; docs/uplink.md,
+# "Refused punches"). Uplink.pulls and Uplink.send_once import this module when it is needed and forget
+# it after, so its code takes heap only while it runs; the functions take the Uplink as `self` (methods
+# kept apart), whose attributes hold the state they report (counters, errors, config_pending, refused).
 
+import os
+import time
 from micropython import const
 
 from clockterm import forget, https, log
+from clockterm.uplink import _row
+
+# (the uplink's: its constants are not names at run time)
+_ASIDE = const("/refused/")  # in fs_root: a file per punch the central refused, "<journal id>.<seq>": its row
+_ASIDE_MAX = const(32)  # punches kept aside at most; past that a refused punch holds its batch back (paused)
+_REJECTED = const("rejected")
 
 _ROSTER_TIMEOUT_MS = const(120000)  # a whole roster download (10,000 badges is some 300 KB)
 _ROSTER_LINE = const(160)  # bytes of one roster line
@@ -150,3 +160,68 @@ async def pull_config(self):
     self.config_error = None
     log.info("uplink", "config overlay accepted; applies at the next boot: %s" % self.config_pending)
     return True
+
+
+def _aside(self, from_seq, through_seq, jid, msg):
+    # The central refused the batch from_seq..through_seq (HTTP 400, saying msg): the ms to wait
+    # before the next attempt, as send_once returns it. One punch the central refuses must not hold
+    # the others back: the batch is halved until it is alone (the punches before it leave
+    # meanwhile), then kept aside, a file of its own in the folder fs_root + _ASIDE, named
+    # "<journal id>.<seq>", holding its row (a file already there, from a power cut before the ack,
+    # is written again), and acked in the journal; offered again at once (a 400 that does not last)
+    # and then with the pulls. When it cannot be kept (no fs_root, _ASIDE_MAX kept, a flash error),
+    # its batch pauses for rejected_pause_ms (the punches kept aside are offered again first).
+    # (Uplink.send_once imports this module for it: it forgets the module when done)
+    try:
+        if through_seq > from_seq:
+            self.limit = (through_seq - from_seq + 1) // 2
+            self._error("HTTP 400 for seq %d..%d: halved to %d: %s" % (from_seq, through_seq, self.limit, msg))
+            return -1
+        try:
+            if self.fs_root is None or self.refused >= _ASIDE_MAX:
+                raise OSError(28)  # ENOSPC: no room kept for it
+            path = self.fs_root + _ASIDE
+            try:
+                os.mkdir(path[:-1])
+            except OSError:  # there already
+                pass
+            row = None
+            for p in self.journal.pending(from_seq - 1, 1):
+                if p.seq == from_seq:
+                    row = _row(p)
+            if row is None:  # gone from the journal meanwhile (an overwrite ring): nothing to keep, no ack
+                raise OSError(2)
+            with open(path + jid + "." + str(from_seq), "w") as f:
+                f.write(row)
+            self.refused = len(os.listdir(path))
+        except OSError as e:
+            self.state = _REJECTED
+            self._error("HTTP 400 for seq %d: refused, paused (not kept aside: %s): %s" % (from_seq, e, msg))
+            return self.rejected_pause_ms
+        self.journal.ack(from_seq)  # kept aside: the rest goes on
+        self.rejected_seq = None  # (health names the punches kept aside)
+        self._next_at = time.ticks_ms()  # offered again as soon as nothing else waits
+        self._error("HTTP 400 for seq %d: refused, kept aside: %s" % (from_seq, msg))
+        return -1
+    finally:
+        forget("clockterm.pulls")
+
+
+async def _replay(self):
+    # The punches kept aside (the folder fs_root + _ASIDE) offered again, one by one (one refused again
+    # is passed over), until the link fails; self.refused counted again after.
+    path = self.fs_root + _ASIDE
+    for name in os.listdir(path):
+        try:
+            jid, _, seq = name.partition(".")
+            self._batch = int(seq), int(seq), jid
+            with open(path + name, "rb") as f:
+                body = f.read() if jid + "." + str(self._batch[0]) == name else b""
+            if not body:  # cut short by a power cut (never acked: not lost), or not ours
+                os.remove(path + name)
+                continue
+        except (ValueError, OSError):  # not a punch's file: left for people to see
+            continue
+        if await self.send_once(body) > 0:
+            break
+    self.refused = len(os.listdir(path))

@@ -389,7 +389,9 @@ class Uplink:
                 self._error("HTTP 400 for seq %d (kept aside) again: %s" % (first, bytes(body[:80])))
                 return 0
             self.rejected_seq = first
-            return self._aside(first, last, jid, bytes(body[:80]))
+            from clockterm import pulls  # (its code in the heap only meanwhile: _aside forgets it)
+
+            return pulls._aside(self, first, last, jid, bytes(body[:80]))
         if status == 429:
             ra = hdrs.get("retry-after")
             self._error("HTTP %d" % status)
@@ -399,46 +401,6 @@ class Uplink:
             return self._backoff()
         self._error("HTTP %d" % status)
         return self._backoff()
-
-    def _aside(self, from_seq, through_seq, jid, msg):
-        # The central refused the batch from_seq..through_seq (HTTP 400, saying msg): the ms to wait
-        # before the next attempt, as send_once returns it. One punch the central refuses must not hold
-        # the others back: the batch is halved until it is alone (the punches before it leave
-        # meanwhile), then kept aside, a file of its own in the folder fs_root + _ASIDE, named
-        # "<journal id>.<seq>", holding its row (a file already there, from a power cut before the ack,
-        # is written again), and acked in the journal; offered again at once (a 400 that does not last)
-        # and then with the pulls. When it cannot be kept (no fs_root, _ASIDE_MAX kept, a flash error),
-        # its batch pauses for rejected_pause_ms (the punches kept aside are offered again first).
-        if through_seq > from_seq:
-            self.limit = (through_seq - from_seq + 1) // 2
-            self._error("HTTP 400 for seq %d..%d: halved to %d: %s" % (from_seq, through_seq, self.limit, msg))
-            return -1
-        try:
-            if self.fs_root is None or self.refused >= _ASIDE_MAX:
-                raise OSError(28)  # ENOSPC: no room kept for it
-            path = self.fs_root + _ASIDE
-            try:
-                os.mkdir(path[:-1])
-            except OSError:  # there already
-                pass
-            row = None
-            for p in self.journal.pending(from_seq - 1, 1):
-                if p.seq == from_seq:
-                    row = _row(p)
-            if row is None:  # gone from the journal meanwhile (an overwrite ring): nothing to keep, no ack
-                raise OSError(2)
-            with open(path + jid + "." + str(from_seq), "w") as f:
-                f.write(row)
-            self.refused = len(os.listdir(path))
-        except OSError as e:
-            self.state = _REJECTED
-            self._error("HTTP 400 for seq %d: refused, paused (not kept aside: %s): %s" % (from_seq, e, msg))
-            return self.rejected_pause_ms
-        self.journal.ack(from_seq)  # kept aside: the rest goes on
-        self.rejected_seq = None  # (health names the punches kept aside)
-        self._next_at = time.ticks_ms()  # offered again as soon as nothing else waits
-        self._error("HTTP 400 for seq %d: refused, kept aside: %s" % (from_seq, msg))
-        return -1
 
     def _backoff(self):
         self.state = _BACKOFF
@@ -451,11 +413,19 @@ class Uplink:
     # --- pulls: roster and config (clockterm.pulls) -------------------------------------------
 
     async def pulls(self):
-        """The pulls that are configured (roster, config overlay), with the code of clockterm.pulls,
-        imported for them and forgotten after: it takes heap only while it runs. A failed pull, its
-        code not loaded included (a MemoryError on a cut-up heap), keeps the old roster or overlay in
-        force, with its error in roster_error or config_error; it is not an uplink failure."""
+        """The pulls that are configured (roster, config overlay; not while a batch is paused), then the
+        punches kept aside offered again, with the code of clockterm.pulls, imported for them and
+        forgotten after: it takes heap only while it runs. A failed pull, its code not loaded included
+        (a MemoryError on a cut-up heap), keeps the old roster or overlay in force, with its error in
+        roster_error or config_error; it is not an uplink failure."""
+        paused = self.state == _REJECTED
         try:
+            if self.refused:
+                from clockterm import pulls
+
+                await pulls._replay(self)
+            if paused:
+                return
             if self.roster is not None:
                 try:
                     from clockterm import pulls
@@ -497,28 +467,11 @@ class Uplink:
                     paused = self.state == _REJECTED
                     if (not wait or paused) and time.ticks_diff(time.ticks_ms(), self._next_at) >= 0:
                         self._next_at = time.ticks_add(time.ticks_ms(), _ROSTER_EVERY_MS)
-                        if not wait:
-                            await self.pulls()
                         n = self.refused
-                        for name in os.listdir(self.fs_root + _ASIDE) if n else ():
-                            # One by one (one refused again is passed over), until the link fails
-                            try:
-                                jid, _, seq = name.partition(".")
-                                self._batch = int(seq), int(seq), jid
-                                with open(self.fs_root + _ASIDE + name, "rb") as f:
-                                    body = f.read() if jid + "." + str(self._batch[0]) == name else b""
-                                if not body:  # cut short by a power cut (never acked: not lost), or not ours
-                                    os.remove(self.fs_root + _ASIDE + name)
-                                    continue
-                            except (ValueError, OSError):  # not a punch's file: left for people to see
-                                continue
-                            if await self.send_once(body) > 0:
-                                break
-                        if n:
-                            self.refused = len(os.listdir(self.fs_root + _ASIDE))
-                            if paused:  # room made: the paused batch at once; else the pause goes on
-                                wait = -1 if self.refused < n else wait
-                                self.state = _IDLE if self.refused < n else _REJECTED
+                        await self.pulls()
+                        if paused:  # room made: the paused batch at once; else the pause goes on
+                            wait = -1 if self.refused < n else wait
+                            self.state = _IDLE if self.refused < n else _REJECTED
                     if wait:
                         # Sent (-1: look again at once), or a backoff, a pause, a Retry-After to wait out
                         self._idle_since = time.ticks_ms()
