@@ -197,16 +197,6 @@ def card_hold():
     print(json.dumps(seen))
 
 
-class RTC:  # what the Clock reads and sets of its board's RTC
-    battery = False
-
-    def now_ms(self):
-        return 1776000000000
-
-    def set_ms(self, ms):
-        pass
-
-
 async def sntp_silent():
     # sntp: three servers answer, then fall silent; a round past the answers' time (4 poll intervals)
     # forgets them, so that 2**30 ms on (the ticks wrapped) none reads as a fresh answer
@@ -214,7 +204,7 @@ async def sntp_silent():
     t = ESP32Time()
     sntp.time = t
     t.manual = 5000
-    c = clock.Clock(RTC(), None, ticks_ms=t.ticks_ms)
+    c = clock.Clock(FixedRTC(), None, ticks_ms=t.ticks_ms)
     sup = sntp.Supervisor(c, {"servers": ["a", "b", "c"], "interval_s": 64})
     sup.servers = [[n, n, 16, None, None, None, 1, 1, None, (5000, 1776000000000000, 20000, 15000, None, 2), 0, None,
                     False] for n in ("a", "b", "c")]
