@@ -12,7 +12,8 @@ from micropython import const
 from clockterm import forget, https, log
 from clockterm.uplink import _row
 
-# (the uplink's: its constants are not names at run time)
+# (_ASIDE and _REJECTED are the uplink's, the endpoint names the folder too: constants are not names
+# at run time)
 _ASIDE = const("/refused/")  # in fs_root: a file per punch the central refused, "<journal id>.<seq>": its row
 _ASIDE_MAX = const(32)  # punches kept aside at most; past that a refused punch holds its batch back (paused)
 _REJECTED = const("rejected")

@@ -46,7 +46,6 @@ _IDLE_CLOSE_MS = const(20000)  # close the kept-alive connection after this long
 _KICK_MS = const(50)  # the idle wait sees a kick() within this
 _ROSTER_EVERY_MS = const(300000)  # conditional pulls (roster, config) this often (unchanged: a 304)
 _ASIDE = const("/refused/")  # in fs_root: a file per punch the central refused, "<journal id>.<seq>": its row
-_ASIDE_MAX = const(32)  # punches kept aside at most; past that a refused punch holds its batch back (paused)
 # A batch's JSON up to its first row: device, journal, and the columns of the rows in order
 # (docs/central-api.yaml, PunchBatch.fields)
 _BATCH_HEAD = const('{"device_id":%s,"journal_id":%s,"fields":["seq","badge","kind","utc_ms","utc_offset_min",'
@@ -81,7 +80,7 @@ class Uplink:
                        within _KICK_MS
     backoff_min_ms / backoff_max_ms    exponential backoff range (jittered 50..100 %)
     rejected_pause_ms  pause after a 400 before the same batch is offered again, when its refused punch
-                       cannot be kept aside (no fs_root, _ASIDE_MAX kept, a flash error)
+                       cannot be kept aside (no fs_root, 32 kept: pulls._ASIDE_MAX, a flash error)
     Fixed limits are the _CONSTANTS above (head room, Retry-After cap, idle close, pull schedule).
 
     buf: the answer buffer (a clockterm.OutBuf, shared with the app's other users: its rule for
@@ -114,7 +113,7 @@ class Uplink:
         self.batches = 0  # requests answered 200
         self.rejected_seq = None  # the seq of the punch last refused (400), or the batch's first when paused
         self.limit = 0  # while a refused punch is looked for: punches per batch (0: batch_max)
-        self.refused = 0  # punches kept aside (the lines of _ASIDE)
+        self.refused = 0  # punches kept aside (the files in fs_root + _ASIDE; clockterm.pulls keeps them)
         self.roster_pulls = 0  # roster answers 200 applied
         self.roster_error = None
         self.config_checks = 0  # config answers 200 or 304
